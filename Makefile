@@ -1,0 +1,57 @@
+# jukinet — two commands: `make run` and `make test`.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+JUKI   := $(VENV)/bin/juki
+STAMP  := $(VENV)/.installed
+PROTOS := $(wildcard proto/juki/v1/*.proto)
+
+.PHONY: run test lint typecheck pytest proto proto-check install clean bench-lookup
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+## Start the whole system on embedded defaults (dev PKI, keys, seeded LMDB) in the foreground.
+run: $(STAMP)
+	$(JUKI) run
+
+## Lint, type-check, check generated code is current, then the tests.
+test: $(STAMP) proto-check lint typecheck pytest
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+typecheck: $(STAMP)
+	$(VENV)/bin/mypy server clients bench tests
+
+pytest: $(STAMP)
+	$(VENV)/bin/pytest -q
+
+## Regenerate Python stubs from proto/ (the only way they change).
+proto: $(STAMP)
+	$(PY) -m grpc_tools.protoc -I proto --python_out=proto --pyi_out=proto --grpc_python_out=proto $(PROTOS)
+
+## Fail when the committed stubs differ from what the .proto files generate.
+proto-check: $(STAMP)
+	@tmp=$$(mktemp -d) && \
+	$(PY) -m grpc_tools.protoc -I proto --python_out=$$tmp --pyi_out=$$tmp --grpc_python_out=$$tmp $(PROTOS) && \
+	for f in $$(cd $$tmp && find . -name '*.py*' -type f); do \
+	  cmp -s $$tmp/$$f proto/$$f || { echo "stale generated code: proto/$$f (run make proto)"; rm -rf $$tmp; exit 1; }; \
+	done; \
+	for f in $$(cd proto && find . -name '*_pb2*.py*' -type f); do \
+	  test -f $$tmp/$$f || { echo "generated file without a .proto: proto/$$f"; rm -rf $$tmp; exit 1; }; \
+	done; \
+	rm -rf $$tmp; echo "generated code is current"
+
+## A first Lookup latency next to an empty RPC (full harness: later issue).
+bench-lookup: $(STAMP)
+	$(JUKI) bench lookup
+
+clean:
+	rm -rf var certs/dev

@@ -1,0 +1,40 @@
+"""`juki`: the one command for everything a person runs (SPEC §9)."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import click
+
+from clients import peer_cmds, pki_cmds, serve_cmds
+from server.settings import Settings
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--config", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="settings TOML")
+@click.option("--home", type=click.Path(file_okay=False, path_type=Path), help="base of relative paths")
+@click.option("-v", "--verbose", is_flag=True, help="log more")
+@click.pass_context
+def cli(ctx: click.Context, config: Path | None, home: Path | None, verbose: bool) -> None:
+    """jukinet: prefectural servers of Juki-net, their PKI and their peers."""
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format='{"time":"%(asctime)s","level":"%(levelname)s","logger":"%(name)s","msg":"%(message)s"}',
+    )
+    ctx.obj = Settings.load(config, home=home)
+
+
+cli.add_command(pki_cmds.pki)
+cli.add_command(serve_cmds.seed)
+cli.add_command(serve_cmds.serve)
+cli.add_command(serve_cmds.run)
+cli.add_command(peer_cmds.cs)
+cli.add_command(peer_cmds.lookup)
+cli.add_command(peer_cmds.search)
+cli.add_command(peer_cmds.ping)
+cli.add_command(peer_cmds.bench)
+
+
+def main() -> None:
+    cli()

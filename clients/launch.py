@@ -1,0 +1,50 @@
+"""Start a server as its own process and wait until it serves (used by the benchmark and the tests)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import grpc
+from juki.v1 import prefecture_pb2, prefecture_pb2_grpc
+
+from clients.channel import secure_channel
+from server.identity.pki import Pki
+from server.settings import Settings
+
+
+def write_settings(settings: Settings, path: Path) -> Path:
+    path.write_text(settings.to_toml())
+    return path
+
+
+def start_prefecture_process(config: Path, *, log: Path | None = None) -> subprocess.Popen[bytes]:
+    """`juki --config CONFIG serve prefecture` as a child process (stdout/stderr to `log`)."""
+    out = open(log, "ab") if log else subprocess.DEVNULL  # noqa: SIM115 - handed to the child
+    return subprocess.Popen(
+        [sys.executable, "-m", "clients", "--config", str(config), "serve", "prefecture"],
+        stdout=out,
+        stderr=subprocess.STDOUT,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+
+
+def wait_serving(settings: Settings, identity: str, *, timeout: float = 30.0) -> None:
+    """Block until a Ping over mTLS succeeds as `identity`, or raise TimeoutError."""
+    deadline = time.monotonic() + timeout
+    channel = secure_channel(Pki(settings.pki_path), identity, settings.prefecture_target)
+    stub = prefecture_pb2_grpc.PrefectureStub(channel)  # type: ignore[no-untyped-call]
+    try:
+        while True:
+            try:
+                stub.Ping(prefecture_pb2.PingRequest(), timeout=1.0)
+                return
+            except grpc.RpcError:
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"server at {settings.prefecture_target} did not come up") from None
+                time.sleep(0.1)
+    finally:
+        channel.close()

@@ -1,0 +1,66 @@
+"""`juki pki …`: the deployment's CA, peer certificates and revocation list."""
+
+from __future__ import annotations
+
+import click
+
+from server.identity.pki import DEV_IDENTITIES, ROLES, Pki
+from server.settings import Settings
+
+
+@click.group()
+def pki() -> None:
+    """Create a CA, issue and revoke peer certificates, list them."""
+
+
+@pki.command("init")
+@click.option("--trust-domain", help="SPIFFE trust domain (default from settings)")
+@click.pass_obj
+def init(settings: Settings, trust_domain: str | None) -> None:
+    """Create the CA (refuses when one exists)."""
+    p = Pki(settings.pki_path)
+    p.create_ca(trust_domain or settings.trust_domain)
+    click.echo(f"CA created in {p.directory}")
+
+
+@pki.command("issue")
+@click.argument("role", type=click.Choice(ROLES))
+@click.argument("ident")
+@click.option("--days", default=825, show_default=True, help="validity in days")
+@click.option("--overwrite", is_flag=True, help="replace an existing certificate")
+@click.pass_obj
+def issue(settings: Settings, role: str, ident: str, days: int, overwrite: bool) -> None:
+    """Issue a certificate for spiffe://<trust-domain>/ROLE/IDENT."""
+    info = Pki(settings.pki_path).issue(role, ident, valid_days=days, overwrite=overwrite)
+    click.echo(f"{info.spiffe.uri} serial={info.serial:x} cert={info.cert_path} key={info.key_path}")
+
+
+@pki.command("revoke")
+@click.argument("name_or_serial")
+@click.pass_obj
+def revoke(settings: Settings, name_or_serial: str) -> None:
+    """Revoke ROLE/ID or a serial (hex with 0x, or decimal); servers pick it up without restart."""
+    info = Pki(settings.pki_path).revoke(name_or_serial)
+    click.echo(f"revoked {info.spiffe.uri} serial={info.serial:x}")
+
+
+@pki.command("list")
+@click.pass_obj
+def list_certs(settings: Settings) -> None:
+    """Every issued certificate with its identity, serial, expiry and revocation."""
+    for info in Pki(settings.pki_path).list():
+        state = "REVOKED" if info.revoked else "valid"
+        click.echo(f"{info.spiffe.uri:55} {info.serial:032x} {info.not_after:%Y-%m-%d} {state}")
+
+
+@pki.command("dev")
+@click.pass_obj
+def dev(settings: Settings) -> None:
+    """Create the CA if absent and one certificate for every dev identity of every role."""
+    issued = ensure_dev_pki(settings)
+    click.echo(f"{len(issued)} certificate(s) issued in {settings.pki_path}")
+
+
+def ensure_dev_pki(settings: Settings) -> list[str]:
+    issued = Pki(settings.pki_path).ensure_dev(settings.trust_domain, DEV_IDENTITIES)
+    return [i.spiffe.uri for i in issued]

@@ -1,0 +1,173 @@
+"""4情報 search (SPEC §6.3): kana name (清音化かな prefix), birth date (exact or range), sex, address prefix.
+
+At least two of the four are required. The most selective index is scanned (name, then date of birth, then
+address); other criteria filter the entries. A request examines at most `scan_limit` index entries and a
+search returns at most `max_results` in all, so every call is bounded; page tokens are sealed so that they
+reveal nothing about the index.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import hashlib
+import hmac
+import os
+import struct
+from dataclasses import dataclass
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from juki.v1 import prefecture_pb2, records_pb2
+
+from server.domain import validation as val
+from server.domain.errors import DomainError, ErrorKind, FieldViolation, Violations
+from server.domain.kana import search_kana
+from server.storage.residents import ResidentTxn
+
+_INDEXES = ("idx_name", "idx_birth", "idx_address")
+_TOKEN_HEAD = struct.Struct(">16sBI")
+
+
+@dataclass(frozen=True)
+class SearchQuery:
+    kana: str
+    birth_from: bytes
+    birth_to: bytes
+    sex: int
+    address_prefix: str
+    include_removed: bool
+
+    def digest(self) -> bytes:
+        parts = (self.kana, self.birth_from.decode(), self.birth_to.decode(), str(self.sex))
+        text = "\x1f".join((*parts, self.address_prefix, str(self.include_removed)))
+        return hashlib.sha256(text.encode()).digest()[:16]
+
+
+@dataclass(frozen=True)
+class Cursor:
+    index: int
+    returned: int
+    last_key: bytes
+
+
+@dataclass(frozen=True)
+class SearchPage:
+    records: list[records_pb2.ResidentRecord]
+    next_cursor: Cursor | None
+    capped: bool
+
+
+def parse_query(request: prefecture_pb2.SearchRequest, *, today: dt.date) -> SearchQuery:
+    """Validate a search request and fold it into a query; refuse fewer than two of the four."""
+    v = Violations()
+    kana = ""
+    if request.name_kana:
+        val.check_kana(v, "name_kana", request.name_kana)
+        kana = search_kana(request.name_kana)
+    birth_from = birth_to = b""
+    if request.birth_date:
+        if request.birth_date_from or request.birth_date_to:
+            v.add("birth_date", "give either birth_date or a range, not both")
+        val.check_date(v, "birth_date", request.birth_date, today=today)
+        birth_from = birth_to = request.birth_date.replace("-", "").encode()
+    elif request.birth_date_from or request.birth_date_to:
+        val.check_date(v, "birth_date_from", request.birth_date_from, today=today)
+        val.check_date(v, "birth_date_to", request.birth_date_to, today=today)
+        birth_from = request.birth_date_from.replace("-", "").encode()
+        birth_to = request.birth_date_to.replace("-", "").encode()
+        if birth_from > birth_to:
+            v.add("birth_date_to", "must not be before birth_date_from")
+    val.check_sex(v, "sex", request.sex, required=False)
+    val.check_text(v, "address_prefix", request.address_prefix, max_len=200, required=False)
+    if request.page_size > 100:
+        v.add("page_size", "at most 100")
+    given = sum(bool(x) for x in (kana, birth_from, request.sex, request.address_prefix))
+    if given < 2:
+        v.add("name_kana", "at least two of name_kana, date of birth, sex and address_prefix are required")
+    v.raise_if_any()
+    return SearchQuery(
+        kana, birth_from, birth_to, request.sex, request.address_prefix, request.include_removed
+    )
+
+
+def _plan(query: SearchQuery) -> tuple[int, bytes, bytes | None]:
+    """(index, key prefix, stop key) of the most selective index for this query."""
+    if query.kana:
+        return 0, query.kana.encode(), None
+    if query.birth_from:
+        if query.birth_from == query.birth_to:
+            sex = bytes((query.sex,)) if query.sex else b""
+            return 1, query.birth_from + sex, None
+        return 1, b"", query.birth_to + b"\xff"
+    return 2, query.address_prefix.encode(), None
+
+
+def run_search(
+    tx: ResidentTxn,
+    query: SearchQuery,
+    cursor: Cursor | None,
+    *,
+    page_size: int,
+    scan_limit: int,
+    max_results: int,
+) -> SearchPage:
+    index, prefix, stop = _plan(query)
+    start = cursor.last_key if cursor else (query.birth_from if index == 1 and not prefix else prefix)
+    returned = cursor.returned if cursor else 0
+    records: list[records_pb2.ResidentRecord] = []
+    examined = 0
+    last_key = start
+    for hit in tx.scan(_INDEXES[index], start, prefix, stop):
+        if returned + len(records) >= max_results:
+            return SearchPage(records, None, capped=True)
+        if examined >= scan_limit:
+            return SearchPage(records, Cursor(index, returned + len(records), last_key), capped=True)
+        examined += 1
+        last_key = hit.key
+        if hit.removed and not query.include_removed:
+            continue
+        if query.sex and hit.sex != query.sex:
+            continue
+        if query.birth_from and not (query.birth_from <= hit.birth <= query.birth_to):
+            continue
+        record = tx.get(hit.resident_code)
+        if record is None:
+            continue
+        if query.kana and not record.search_kana.startswith(query.kana):
+            continue
+        if query.address_prefix and not record.four_info.address.startswith(query.address_prefix):
+            continue
+        records.append(record)
+        if len(records) >= page_size:
+            return SearchPage(records, Cursor(index, returned + len(records), last_key), capped=False)
+    return SearchPage(records, None, capped=False)
+
+
+class PageTokens:
+    """Seals cursors into opaque page tokens bound to their query (AES-256-GCM)."""
+
+    def __init__(self, secret: bytes) -> None:
+        self._aead = AESGCM(hmac.digest(secret, b"juki search page token v1", "sha256"))
+
+    def seal(self, query: SearchQuery, cursor: Cursor) -> str:
+        body = _TOKEN_HEAD.pack(query.digest(), cursor.index, cursor.returned) + cursor.last_key
+        nonce = os.urandom(12)
+        return base64.urlsafe_b64encode(nonce + self._aead.encrypt(nonce, body, None)).decode()
+
+    def open(self, query: SearchQuery, token: str) -> Cursor:
+        invalid = DomainError(
+            ErrorKind.INVALID_ARGUMENT,
+            "page_token is not a token of this search",
+            reason="INVALID_FIELDS",
+            violations=[FieldViolation("page_token", "not a token of this search")],
+        )
+        try:
+            raw = base64.urlsafe_b64decode(token.encode())
+            body = self._aead.decrypt(raw[:12], raw[12:], None)
+        except (ValueError, InvalidTag) as exc:
+            raise invalid from exc
+        digest, index, returned = _TOKEN_HEAD.unpack(body[: _TOKEN_HEAD.size])
+        if digest != query.digest() or index >= len(_INDEXES):
+            raise invalid
+        return Cursor(index, returned, body[_TOKEN_HEAD.size :])

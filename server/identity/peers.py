@@ -1,0 +1,104 @@
+"""Who is calling: the SPIFFE ID of the verified client certificate, and whether it is revoked.
+
+The TLS layer has already verified the chain and the validity period (SPEC §4.1); here the URI SAN becomes
+the caller's identity and the serial is checked against the revocation list, which is re-read when its
+file changes (no restart) or on demand (SIGHUP).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from server.identity.pki import SpiffeId, load_revoked_serials, spiffe_id_of_pem
+
+log = logging.getLogger(__name__)
+
+_CACHE_LIMIT = 4096
+
+
+class RevocationList:
+    """Revoked serials from the CA-signed CRL file, reloaded when the file changes."""
+
+    def __init__(self, crl_path: Path, ca_cert_path: Path, *, check_interval: float = 0.25) -> None:
+        self._crl_path = crl_path
+        self._ca_path = ca_cert_path
+        self._interval = check_interval
+        self._lock = threading.Lock()
+        self._stamp: tuple[int, int] | None = None
+        self._next_check = 0.0
+        self.serials: frozenset[int] = frozenset()
+        self.reload()
+
+    def _file_stamp(self) -> tuple[int, int] | None:
+        try:
+            st = os.stat(self._crl_path)
+        except FileNotFoundError:
+            return None
+        return (st.st_mtime_ns, st.st_size)
+
+    def reload(self) -> None:
+        """Re-read the CRL now. A CRL that does not verify keeps the previous list (and is logged)."""
+        with self._lock:
+            stamp = self._file_stamp()
+            try:
+                self.serials = load_revoked_serials(self._crl_path, self._ca_path)
+                self._stamp = stamp
+            except ValueError:
+                log.error("revocation list does not verify against the CA; keeping the previous one")
+
+    def is_revoked(self, serial: int) -> bool:
+        now = time.monotonic()
+        if now >= self._next_check:
+            self._next_check = now + self._interval
+            if self._file_stamp() != self._stamp:
+                self.reload()
+        return serial in self.serials
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """Why a peer was refused (no detail that would help an attacker or name a person)."""
+
+    message: str
+
+
+class PeerIdentities:
+    """Maps the auth context of a call to a caller identity, or a refusal."""
+
+    def __init__(self, trust_domain: str, revocations: RevocationList) -> None:
+        self.trust_domain = trust_domain
+        self.revocations = revocations
+        self._cache: dict[bytes, tuple[SpiffeId, int] | None] = {}
+
+    def identify(self, auth_context: Mapping[str, Iterable[bytes]]) -> SpiffeId | Refusal:
+        pem = next(iter(auth_context.get("x509_pem_cert", ())), None)
+        if pem is None:
+            return Refusal("no client certificate")
+        if pem in self._cache:
+            parsed = self._cache[pem]
+        else:
+            parsed = self._parse(pem)
+            if len(self._cache) >= _CACHE_LIMIT:
+                self._cache.clear()
+            self._cache[pem] = parsed
+        if parsed is None:
+            return Refusal("certificate carries no identity of this deployment")
+        spiffe, serial = parsed
+        if self.revocations.is_revoked(serial):
+            return Refusal("certificate revoked")
+        return spiffe
+
+    def _parse(self, pem: bytes) -> tuple[SpiffeId, int] | None:
+        try:
+            spiffe, serial = spiffe_id_of_pem(pem)
+        except ValueError:
+            return None
+        if spiffe.trust_domain != self.trust_domain:
+            return None
+        return spiffe, serial

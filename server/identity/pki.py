@@ -1,0 +1,505 @@
+"""The project's own small PKI: a CA, per-peer leaf certificates with SPIFFE URI SANs, and a CRL.
+
+Keys are ECDSA P-256. Identity lives only in the URI SAN ``spiffe://<trust-domain>/<role>/<id>``;
+the CN is informational and never trusted (SPEC §4.1).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import ipaddress
+import os
+import re
+import secrets
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+ROLES: tuple[str, ...] = (
+    "municipal-cs",
+    "national",
+    "agency",
+    "department",
+    "operator",
+    "fuhyo-server",
+    "prefectural-server",
+    "admin",
+    "auditor",
+    "monitor",
+)
+# Roles whose certificates are also presented by listeners, so they carry serverAuth and localhost SANs.
+SERVER_ROLES: frozenset[str] = frozenset({"national", "fuhyo-server", "prefectural-server"})
+
+MIE_MUNICIPALITIES: tuple[str, ...] = (
+    "242012", "242021", "242039", "242047", "242055", "242071", "242080", "242098", "242101", "242110",
+    "242128", "242144", "242152", "242161", "243035", "243248", "243418", "243434", "243442", "244414",
+    "244422", "244431", "244619", "244708", "244716", "244724", "245437", "245615", "245623",
+)  # fmt: skip
+
+DEV_IDENTITIES: tuple[tuple[str, str], ...] = (
+    *(("municipal-cs", code) for code in MIE_MUNICIPALITIES),
+    ("national", "jlis"),
+    ("agency", "police"),
+    ("agency", "education"),
+    ("department", "health"),
+    ("department", "tax"),
+    ("operator", "op-0001"),
+    ("operator", "op-0002"),
+    ("fuhyo-server", "24"),
+    ("prefectural-server", "24"),
+    ("admin", "admin-01"),
+    ("auditor", "auditor-01"),
+    ("monitor", "monitor-01"),
+)
+
+_SCHEME = "spiffe://"
+# SPIFFE trust domains: lowercase letters, digits, '.', '-', '_' only (no port, userinfo or percent-encoding).
+_TRUST_DOMAIN_RE = re.compile(r"[a-z0-9._-]{1,255}")
+_ID_RE = re.compile(r"[A-Za-z0-9._-]{1,64}")
+# Peers and listeners on different hosts rarely agree on the time to the second.
+_CLOCK_SKEW = timedelta(minutes=5)
+_CRL_LIFETIME = timedelta(days=7)
+_SIG_HASH = hashes.SHA256()
+
+
+@dataclass(frozen=True)
+class SpiffeId:
+    """A validated ``spiffe://<trust_domain>/<role>/<id>`` identity."""
+
+    trust_domain: str
+    role: str
+    id: str
+
+    def __post_init__(self) -> None:
+        # Validate on construction so every SpiffeId in the process is well-formed, however it was made.
+        if not _TRUST_DOMAIN_RE.fullmatch(self.trust_domain):
+            raise ValueError(f"invalid SPIFFE trust domain: {self.trust_domain!r}")
+        if self.role not in ROLES:
+            raise ValueError(f"unknown role: {self.role!r}")
+        # "." and ".." are forbidden path segments in SPIFFE IDs and would be odd file names too.
+        if not _ID_RE.fullmatch(self.id) or self.id in {".", ".."}:
+            raise ValueError(f"invalid identity: {self.id!r}")
+
+    @property
+    def uri(self) -> str:
+        """The canonical URI form."""
+        return f"{_SCHEME}{self.trust_domain}/{self.role}/{self.id}"
+
+    @property
+    def name(self) -> str:
+        """``<role>/<id>``, the name used by the PKI directory."""
+        return f"{self.role}/{self.id}"
+
+    @classmethod
+    def parse(cls, uri: str) -> SpiffeId:
+        """Parse a URI strictly; raises ValueError on anything but ``spiffe://<td>/<role>/<id>``."""
+        if not uri.startswith(_SCHEME):
+            raise ValueError(f"not a spiffe:// URI: {uri!r}")
+        parts = uri[len(_SCHEME) :].split("/")
+        if len(parts) != 3:
+            raise ValueError(f"SPIFFE ID must have exactly two path segments: {uri!r}")
+        trust_domain, role, ident = parts
+        return cls(trust_domain, role, ident)
+
+    def __str__(self) -> str:
+        return self.uri
+
+
+@dataclass(frozen=True)
+class CertInfo:
+    """One issued leaf certificate as found on disk."""
+
+    name: str
+    spiffe: SpiffeId
+    serial: int
+    not_before: datetime
+    not_after: datetime
+    revoked: bool
+    cert_path: Path
+    key_path: Path
+
+
+def _check_name(role: str, ident: str) -> None:
+    # Reuse SpiffeId's rules with a placeholder domain; this also keeps role/ident safe as path components.
+    SpiffeId("x", role, ident)
+
+
+def _utc(value: datetime, what: str) -> datetime:
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise ValueError(f"{what} must be timezone-aware")
+    return value.astimezone(UTC)
+
+
+def _write_atomic(path: Path, data: bytes, mode: int) -> None:
+    """Write ``data`` to ``path`` via a same-directory temp file and os.replace; readers see old or new."""
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
+    # O_EXCL + the final mode at creation: a key is never readable by others, not even briefly.
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    try:
+        try:
+            os.fchmod(fd, mode)  # umask may only have narrowed it; make the result deterministic
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+
+
+def _load_crl(crl_path: Path, ca_cert: x509.Certificate) -> x509.CertificateRevocationList:
+    try:
+        crl = x509.load_pem_x509_crl(crl_path.read_bytes())
+    except ValueError as exc:
+        raise ValueError(f"{crl_path}: not a PEM CRL: {exc}") from exc
+    if crl.issuer != ca_cert.subject:
+        raise ValueError(f"{crl_path}: CRL issuer does not match the CA")
+    public_key = ca_cert.public_key()
+    if not isinstance(public_key, ec.EllipticCurvePublicKey):
+        raise ValueError("CA public key is not ECDSA")
+    if not crl.is_signature_valid(public_key):
+        raise ValueError(f"{crl_path}: CRL signature does not verify with the CA key")
+    return crl
+
+
+def load_revoked_serials(crl_path: Path, ca_cert_path: Path) -> frozenset[int]:
+    """Serials on the CA-signed CRL; empty if there is no CRL file; ValueError if it does not verify."""
+    if not crl_path.exists():
+        return frozenset()
+    ca_cert = x509.load_pem_x509_certificate(ca_cert_path.read_bytes())
+    return frozenset(entry.serial_number for entry in _load_crl(crl_path, ca_cert))
+
+
+def _spiffe_of_cert(cert: x509.Certificate) -> SpiffeId:
+    try:
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound as exc:
+        raise ValueError("certificate has no subjectAltName") from exc
+    uris = san.get_values_for_type(x509.UniformResourceIdentifier)
+    # Per the X509-SVID spec a certificate carries exactly one URI SAN; any other count is ambiguous.
+    if len(uris) != 1:
+        raise ValueError(f"certificate must have exactly one URI SAN, found {len(uris)}")
+    return SpiffeId.parse(uris[0])
+
+
+def spiffe_id_of_pem(cert_pem: bytes) -> tuple[SpiffeId, int]:
+    """The SPIFFE ID (sole URI SAN) and serial of a PEM leaf certificate; ValueError if absent or bad."""
+    cert = x509.load_pem_x509_certificate(cert_pem)
+    return _spiffe_of_cert(cert), cert.serial_number
+
+
+class Pki:
+    """A PKI directory: ca.crt, ca.key (0600), crl.pem, and <role>/<id>.crt + <role>/<id>.key (0600)."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = Path(directory)
+        self.ca_cert_path = self.directory / "ca.crt"
+        self.ca_key_path = self.directory / "ca.key"
+        self.crl_path = self.directory / "crl.pem"
+        self._trust_domain_path = self.directory / "trust_domain.txt"
+
+    def exists(self) -> bool:
+        """True when both ca.crt and ca.key are present."""
+        return self.ca_cert_path.is_file() and self.ca_key_path.is_file()
+
+    def _ca_cert(self) -> x509.Certificate:
+        return x509.load_pem_x509_certificate(self.ca_cert_path.read_bytes())
+
+    def trust_domain(self) -> str:
+        """The trust domain: the CA subject's O=, else trust_domain.txt (for a CA brought from elsewhere)."""
+        attrs = self._ca_cert().subject.get_attributes_for_oid(NameOID.ORGANIZATION_NAME)
+        if attrs:
+            value = attrs[0].value
+            domain = value if isinstance(value, str) else value.decode()
+        elif self._trust_domain_path.is_file():
+            domain = self._trust_domain_path.read_text().strip()
+        else:
+            raise ValueError(f"{self.ca_cert_path}: CA subject has no O= and there is no trust_domain.txt")
+        if not _TRUST_DOMAIN_RE.fullmatch(domain):
+            raise ValueError(f"invalid trust domain in PKI: {domain!r}")
+        return domain
+
+    @contextlib.contextmanager
+    def _locked_ca(self) -> Iterator[tuple[x509.Certificate, ec.EllipticCurvePrivateKey]]:
+        """Yield the CA cert and key while holding an exclusive lock, serialising CRL read-modify-write."""
+        if not self.exists():
+            raise FileNotFoundError(f"no CA in {self.directory}")
+        with open(self.ca_key_path, "rb") as fh:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+            key = serialization.load_pem_private_key(fh.read(), password=None)
+            if not isinstance(key, ec.EllipticCurvePrivateKey):
+                raise ValueError(f"{self.ca_key_path}: CA key is not ECDSA")
+            yield self._ca_cert(), key
+
+    def _write_crl(
+        self,
+        ca_cert: x509.Certificate,
+        ca_key: ec.EllipticCurvePrivateKey,
+        entries: Iterable[tuple[int, datetime]],
+        number: int,
+    ) -> None:
+        now = datetime.now(UTC)
+        builder = (
+            x509.CertificateRevocationListBuilder()
+            .issuer_name(ca_cert.subject)
+            .last_update(now - _CLOCK_SKEW)
+            .next_update(now + _CRL_LIFETIME)
+            .add_extension(x509.CRLNumber(number), critical=False)
+            .add_extension(
+                x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False
+            )
+        )
+        for serial, revoked_at in entries:
+            builder = builder.add_revoked_certificate(
+                x509.RevokedCertificateBuilder().serial_number(serial).revocation_date(revoked_at).build()
+            )
+        crl = builder.sign(ca_key, _SIG_HASH)
+        _write_atomic(self.crl_path, crl.public_bytes(serialization.Encoding.PEM), 0o644)
+
+    def create_ca(self, trust_domain: str, *, valid_days: int = 3650) -> None:
+        """Create the CA key, self-signed cert and an empty CRL; FileExistsError if any CA file exists."""
+        if not _TRUST_DOMAIN_RE.fullmatch(trust_domain):
+            raise ValueError(f"invalid trust domain: {trust_domain!r}")
+        if valid_days <= 0:
+            raise ValueError("valid_days must be positive")
+        # A half-written CA (only one of the two files) is refused too: never silently replace a CA key.
+        for path in (self.ca_cert_path, self.ca_key_path):
+            if path.exists():
+                raise FileExistsError(f"CA already exists: {path}")
+        self.directory.mkdir(parents=True, exist_ok=True)
+
+        key = ec.generate_private_key(ec.SECP256R1())
+        name = x509.Name(
+            [
+                x509.NameAttribute(NameOID.ORGANIZATION_NAME, trust_domain),
+                x509.NameAttribute(NameOID.COMMON_NAME, f"jukinet CA {trust_domain}"),
+            ]
+        )
+        now = datetime.now(UTC)
+        cert = (
+            x509.CertificateBuilder()
+            .subject_name(name)
+            .issuer_name(name)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - _CLOCK_SKEW)
+            .not_valid_after(now + timedelta(days=valid_days))
+            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+            .add_extension(
+                x509.KeyUsage(
+                    digital_signature=True,
+                    content_commitment=False,
+                    key_encipherment=False,
+                    data_encipherment=False,
+                    key_agreement=False,
+                    key_cert_sign=True,
+                    crl_sign=True,
+                    encipher_only=False,
+                    decipher_only=False,
+                ),
+                critical=True,
+            )
+            .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+            .sign(key, _SIG_HASH)
+        )
+        # Key first: a ca.crt on disk then always has its key beside it.
+        _write_atomic(self.ca_key_path, _key_pem(key), 0o600)
+        _write_atomic(self.ca_cert_path, cert.public_bytes(serialization.Encoding.PEM), 0o644)
+        self._write_crl(cert, key, (), number=1)
+
+    def cert_paths(self, role: str, ident: str) -> tuple[Path, Path]:
+        """(certificate, key) paths for ``role/ident``, whether or not they exist."""
+        _check_name(role, ident)
+        base = self.directory / role
+        return base / f"{ident}.crt", base / f"{ident}.key"
+
+    def issue(
+        self,
+        role: str,
+        ident: str,
+        *,
+        valid_days: int = 825,
+        not_before: datetime | None = None,
+        not_after: datetime | None = None,
+        overwrite: bool = False,
+    ) -> CertInfo:
+        """Issue a leaf for ``role/ident``; FileExistsError if it exists and not ``overwrite``."""
+        cert_path, key_path = self.cert_paths(role, ident)
+        if cert_path.exists() and not overwrite:
+            raise FileExistsError(f"certificate already exists: {cert_path}")
+        spiffe = SpiffeId(self.trust_domain(), role, ident)
+
+        now = datetime.now(UTC)
+        end = _utc(not_after, "not_after") if not_after is not None else now + timedelta(days=valid_days)
+        if not_before is not None:
+            start = _utc(not_before, "not_before")
+        else:
+            start = now - _CLOCK_SKEW
+            if start >= end:
+                # Only not_after was given and it lies in the past (tests issuing expired certificates).
+                start = end - timedelta(days=max(valid_days, 1))
+        if start >= end:
+            raise ValueError("not_before must be earlier than not_after")
+
+        key = ec.generate_private_key(ec.SECP256R1())
+        sans: list[x509.GeneralName] = [x509.UniformResourceIdentifier(spiffe.uri)]
+        usages = [ExtendedKeyUsageOID.CLIENT_AUTH]
+        if role in SERVER_ROLES:
+            sans += [
+                x509.DNSName("localhost"),
+                x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+                x509.IPAddress(ipaddress.ip_address("::1")),
+            ]
+            usages.append(ExtendedKeyUsageOID.SERVER_AUTH)
+
+        with self._locked_ca() as (ca_cert, ca_key):
+            cert = (
+                x509.CertificateBuilder()
+                .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, spiffe.name)]))
+                .issuer_name(ca_cert.subject)
+                .public_key(key.public_key())
+                .serial_number(x509.random_serial_number())
+                .not_valid_before(start)
+                .not_valid_after(end)
+                .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+                .add_extension(
+                    x509.KeyUsage(
+                        digital_signature=True,
+                        content_commitment=False,
+                        key_encipherment=False,
+                        data_encipherment=False,
+                        key_agreement=False,
+                        key_cert_sign=False,
+                        crl_sign=False,
+                        encipher_only=False,
+                        decipher_only=False,
+                    ),
+                    critical=True,
+                )
+                .add_extension(x509.ExtendedKeyUsage(usages), critical=False)
+                .add_extension(x509.SubjectAlternativeName(sans), critical=False)
+                .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+                .add_extension(
+                    x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False
+                )
+                .sign(ca_key, _SIG_HASH)
+            )
+            cert_path.parent.mkdir(parents=True, exist_ok=True)
+            # Key before certificate, so an existing .crt always has a matching .key.
+            _write_atomic(key_path, _key_pem(key), 0o600)
+            _write_atomic(cert_path, cert.public_bytes(serialization.Encoding.PEM), 0o644)
+
+        return CertInfo(
+            name=spiffe.name,
+            spiffe=spiffe,
+            serial=cert.serial_number,
+            not_before=cert.not_valid_before_utc,
+            not_after=cert.not_valid_after_utc,
+            revoked=False,
+            cert_path=cert_path,
+            key_path=key_path,
+        )
+
+    def _info(self, cert_path: Path, revoked: frozenset[int]) -> CertInfo:
+        cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
+        spiffe = _spiffe_of_cert(cert)
+        return CertInfo(
+            name=spiffe.name,
+            spiffe=spiffe,
+            serial=cert.serial_number,
+            not_before=cert.not_valid_before_utc,
+            not_after=cert.not_valid_after_utc,
+            revoked=cert.serial_number in revoked,
+            cert_path=cert_path,
+            key_path=cert_path.with_suffix(".key"),
+        )
+
+    def revoke(self, name_or_serial: str | int) -> CertInfo:
+        """Put a leaf (by ``role/id`` name or serial) on the CRL; KeyError if unknown. Idempotent."""
+        serial: int | None = None
+        name: str | None = None
+        if isinstance(name_or_serial, int):
+            serial = name_or_serial
+        elif "/" in name_or_serial:
+            name = name_or_serial
+        elif name_or_serial.lower().startswith("0x"):
+            serial = int(name_or_serial, 16)
+        elif name_or_serial.isdigit():
+            serial = int(name_or_serial)
+        else:
+            raise KeyError(name_or_serial)
+
+        target = next(
+            (c for c in self.list() if (name is not None and c.name == name) or c.serial == serial), None
+        )
+        if target is None:
+            raise KeyError(name_or_serial)
+
+        with self._locked_ca() as (ca_cert, ca_key):
+            # Re-read under the lock so a concurrent revoke is never lost.
+            entries: dict[int, datetime] = {}
+            number = 1
+            if self.crl_path.exists():
+                crl = _load_crl(self.crl_path, ca_cert)
+                entries = {e.serial_number: e.revocation_date_utc for e in crl}
+                with contextlib.suppress(x509.ExtensionNotFound):
+                    number = crl.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number + 1
+            if target.serial not in entries:
+                entries[target.serial] = datetime.now(UTC)
+                self._write_crl(ca_cert, ca_key, sorted(entries.items()), number)
+
+        return CertInfo(
+            name=target.name,
+            spiffe=target.spiffe,
+            serial=target.serial,
+            not_before=target.not_before,
+            not_after=target.not_after,
+            revoked=True,
+            cert_path=target.cert_path,
+            key_path=target.key_path,
+        )
+
+    def ensure_dev(self, trust_domain: str, identities: Iterable[tuple[str, str]]) -> list[CertInfo]:
+        """Create the CA if absent and issue each (role, ident) not yet issued; returns the new ones."""
+        if not self.exists():
+            self.create_ca(trust_domain)
+        elif self.trust_domain() != trust_domain:
+            raise ValueError(f"PKI trust domain is {self.trust_domain()!r}, not {trust_domain!r}")
+        issued: list[CertInfo] = []
+        for role, ident in identities:
+            cert_path, key_path = self.cert_paths(role, ident)
+            if cert_path.exists() and key_path.exists():
+                continue
+            # A certificate without its key is useless; re-issue rather than fail.
+            issued.append(self.issue(role, ident, overwrite=True))
+        return issued
+
+    # Defined last: inside the class body the name `list` refers to this method from here on.
+    def list(self) -> list[CertInfo]:
+        """Every issued leaf under the directory, sorted by name, with its revoked flag."""
+        revoked = load_revoked_serials(self.crl_path, self.ca_cert_path) if self.exists() else frozenset()
+        infos = [
+            self._info(path, revoked)
+            for role in ROLES
+            if (self.directory / role).is_dir()
+            for path in (self.directory / role).glob("*.crt")
+            if not path.name.startswith(".")
+        ]
+        return sorted(infos, key=lambda info: info.name)

@@ -1,0 +1,113 @@
+"""The authorization policy (SPEC §4.2): roles → methods → purposes, default deny.
+
+Loaded from one TOML file; compiled into a dictionary keyed by (role, full method name) so the check on
+every call is a couple of lookups.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from server.identity.pki import ROLES, SpiffeId
+
+PACKAGE = "juki.v1"
+ANY = "*"
+
+
+@dataclass(frozen=True)
+class Purpose:
+    """A purpose (事務) a caller may state; `my_number` says whether 番号法 lets it receive a My Number."""
+
+    id: str
+    title: str
+    my_number: bool
+
+
+@dataclass(frozen=True)
+class Grant:
+    ids: frozenset[str] | None  # None: every id of the role
+    purposes: frozenset[str]
+
+
+class Decision:
+    ALLOW = "allow"
+    NO_METHOD = "method not granted to this role"
+    NO_PURPOSE = "purpose not granted for this method"
+
+
+class PolicyError(ValueError):
+    """The policy file is malformed; the server refuses to start (or to reload) on it."""
+
+
+def full_method(name: str) -> str:
+    """'Prefecture.Lookup' → '/juki.v1.Prefecture/Lookup'; a name starting with '/' is already full."""
+    if name.startswith("/"):
+        return name
+    service, _, method = name.partition(".")
+    if not service or not method:
+        raise PolicyError(f"method {name!r} is not <Service>.<Method>")
+    return f"/{PACKAGE}.{service}/{method}"
+
+
+class Policy:
+    def __init__(self, purposes: dict[str, Purpose], grants: dict[tuple[str, str], list[Grant]]) -> None:
+        self.purposes = purposes
+        self._grants = grants
+
+    @classmethod
+    def load(cls, path: Path | None = None) -> Policy:
+        if path is None:
+            text = resources.files("server").joinpath("policy.toml").read_text(encoding="utf-8")
+        else:
+            text = path.read_text(encoding="utf-8")
+        try:
+            raw = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as exc:
+            raise PolicyError(f"policy is not valid TOML: {exc}") from exc
+        return cls.from_dict(raw)
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> Policy:
+        purposes: dict[str, Purpose] = {}
+        for pid, body in raw.get("purposes", {}).items():
+            if not isinstance(body, dict) or not isinstance(body.get("my_number"), bool):
+                raise PolicyError(f"purpose {pid!r} needs my_number = true|false")
+            purposes[pid] = Purpose(pid, str(body.get("title", "")), body["my_number"])
+        grants: dict[tuple[str, str], list[Grant]] = {}
+        for i, body in enumerate(raw.get("grants", [])):
+            role = body.get("role")
+            if role != ANY and role not in ROLES:
+                raise PolicyError(f"grant {i}: unknown role {role!r}")
+            ids = body.get("ids")
+            grant_purposes = frozenset(body.get("purposes", []))
+            unknown = grant_purposes - purposes.keys()
+            if unknown:
+                raise PolicyError(f"grant {i}: unknown purposes {sorted(unknown)}")
+            grant = Grant(None if ids in (None, [ANY]) else frozenset(ids), grant_purposes)
+            for method in body.get("methods", []):
+                roles = ROLES if role == ANY else (role,)
+                for r in roles:
+                    grants.setdefault((r, full_method(method)), []).append(grant)
+        return cls(purposes, grants)
+
+    def check(self, caller: SpiffeId, method: str, purpose: str | None) -> str:
+        """Decision.ALLOW, or the reason for refusing. `purpose` None: the method takes no purpose."""
+        grants = self._grants.get((caller.role, method))
+        if not grants:
+            return Decision.NO_METHOD
+        applicable = [g for g in grants if g.ids is None or caller.id in g.ids]
+        if not applicable:
+            return Decision.NO_METHOD
+        if purpose is None:
+            return Decision.ALLOW
+        if any(purpose in g.purposes for g in applicable):
+            return Decision.ALLOW
+        return Decision.NO_PURPOSE
+
+    def allows_my_number(self, purpose: str) -> bool:
+        found = self.purposes.get(purpose)
+        return found is not None and found.my_number

@@ -1,0 +1,216 @@
+"""The `Prefecture` servicer: translates calls to domain functions and back; no rules live here."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import grpc
+from juki.v1 import prefecture_pb2, prefecture_pb2_grpc, records_pb2
+
+from server.domain import validation as val
+from server.domain.errors import DomainError, ErrorKind, Violations
+from server.domain.minimise import resident_view
+from server.domain.search import PageTokens, parse_query, run_search
+from server.domain.updates import Applied, apply_notice, validate_notice
+from server.identity.policy import Policy
+from server.services.chain import current_caller
+from server.services.status import abort
+from server.storage.residents import ResidentStore
+
+JST = dt.timezone(dt.timedelta(hours=9), "JST")
+Context = grpc.aio.ServicerContext[Any, Any]  # noqa: the aio context of any request type
+
+
+def jst_now() -> dt.datetime:
+    return dt.datetime.now(JST)
+
+
+class PrefectureService(prefecture_pb2_grpc.PrefectureServicer):
+    def __init__(
+        self,
+        store: ResidentStore,
+        policy: Callable[[], Policy],
+        tokens: PageTokens,
+        *,
+        batch_size: int = 256,
+        page_size: int = 20,
+        scan_limit: int = 50_000,
+        max_results: int = 1000,
+        now: Callable[[], dt.datetime] = jst_now,
+    ) -> None:
+        self._store = store
+        self._policy = policy
+        self._tokens = tokens
+        self._batch_size = batch_size
+        self._page_size = page_size
+        self._scan_limit = scan_limit
+        self._max_results = max_results
+        self._now = now
+
+    # updates (SPEC §6.1) ---------------------------------------------------------------------------
+    async def _apply(
+        self, notices: list[prefecture_pb2.ChangeNotice]
+    ) -> tuple[list[Applied], DomainError | None]:
+        """Apply notices in order in one write transaction; stop at the first refused one, keep the rest."""
+        caller = current_caller().id
+
+        def work(txn: Any) -> tuple[list[Applied], DomainError | None]:
+            tx = self._store.bind(txn)
+            done: list[Applied] = []
+            for notice in notices:
+                try:
+                    done.append(apply_notice(tx, notice, caller_municipality=caller, now=self._now))
+                except DomainError as err:
+                    return done, err
+            return done, None
+
+        return await self._store.env.write(work)
+
+    async def ApplyUpdate(
+        self, request: prefecture_pb2.ApplyUpdateRequest, context: Context
+    ) -> prefecture_pb2.ApplyUpdateResponse:
+        try:
+            validate_notice(request.notice, today=self._now().date())
+        except DomainError as err:
+            await abort(context, err)
+        done, refused = await self._apply([request.notice])
+        if refused is not None:
+            await abort(context, refused)
+        return prefecture_pb2.ApplyUpdateResponse(result=done[0].result, replayed=done[0].replayed)
+
+    async def ApplyUpdates(
+        self, request_iterator: AsyncIterator[prefecture_pb2.ApplyUpdateRequest], context: Context
+    ) -> prefecture_pb2.ApplyUpdatesResponse:
+        results: list[Applied] = []
+        pending: list[prefecture_pb2.ChangeNotice] = []
+        failure: DomainError | None = None
+        index = 0
+        async for request in request_iterator:
+            try:
+                validate_notice(request.notice, today=self._now().date(), path=f"notices[{index}]")
+            except DomainError as err:
+                failure = err
+                break
+            pending.append(request.notice)
+            index += 1
+            if len(pending) >= self._batch_size:
+                done, failure = await self._apply(pending)
+                results.extend(done)
+                pending = []
+                if failure is not None:
+                    break
+        if pending:
+            done, refused = await self._apply(pending)
+            results.extend(done)
+            failure = failure or refused
+        last = self._last_sequence(current_caller().id)
+        if failure is not None:
+            failure.metadata["last_applied_sequence"] = str(last)
+            failure.metadata["applied_in_stream"] = str(len(results))
+            await abort(context, failure)
+        return prefecture_pb2.ApplyUpdatesResponse(
+            results=[a.result for a in results],
+            replayed_count=sum(a.replayed for a in results),
+            last_applied_sequence=last,
+        )
+
+    def _last_sequence(self, municipality_code: str) -> int:
+        with self._store.reader() as tx:
+            return tx.last_sequence(municipality_code)
+
+    # reads -----------------------------------------------------------------------------------------
+    async def Lookup(
+        self, request: prefecture_pb2.LookupRequest, context: Context
+    ) -> prefecture_pb2.LookupResponse:
+        v = Violations()
+        key = request.WhichOneof("key")
+        if key == "resident_code":
+            val.check_resident_code(v, "resident_code", request.resident_code)
+        elif key == "my_number":
+            val.check_my_number(v, "my_number", request.my_number)
+        else:
+            v.add("key", "required: resident_code or my_number")
+        val.check_request_id(v, "request_id", request.request_id)
+        try:
+            v.raise_if_any()
+        except DomainError as err:
+            await abort(context, err)
+        with_number = self._policy().allows_my_number(request.purpose)
+        if key == "my_number" and not with_number:
+            await abort(
+                context,
+                DomainError(
+                    ErrorKind.PERMISSION_DENIED,
+                    "looking up by My Number needs a purpose that allows My Number",
+                    reason="PURPOSE_WITHOUT_MY_NUMBER",
+                ),
+            )
+        with self._store.reader() as tx:
+            code = (
+                request.resident_code if key == "resident_code" else tx.code_by_my_number(request.my_number)
+            )
+            record = tx.get(code) if code else None
+            number = tx.my_number(record.resident_code) if record is not None and with_number else ""
+        if record is None:
+            await abort(
+                context, DomainError(ErrorKind.NOT_FOUND, "no record for this key", reason="NO_RECORD")
+            )
+        return prefecture_pb2.LookupResponse(record=resident_view(record, number))
+
+    async def Search(
+        self, request: prefecture_pb2.SearchRequest, context: Context
+    ) -> prefecture_pb2.SearchResponse:
+        try:
+            query = parse_query(request, today=self._now().date())
+            v = Violations()
+            val.check_request_id(v, "request_id", request.request_id)
+            v.raise_if_any()
+            cursor = self._tokens.open(query, request.page_token) if request.page_token else None
+        except DomainError as err:
+            await abort(context, err)
+        with self._store.reader() as tx:
+            page = run_search(
+                tx,
+                query,
+                cursor,
+                page_size=request.page_size or self._page_size,
+                scan_limit=self._scan_limit,
+                max_results=self._max_results,
+            )
+        return prefecture_pb2.SearchResponse(
+            results=[resident_view(r) for r in page.records],
+            next_page_token=self._tokens.seal(query, page.next_cursor) if page.next_cursor else "",
+            capped=page.capped,
+        )
+
+    async def Ping(
+        self, request: prefecture_pb2.PingRequest, context: Context
+    ) -> prefecture_pb2.PingResponse:
+        return prefecture_pb2.PingResponse()
+
+    # not built yet: each answers UNIMPLEMENTED until its issue lands ------------------------------
+    async def Provide(self, request: Any, context: Context) -> Any:
+        await _unimplemented(context, "Provide")
+
+    async def Disclose(self, request: Any, context: Context) -> Any:
+        await _unimplemented(context, "Disclose")
+
+    async def QueryNational(self, request: Any, context: Context) -> Any:
+        await _unimplemented(context, "QueryNational")
+
+    async def FetchMyNumber(self, request: Any, context: Context) -> Any:
+        await _unimplemented(context, "FetchMyNumber")
+
+    async def BatchProvide(self, request_iterator: Any, context: Context) -> AsyncIterator[Any]:
+        await _unimplemented(context, "BatchProvide")
+        yield records_pb2.ResidentView()  # pragma: no cover - abort raises
+
+    async def Reconcile(self, request_iterator: Any, context: Context) -> AsyncIterator[Any]:
+        await _unimplemented(context, "Reconcile")
+        yield records_pb2.ResidentView()  # pragma: no cover - abort raises
+
+
+async def _unimplemented(context: Context, name: str) -> None:
+    await context.abort(grpc.StatusCode.UNIMPLEMENTED, f"Prefecture.{name} is not built yet")

@@ -1,0 +1,102 @@
+"""One typed settings object for every server: embedded defaults ← TOML file ← environment ← flags.
+
+Environment variables are JUKI_<FIELD> (e.g. JUKI_PREFECTURE_PORT=6000). Relative paths are taken
+relative to `home`, which defaults to the current directory.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+
+@dataclass
+class Settings:
+    home: Path = field(default_factory=Path.cwd)
+    trust_domain: str = "juki.mie"
+    pki_dir: Path = Path("certs/dev")
+    host: str = "127.0.0.1"
+    prefecture_port: int = 50051
+    prefecture_identity: str = "prefectural-server/24"
+    data_dir: Path = Path("var/data/prefecture")
+    keys_file: Path = Path("var/keys/prefecture.keys.json")  # outside the data directory (SPEC §4.3)
+    policy_file: Path | None = None  # None: the policy shipped with the server
+    map_size: int = 1 << 30
+    search_page_size: int = 20
+    search_scan_limit: int = 50_000
+    search_max_results: int = 1000
+    apply_batch_size: int = 256
+    grace_seconds: float = 5.0
+    crl_check_interval: float = 0.25
+
+    def path(self, value: Path) -> Path:
+        return value if value.is_absolute() else self.home / value
+
+    @property
+    def data_path(self) -> Path:
+        return self.path(self.data_dir)
+
+    @property
+    def keys_path(self) -> Path:
+        return self.path(self.keys_file)
+
+    @property
+    def pki_path(self) -> Path:
+        return self.path(self.pki_dir)
+
+    @property
+    def policy_path(self) -> Path | None:
+        return None if self.policy_file is None else self.path(self.policy_file)
+
+    @property
+    def prefecture_target(self) -> str:
+        return f"{self.host}:{self.prefecture_port}"
+
+    @classmethod
+    def load(cls, config: Path | None = None, **overrides: Any) -> Settings:
+        values: dict[str, Any] = {}
+        if config is not None:
+            with config.open("rb") as stream:
+                values.update(tomllib.load(stream))
+        for f in fields(cls):
+            env = os.environ.get(f"JUKI_{f.name.upper()}")
+            if env is not None:
+                values[f.name] = env
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        unknown = set(values) - {f.name for f in fields(cls)}
+        if unknown:
+            raise ValueError(f"unknown settings: {sorted(unknown)}")
+        return cls(**{k: _coerce(cls, k, v) for k, v in values.items()})
+
+    def to_toml(self) -> str:
+        lines = []
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if value is None:
+                continue
+            if isinstance(value, bool):
+                lines.append(f"{f.name} = {str(value).lower()}")
+            elif isinstance(value, int | float):
+                lines.append(f"{f.name} = {value}")
+            else:
+                lines.append(f'{f.name} = "{value}"')
+        return "\n".join(lines) + "\n"
+
+    def replace(self, **changes: Any) -> Settings:
+        return dataclasses.replace(self, **changes)
+
+
+def _coerce(cls: type[Settings], name: str, value: Any) -> Any:
+    default = next(f for f in fields(cls) if f.name == name)
+    kind = default.type if isinstance(default.type, str) else str(default.type)
+    if "Path" in kind:
+        return None if value in (None, "") else Path(value)
+    if kind == "int":
+        return int(value)
+    if kind == "float":
+        return float(value)
+    return value

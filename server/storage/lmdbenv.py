@@ -1,0 +1,108 @@
+"""One LMDB environment: opening, named databases, map growth and the single writer.
+
+Reads run on the caller's thread (they take microseconds); writes go through one writer thread so that an
+fsync never blocks the event loop and LMDB's single-writer rule holds by construction (SPEC §10).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, TypeVar
+
+import lmdb
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+DEFAULT_MAP_SIZE = 1 << 30
+MAX_MAP_SIZE = 1 << 40
+
+
+class LmdbEnv:
+    """An LMDB environment with named databases, growing its map when a write finds it full."""
+
+    def __init__(
+        self,
+        path: Path,
+        db_names: Sequence[str],
+        *,
+        map_size: int = DEFAULT_MAP_SIZE,
+        max_readers: int = 1024,
+        readonly: bool = False,
+    ) -> None:
+        path.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.path = path
+        self.readonly = readonly
+        self.env: Any = lmdb.open(
+            str(path),
+            map_size=map_size,
+            max_dbs=len(db_names) + 2,
+            max_readers=max_readers,
+            subdir=True,
+            sync=True,
+            metasync=True,
+            writemap=False,
+            map_async=False,
+            readahead=False,
+            readonly=readonly,
+            lock=True,
+        )
+        # A process killed while reading leaves its reader slot behind; clear those now.
+        stale = self.env.reader_check()
+        if stale:
+            log.info("cleared stale LMDB reader slots", extra={"count": stale})
+        self.dbs: dict[str, Any] = {
+            name: self.env.open_db(name.encode(), create=not readonly) for name in db_names
+        }
+        # set_mapsize needs no transaction open in this process: readers and the resizer take this gate.
+        self._gate = threading.Lock()
+        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"lmdb-writer-{path.name}")
+
+    @contextmanager
+    def read(self) -> Iterator[Any]:
+        """A read transaction; keep it short and never await inside it."""
+        with self._gate, self.env.begin(buffers=False) as txn:
+            yield txn
+
+    def write_sync(self, work: Callable[[Any], T]) -> T:
+        """Run `work(txn)` in one write transaction, committed durably; grow the map and retry when full.
+
+        `work` must be safe to run again from scratch: a full map aborts the whole transaction.
+        """
+        while True:
+            try:
+                with self.env.begin(write=True) as txn:
+                    return work(txn)
+            except lmdb.MapFullError:
+                self._grow()
+
+    async def write(self, work: Callable[[Any], T]) -> T:
+        """`write_sync` on the single writer thread."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._writer, self.write_sync, work)
+
+    def _grow(self) -> None:
+        current = self.env.info()["map_size"]
+        new_size = min(current * 2, MAX_MAP_SIZE)
+        if new_size <= current:
+            raise lmdb.MapFullError("LMDB map at its maximum size")
+        with self._gate:
+            self.env.set_mapsize(new_size)
+        log.info("LMDB map grown", extra={"map_size": new_size})
+
+    def map_use(self) -> tuple[int, int]:
+        """(bytes used, map size)."""
+        info = self.env.info()
+        stat = self.env.stat()
+        return (info["last_pgno"] + 1) * stat["psize"], info["map_size"]
+
+    def close(self) -> None:
+        self._writer.shutdown(wait=True)
+        self.env.close()

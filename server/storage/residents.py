@@ -1,0 +1,258 @@
+"""The prefectural server's resident store on LMDB (都道府県知事保存本人確認情報ファイル).
+
+Named databases of one environment:
+
+  records          住民票コード → ResidentRecord (protobuf, My Number cleared)
+  my_numbers       住民票コード → sealed My Number (AES-256-GCM)
+  my_number_index  HMAC-SHA-256(My Number) → 住民票コード
+  history          住民票コード + u64 counter → previous version (sealed My Number + ResidentRecord)
+  idx_name         清音化かな + NUL + YYYYMMDD + 住民票コード → state, sex, YYYYMMDD
+  idx_birth        YYYYMMDD + sex + 住民票コード → the same
+  idx_address      address + NUL + 住民票コード → the same
+  sequences        市町村コード → last applied 更新順番号 (u64)
+  applied          市町村コード + u64 sequence → notice digest + ApplyResult (for idempotent replay)
+  outbox           u64 counter → applied ChangeNotice, for the national server (SPEC §6.2)
+  meta             counters and the schema version
+
+Nothing here knows about gRPC; the domain layer decides what a change may do.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from juki.v1 import records_pb2
+
+from server.domain.kana import search_kana
+from server.storage.lmdbenv import LmdbEnv
+from server.storage.sealing import MyNumberSealer
+
+DB_NAMES = (
+    "records",
+    "my_numbers",
+    "my_number_index",
+    "history",
+    "idx_name",
+    "idx_birth",
+    "idx_address",
+    "sequences",
+    "applied",
+    "outbox",
+    "meta",
+)
+SCHEMA_VERSION = b"1"
+_U64 = struct.Struct(">Q")
+_ACTIVE, _REMOVED = b"A", b"R"
+
+
+def _u64(value: int) -> bytes:
+    return _U64.pack(value)
+
+
+def _without_my_number(record: records_pb2.ResidentRecord) -> bytes:
+    """The record serialized with My Number cleared, leaving the caller's message as it was."""
+    if not record.my_number:
+        return bytes(record.SerializeToString())
+    number = record.my_number
+    record.my_number = ""
+    try:
+        return bytes(record.SerializeToString())
+    finally:
+        record.my_number = number
+
+
+def _dob_key(iso_date: str) -> bytes:
+    return iso_date.replace("-", "").encode()
+
+
+@dataclass(frozen=True, slots=True)
+class IndexHit:
+    """One index entry: enough to filter without reading the record."""
+
+    key: bytes
+    resident_code: str
+    removed: bool
+    sex: int
+    birth: bytes  # YYYYMMDD
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryVersion:
+    record: records_pb2.ResidentRecord
+    my_number: str
+
+
+class ResidentTxn:
+    """Record-level operations inside one LMDB transaction (read or write)."""
+
+    def __init__(self, store: ResidentStore, txn: Any) -> None:
+        self._store = store
+        self._txn = txn
+        self._dbs = store.env.dbs
+
+    # reads ---------------------------------------------------------------------------------------
+    def get(self, resident_code: str) -> records_pb2.ResidentRecord | None:
+        raw = self._txn.get(resident_code.encode(), db=self._dbs["records"])
+        if raw is None:
+            return None
+        record = records_pb2.ResidentRecord()
+        record.ParseFromString(raw)
+        return record
+
+    def my_number(self, resident_code: str) -> str:
+        sealed = self._txn.get(resident_code.encode(), db=self._dbs["my_numbers"])
+        return "" if sealed is None else self._store.sealer.open(resident_code, sealed)
+
+    def code_by_my_number(self, my_number: str) -> str | None:
+        raw = self._txn.get(self._store.sealer.index_key(my_number), db=self._dbs["my_number_index"])
+        return None if raw is None else bytes(raw).decode()
+
+    def last_sequence(self, municipality_code: str) -> int:
+        raw = self._txn.get(municipality_code.encode(), db=self._dbs["sequences"])
+        return 0 if raw is None else int(_U64.unpack(raw)[0])
+
+    def applied(self, municipality_code: str, sequence: int) -> tuple[bytes, bytes] | None:
+        """(notice digest, serialized ApplyResult) of an applied notice."""
+        raw = self._txn.get(municipality_code.encode() + _u64(sequence), db=self._dbs["applied"])
+        return None if raw is None else (bytes(raw[:32]), bytes(raw[32:]))
+
+    def history(self, resident_code: str) -> list[HistoryVersion]:
+        prefix = resident_code.encode()
+        versions: list[HistoryVersion] = []
+        with self._txn.cursor(db=self._dbs["history"]) as cur:
+            if not cur.set_range(prefix):
+                return versions
+            for key, value in cur:
+                if not key.startswith(prefix):
+                    break
+                (seal_len,) = struct.unpack(">H", value[:2])
+                sealed = bytes(value[2 : 2 + seal_len])
+                record = records_pb2.ResidentRecord()
+                record.ParseFromString(value[2 + seal_len :])
+                number = self._store.sealer.open(resident_code, sealed) if sealed else ""
+                versions.append(HistoryVersion(record, number))
+        return versions
+
+    def outbox_depth(self) -> int:
+        return int(self._txn.stat(self._dbs["outbox"])["entries"])
+
+    def scan(self, index: str, start: bytes, prefix: bytes, stop: bytes | None) -> Iterator[IndexHit]:
+        """Index entries from `start` (exclusive when it is a previous key) while they begin with `prefix`
+        and sort before `stop`."""
+        with self._txn.cursor(db=self._dbs[index]) as cur:
+            if not cur.set_range(start):
+                return
+            for key, value in cur:
+                if not key.startswith(prefix) or (stop is not None and key >= stop):
+                    return
+                if key == start:
+                    continue
+                yield IndexHit(
+                    key=bytes(key),
+                    resident_code=bytes(key[-11:]).decode(),
+                    removed=value[:1] == _REMOVED,
+                    sex=value[1],
+                    birth=bytes(value[2:10]),
+                )
+
+    def count(self, db: str) -> int:
+        return int(self._txn.stat(self._dbs[db])["entries"])
+
+    # writes --------------------------------------------------------------------------------------
+    def put_record(self, record: records_pb2.ResidentRecord, my_number: str) -> None:
+        """Write the current version of a record with its indexes, replacing the previous version's."""
+        code = record.resident_code
+        key = code.encode()
+        previous = self.get(code)
+        if previous is not None:
+            self._drop_indexes(previous)
+            old_number = self.my_number(code)
+            if old_number and old_number != my_number:
+                self._txn.delete(self._store.sealer.index_key(old_number), db=self._dbs["my_number_index"])
+        record.search_kana = search_kana(record.four_info.name_kana)
+        self._txn.put(key, _without_my_number(record), db=self._dbs["records"])
+        if my_number:
+            self._txn.put(key, self._store.sealer.seal(code, my_number), db=self._dbs["my_numbers"])
+            self._txn.put(self._store.sealer.index_key(my_number), key, db=self._dbs["my_number_index"])
+        self._put_indexes(record)
+
+    def add_history(self, record: records_pb2.ResidentRecord, my_number: str) -> None:
+        """Keep a previous version (with its sealed My Number) as history."""
+        sealed = self._store.sealer.seal(record.resident_code, my_number) if my_number else b""
+        value = struct.pack(">H", len(sealed)) + sealed + _without_my_number(record)
+        counter = self._next_counter(b"history_counter")
+        self._txn.put(record.resident_code.encode() + _u64(counter), value, db=self._dbs["history"])
+
+    def set_last_sequence(self, municipality_code: str, sequence: int) -> None:
+        self._txn.put(municipality_code.encode(), _u64(sequence), db=self._dbs["sequences"])
+
+    def record_applied(self, municipality_code: str, sequence: int, digest: bytes, result: bytes) -> None:
+        self._txn.put(municipality_code.encode() + _u64(sequence), digest + result, db=self._dbs["applied"])
+
+    def enqueue_outbox(self, payload: bytes) -> None:
+        self._txn.put(_u64(self._next_counter(b"outbox_counter")), payload, db=self._dbs["outbox"])
+
+    def _next_counter(self, name: bytes) -> int:
+        raw = self._txn.get(name, db=self._dbs["meta"])
+        value = (0 if raw is None else int(_U64.unpack(raw)[0])) + 1
+        self._txn.put(name, _u64(value), db=self._dbs["meta"])
+        return value
+
+    def _index_entries(self, record: records_pb2.ResidentRecord) -> Iterable[tuple[str, bytes, bytes]]:
+        info = record.four_info
+        code = record.resident_code.encode()
+        dob = _dob_key(info.birth_date)
+        sex = bytes((info.sex,))
+        value = (_REMOVED if record.deleted_flag else _ACTIVE) + sex + dob
+        yield "idx_name", record.search_kana.encode() + b"\x00" + dob + code, value
+        yield "idx_birth", dob + sex + code, value
+        yield "idx_address", info.address.encode() + b"\x00" + code, value
+
+    def _put_indexes(self, record: records_pb2.ResidentRecord) -> None:
+        for db, key, value in self._index_entries(record):
+            self._txn.put(key, value, db=self._dbs[db])
+
+    def _drop_indexes(self, record: records_pb2.ResidentRecord) -> None:
+        for db, key, _ in self._index_entries(record):
+            self._txn.delete(key, db=self._dbs[db])
+
+
+class ResidentStore:
+    """Opens the environment and hands out record-level transactions."""
+
+    def __init__(self, env: LmdbEnv, sealer: MyNumberSealer) -> None:
+        self.env = env
+        self.sealer = sealer
+        if not env.readonly:
+            self.env.write_sync(self._init_meta)
+
+    def _init_meta(self, txn: Any) -> None:
+        meta = self.env.dbs["meta"]
+        version = txn.get(b"schema_version", db=meta)
+        if version is None:
+            txn.put(b"schema_version", SCHEMA_VERSION, db=meta)
+        elif bytes(version) != SCHEMA_VERSION:
+            raise RuntimeError(f"store schema {bytes(version)!r} is not {SCHEMA_VERSION!r}")
+
+    def reader(self) -> _ReadScope:
+        return _ReadScope(self)
+
+    def bind(self, txn: Any) -> ResidentTxn:
+        """Wrap a raw write transaction (inside `env.write`/`write_sync` work)."""
+        return ResidentTxn(self, txn)
+
+
+class _ReadScope:
+    def __init__(self, store: ResidentStore) -> None:
+        self._store = store
+        self._cm: Any = None
+
+    def __enter__(self) -> ResidentTxn:
+        self._cm = self._store.env.read()
+        return ResidentTxn(self._store, self._cm.__enter__())
+
+    def __exit__(self, *exc: object) -> None:
+        self._cm.__exit__(*exc)
