@@ -301,6 +301,7 @@ def _generate(count: int, seed: int, removed_share: float, former_share: float) 
     surnames, surname_cum, surname_total = SURNAMES, _SURNAME_CUM, _SURNAME_TOTAL
     year_cum, year_total, year_first_day, year_days = _YEAR_CUM, _YEAR_TOTAL, _YEAR_FIRST_DAY, _YEAR_DAYS
     hours_minutes, seconds = _HOURS_MINUTES, _SECONDS
+    n_hours_minutes, n_seconds = len(_HOURS_MINUTES), len(_SECONDS)
     record_cls, four_info_cls, former_cls = (
         records_pb2.ResidentRecord,
         records_pb2.FourInfo,
@@ -312,7 +313,8 @@ def _generate(count: int, seed: int, removed_share: float, former_share: float) 
     no_history: tuple[records_pb2.ResidentRecord, ...] = ()
 
     def timestamp(day: int) -> str:
-        return f"{dates[day]}T{hours_minutes[int(rnd() * 540)]}:{seconds[int(rnd() * 60)]}+09:00"
+        hour_minute = hours_minutes[int(rnd() * n_hours_minutes)]
+        return f"{dates[day]}T{hour_minute}:{seconds[int(rnd() * n_seconds)]}+09:00"
 
     for index in range(count):
         municipality = municipalities[bisect_right(municipality_cum, rnd() * municipality_total)]
