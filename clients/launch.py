@@ -22,13 +22,17 @@ def write_settings(settings: Settings, path: Path) -> Path:
 
 
 def start_prefecture_process(config: Path, *, log: Path | None = None) -> subprocess.Popen[bytes]:
-    """`juki --config CONFIG serve prefecture` as a child process (stdout/stderr to `log`)."""
+    """`juki --config CONFIG serve prefecture` as a child process (stdout/stderr to `log`).
+
+    The config file is complete, so JUKI_* variables of this process are not passed on to override it.
+    """
     out = open(log, "ab") if log else subprocess.DEVNULL  # noqa: SIM115 - handed to the child
+    env = {k: v for k, v in os.environ.items() if not k.startswith("JUKI_")}
     return subprocess.Popen(
         [sys.executable, "-m", "clients", "--config", str(config), "serve", "prefecture"],
         stdout=out,
         stderr=subprocess.STDOUT,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        env={**env, "PYTHONUNBUFFERED": "1"},
     )
 
 

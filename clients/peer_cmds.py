@@ -148,13 +148,14 @@ def bench() -> None:
 
 @bench.command("lookup")
 @click.option("--calls", default=2000, show_default=True, help="calls of each kind")
+@click.option("--residents", default=100_000, show_default=True, help="residents seeded for the run")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), help="write JSON results here")
 @click.pass_obj
-def bench_lookup(settings: Settings, calls: int, out: Path | None) -> None:
+def bench_lookup(settings: Settings, calls: int, residents: int, out: Path | None) -> None:
     """First Lookup latency next to an empty RPC, same server, same mTLS transport, one run."""
     from bench.lookup import run_lookup_bench
 
-    result = run_lookup_bench(settings, calls)
+    result = run_lookup_bench(settings, calls, residents)
     text = json.dumps(result, indent=2)
     click.echo(text)
     if out:

@@ -1,0 +1,91 @@
+"""The `juki` command as a person runs it: `juki run` (what `make run` calls), PKI, a municipal CS, bench."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import free_port
+
+JUKI = [sys.executable, "-m", "clients"]
+
+
+def juki(
+    home: Path, *args: str, check: bool = True, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "JUKI_PREFECTURE_PORT": os.environ.get("JUKI_PREFECTURE_PORT", "")}
+    env = {k: v for k, v in env.items() if v}
+    result = subprocess.run(
+        [*JUKI, "--home", str(home), *args], capture_output=True, text=True, timeout=timeout, env=env
+    )
+    if check:
+        assert result.returncode == 0, result.stdout + result.stderr
+    return result
+
+
+@pytest.fixture()
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("JUKI_PREFECTURE_PORT", str(free_port()))
+    return tmp_path
+
+
+def test_juki_run_sets_everything_up_and_serves_the_printed_command(home: Path) -> None:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(
+        [*JUKI, "--home", str(home), "run", "--count", "500"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    lines: list[str] = []
+    try:
+        assert proc.stdout is not None
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            if not line:
+                break
+            lines.append(line)
+            if line.strip() == "ready":
+                break
+        assert lines and lines[-1].strip() == "ready", "".join(lines)
+        command = next(line.strip() for line in lines if "juki lookup" in line)
+        code = command.split()[-1]
+        assert len(code) == 11 and code.isdigit()
+        assert oct((home / "certs/dev/ca.key").stat().st_mode & 0o777) == "0o600"
+        assert (home / "var/keys/prefecture.keys.json").exists()
+        # the printed command, as pasted (its arguments after `juki`)
+        args = command.split()[1:]
+        out = juki(home, *args)
+        record = json.loads(out.stdout)["record"]
+        assert record["residentCode"] == code and len(record["myNumber"]) == 12
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+
+
+def test_pki_issue_list_revoke(home: Path) -> None:
+    juki(home, "pki", "init")
+    juki(home, "pki", "issue", "agency", "fire")
+    listing = juki(home, "pki", "list").stdout
+    assert "spiffe://juki.mie/agency/fire" in listing and "valid" in listing
+    juki(home, "pki", "revoke", "agency/fire")
+    assert "REVOKED" in juki(home, "pki", "list").stdout
+    refused = juki(home, "pki", "issue", "nobody", "x", check=False)
+    assert refused.returncode != 0
+
+
+def test_bench_lookup_smoke(home: Path) -> None:
+    out = juki(home, "pki", "dev")
+    out = juki(home, "bench", "lookup", "--calls", "50", "--residents", "300", timeout=180)
+    result = json.loads(out.stdout)
+    assert result["sequential"]["ping"]["p50_us"] > 0 and result["sequential"]["lookup"]["p50_us"] > 0
+    assert result["concurrent"]["lookup_qps"] > 0 and result["residents"] == 300
