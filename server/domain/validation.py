@@ -17,9 +17,13 @@ from server.domain.codes import (
 from server.domain.errors import Violations
 from server.domain.kana import is_kana_text
 
-_ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
+_ISO_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+# RFC 3339 date-time (ASCII digits only; Python's fromisoformat alone accepts far more of ISO 8601).
+_RFC3339 = re.compile(
+    r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,9})?([Zz]|[+-][0-9]{2}:[0-9]{2})"
+)
 _ASCII_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
-_OAZA = re.compile(r"\d{1,12}")
+_OAZA = re.compile(r"[0-9]{1,12}")
 _PURPOSE = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
 _EARLIEST = dt.date(1850, 1, 1)
 
@@ -124,13 +128,13 @@ def check_oaza(v: Violations, path: str, value: str) -> None:
 def check_timestamp(v: Violations, path: str, value: str) -> None:
     if not value:
         return
-    try:
-        parsed = dt.datetime.fromisoformat(value)
-    except ValueError:
-        v.add(path, "must be an RFC 3339 time")
+    if not _RFC3339.fullmatch(value):
+        v.add(path, "must be an RFC 3339 time with a UTC offset")
         return
-    if parsed.tzinfo is None:
-        v.add(path, "must carry a UTC offset")
+    try:
+        dt.datetime.fromisoformat(value.replace("z", "Z"))
+    except ValueError:
+        v.add(path, "must be an RFC 3339 time with a UTC offset")
 
 
 def check_counter(v: Violations, path: str, value: int, *, maximum: int = 999) -> None:

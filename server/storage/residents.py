@@ -11,7 +11,7 @@ Named databases of one environment:
   idx_address      address + NUL + 住民票コード → the same
   sequences        市町村コード → last applied 更新順番号 (u64)
   applied          市町村コード + u64 sequence → notice digest + ApplyResult (for idempotent replay)
-  outbox           u64 counter → applied ChangeNotice, for the national server (SPEC §6.2)
+  outbox           u64 counter → applied ChangeNotice (sealed), for the national server (SPEC §6.2)
   meta             counters and the schema version
 
 Nothing here knows about gRPC; the domain layer decides what a change may do.
@@ -193,7 +193,9 @@ class ResidentTxn:
         self._txn.put(municipality_code.encode() + _u64(sequence), digest + result, db=self._dbs["applied"])
 
     def enqueue_outbox(self, payload: bytes) -> None:
-        self._txn.put(_u64(self._next_counter(b"outbox_counter")), payload, db=self._dbs["outbox"])
+        """Queue a change for the national server; sealed, since a change notice carries a My Number."""
+        key = _u64(self._next_counter(b"outbox_counter"))
+        self._txn.put(key, self._store.sealer.seal_blob(b"outbox" + key, payload), db=self._dbs["outbox"])
 
     def _next_counter(self, name: bytes) -> int:
         raw = self._txn.get(name, db=self._dbs["meta"])

@@ -74,5 +74,13 @@ class MyNumberSealer:
     def open(self, resident_code: str, sealed: bytes) -> str:
         return self._aead.decrypt(sealed[:_NONCE], sealed[_NONCE:], resident_code.encode()).decode()
 
+    def seal_blob(self, context: bytes, data: bytes) -> bytes:
+        """Seal any bytes that may hold a My Number (e.g. an outbox entry), bound to `context`."""
+        nonce = os.urandom(_NONCE)
+        return nonce + self._aead.encrypt(nonce, data, b"blob:" + context)
+
+    def open_blob(self, context: bytes, sealed: bytes) -> bytes:
+        return self._aead.decrypt(sealed[:_NONCE], sealed[_NONCE:], b"blob:" + context)
+
     def index_key(self, my_number: str) -> bytes:
         return hmac.digest(self._index_key, my_number.encode(), "sha256")
