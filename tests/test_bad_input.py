@@ -320,7 +320,7 @@ def test_removal_of_a_malformed_code_is_refused_and_changes_nothing(
     assert_nothing_written(store, before)
 
 
-# Regression: 大字・字コード must be ASCII digits (Python's \d would accept full-width or Arabic-Indic digits).
+# Regression: 大字・字コード must be ASCII digits (Python's \d also accepts full-width digits).
 @pytest.mark.parametrize("oaza", ["１００１", "١٠٠١"], ids=["full-width", "arabic-indic"])
 def test_oaza_code_in_non_ascii_digits_is_refused(server: Server, store: ResidentStore, oaza: str) -> None:
     before = snapshot(store)
