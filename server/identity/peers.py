@@ -1,8 +1,10 @@
-"""Who is calling: the SPIFFE ID of the verified client certificate, and whether it is revoked.
+"""Who is calling: the SPIFFE ID of the verified client certificate, and whether it is still good.
 
-The TLS layer has already verified the chain and the validity period (SPEC §4.1); here the URI SAN becomes
-the caller's identity and the serial is checked against the revocation list, which is re-read when its
-file changes (no restart) or on demand (SIGHUP).
+The TLS layer has verified the chain and the validity period at the handshake (SPEC §4.1); here, on every
+call, the URI SAN becomes the caller's identity, the end of validity is checked again (a connection may
+outlive its certificate), and the serial is checked against the revocation list, which is re-read when its
+file changes (no restart) or on demand (SIGHUP). The list fails closed: a missing, unverifiable or older
+CRL (lower CRL number) never replaces the one in force.
 """
 
 from __future__ import annotations
@@ -13,9 +15,10 @@ import threading
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
-from server.identity.pki import SpiffeId, load_revoked_serials, spiffe_id_of_pem
+from server.identity.pki import SpiffeId, load_crl, peer_of_pem
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +36,7 @@ class RevocationList:
         self._stamp: tuple[int, int] | None = None
         self._next_check = 0.0
         self.serials: frozenset[int] = frozenset()
+        self.number = -1
         self.reload()
 
     def _file_stamp(self) -> tuple[int, int] | None:
@@ -43,14 +47,19 @@ class RevocationList:
         return (st.st_mtime_ns, st.st_size)
 
     def reload(self) -> None:
-        """Re-read the CRL now. A CRL that does not verify keeps the previous list (and is logged)."""
+        """Re-read the CRL now; keep the list in force when the file is missing, bad, or older."""
         with self._lock:
             stamp = self._file_stamp()
+            self._stamp = stamp
             try:
-                self.serials = load_revoked_serials(self._crl_path, self._ca_path)
-                self._stamp = stamp
+                serials, number = load_crl(self._crl_path, self._ca_path)
             except ValueError:
-                log.error("revocation list does not verify against the CA; keeping the previous one")
+                log.error("revocation list missing or not verifying against the CA; keeping the one in force")
+                return
+            if number < self.number:
+                log.error("revocation list older than the one in force (CRL number went back); ignored")
+                return
+            self.serials, self.number = serials, number
 
     def is_revoked(self, serial: int) -> bool:
         now = time.monotonic()
@@ -74,7 +83,7 @@ class PeerIdentities:
     def __init__(self, trust_domain: str, revocations: RevocationList) -> None:
         self.trust_domain = trust_domain
         self.revocations = revocations
-        self._cache: dict[bytes, tuple[SpiffeId, int] | None] = {}
+        self._cache: dict[bytes, tuple[SpiffeId, int, datetime] | None] = {}
 
     def identify(self, auth_context: Mapping[str, Iterable[bytes]]) -> SpiffeId | Refusal:
         pem = next(iter(auth_context.get("x509_pem_cert", ())), None)
@@ -89,16 +98,18 @@ class PeerIdentities:
             self._cache[pem] = parsed
         if parsed is None:
             return Refusal("certificate carries no identity of this deployment")
-        spiffe, serial = parsed
+        spiffe, serial, not_after = parsed
+        if datetime.now(UTC) > not_after:
+            return Refusal("certificate expired")
         if self.revocations.is_revoked(serial):
             return Refusal("certificate revoked")
         return spiffe
 
-    def _parse(self, pem: bytes) -> tuple[SpiffeId, int] | None:
+    def _parse(self, pem: bytes) -> tuple[SpiffeId, int, datetime] | None:
         try:
-            spiffe, serial = spiffe_id_of_pem(pem)
+            spiffe, serial, not_after = peer_of_pem(pem)
         except ValueError:
             return None
         if spiffe.trust_domain != self.trust_domain:
             return None
-        return spiffe, serial
+        return spiffe, serial, not_after

@@ -179,6 +179,20 @@ def _load_crl(crl_path: Path, ca_cert: x509.Certificate) -> x509.CertificateRevo
     return crl
 
 
+def load_crl(crl_path: Path, ca_cert_path: Path) -> tuple[frozenset[int], int]:
+    """(revoked serials, CRL number) of a CA-signed CRL; ValueError if it is missing or does not verify."""
+    ca_cert = x509.load_pem_x509_certificate(ca_cert_path.read_bytes())
+    try:
+        crl = _load_crl(crl_path, ca_cert)
+    except OSError as exc:
+        raise ValueError(f"{crl_path}: cannot read the CRL") from exc
+    try:
+        number = int(crl.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number)
+    except x509.ExtensionNotFound:
+        number = 0
+    return frozenset(entry.serial_number for entry in crl), number
+
+
 def load_revoked_serials(crl_path: Path, ca_cert_path: Path) -> frozenset[int]:
     """Serials on the CA-signed CRL; empty if there is no CRL file; ValueError if it does not verify."""
     if not crl_path.exists():
@@ -203,6 +217,12 @@ def spiffe_id_of_pem(cert_pem: bytes) -> tuple[SpiffeId, int]:
     """The SPIFFE ID (sole URI SAN) and serial of a PEM leaf certificate; ValueError if absent or bad."""
     cert = x509.load_pem_x509_certificate(cert_pem)
     return _spiffe_of_cert(cert), cert.serial_number
+
+
+def peer_of_pem(cert_pem: bytes) -> tuple[SpiffeId, int, datetime]:
+    """SPIFFE ID, serial and end of validity (aware UTC) of a PEM leaf certificate; ValueError if bad."""
+    cert = x509.load_pem_x509_certificate(cert_pem)
+    return _spiffe_of_cert(cert), cert.serial_number, cert.not_valid_after_utc
 
 
 class Pki:

@@ -54,10 +54,11 @@ class AccessInterceptor(grpc.aio.ServerInterceptor):
         self.policy = policy
 
     def admit(self, method: str, request: Any, context: Context) -> Denial | None:
+        """Identity then authorization of one call; `request` None checks the role only (streams, first)."""
         who = self.identities.identify(context.auth_context())
         if isinstance(who, Refusal):
             return grpc.StatusCode.UNAUTHENTICATED, who.message
-        purpose = request.purpose if method in self._with_purpose else None
+        purpose = request.purpose if request is not None and method in self._with_purpose else None
         decision = self.policy.check(who, method, purpose)
         if decision != Decision.ALLOW:
             return grpc.StatusCode.PERMISSION_DENIED, decision
@@ -139,11 +140,12 @@ async def _admit_stream(
     requests: AsyncIterator[Any],
     context: Context,
 ) -> AsyncIterator[Any]:
-    """Admit a client stream: by role before reading; by the first message's purpose when it carries one."""
+    """Admit a client stream: identity and role before reading anything; then, when the messages carry a
+    purpose, the first message's purpose."""
+    denial = gate.admit(method, None, context)
+    if denial:
+        await _deny(context, denial)
     if method not in gate._with_purpose:
-        denial = gate.admit(method, None, context)
-        if denial:
-            await _deny(context, denial)
         return requests
     iterator = requests.__aiter__()
     try:
