@@ -263,28 +263,42 @@ class _CodeScramble:
 
 
 def generate(
-    count: int, seed: int = 1, *, removed_per_mille: int = 20, former_surname_per_mille: int = 30
+    count: int,
+    seed: int = 1,
+    *,
+    removed_per_mille: int = 20,
+    former_surname_per_mille: int = 30,
+    code_seed: int | None = None,
+    first_index: int = 0,
 ) -> Iterator[SeedEntry]:
     """Deterministic: the same (count, seed) yields exactly the same entries in the same order.
 
     About removed_per_mille/1000 of the entries are 消除者 (転出 or 死亡, history = the active version), about
     4 % moved within their municipality (転居, history = the version at the previous address), and about
     former_surname_per_mille/1000 carry a 旧氏, mostly women. search_kana is left empty for the store.
+
+    Codes come from the permutation of `code_seed` (default: `seed`) at indexes `first_index`…: two
+    populations with the same code_seed and disjoint index ranges never share a 住民票コード or 個人番号.
     """
-    if not 0 <= count <= _MAX_COUNT:
-        raise ValueError(f"count must be between 0 and {_MAX_COUNT}")
+    if not 0 <= count or not 0 <= first_index or first_index + count > _MAX_COUNT:
+        raise ValueError(f"first_index + count must be between 0 and {_MAX_COUNT}")
     for name, value in (
         ("removed_per_mille", removed_per_mille),
         ("former_surname_per_mille", former_surname_per_mille),
     ):
         if not 0 <= value <= 1000:
             raise ValueError(f"{name} must be between 0 and 1000")
-    return _generate(count, seed, removed_per_mille / 1000, former_surname_per_mille / 1000)
+    return _generate(
+        count, seed, removed_per_mille / 1000, former_surname_per_mille / 1000, code_seed, first_index
+    )
 
 
-def _generate(count: int, seed: int, removed_share: float, former_share: float) -> Iterator[SeedEntry]:
+def _generate(
+    count: int, seed: int, removed_share: float, former_share: float, code_seed: int | None, first_index: int
+) -> Iterator[SeedEntry]:
     rng = random.Random(seed)
-    codes = _CodeScramble(rng)
+    # The same seed builds the same permutation whether it comes from `seed` or from `code_seed`.
+    codes = _CodeScramble(rng) if code_seed is None else _CodeScramble(random.Random(code_seed))
     rnd = rng.random
     tenkyo_bound = removed_share + min(_TENKYO_SHARE, 1.0 - removed_share)
     # Per-adult probabilities giving former_share overall with the female share wanted.
@@ -344,7 +358,7 @@ def _generate(count: int, seed: int, removed_share: float, former_share: float) 
             former = former_cls(kanji=other[0], kana=other[1])
 
         record = record_cls(
-            resident_code=codes.resident_code(index),
+            resident_code=codes.resident_code(first_index + index),
             four_info=four_info_cls(
                 name_kanji=f"{surname[0]}\u3000{given[0]}",
                 name_kana=f"{surname[1]}\u3000{given[1]}",
@@ -352,7 +366,7 @@ def _generate(count: int, seed: int, removed_share: float, former_share: float) 
                 sex=male if is_male else female,
                 address=_address(rnd, municipality, town),
             ),
-            my_number=codes.my_number(index),
+            my_number=codes.my_number(first_index + index),
             change_reason=reason,
             change_date=dates[changed],
             municipality_code=municipality.code,
