@@ -27,7 +27,8 @@ def cli(ctx: click.Context, config: Path | None, home: Path | None, verbose: boo
 
 cli.add_command(pki_cmds.pki)
 cli.add_command(serve_cmds.seed)
-cli.add_command(serve_cmds.serve)
+cli.add_command(serve_cmds.serve_group)
+cli.add_command(serve_cmds.outbox)
 cli.add_command(serve_cmds.run)
 cli.add_command(peer_cmds.cs)
 cli.add_command(peer_cmds.lookup)

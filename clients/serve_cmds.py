@@ -1,30 +1,34 @@
-"""`juki seed`, `juki serve …` and `juki run` (what `make run` calls)."""
+"""`juki seed`, `juki serve …`, `juki outbox status` and `juki run` (what `make run` calls)."""
 
 from __future__ import annotations
 
 import asyncio
+import subprocess
 import sys
+import time
+from collections.abc import Iterable
 
 import click
 from tqdm import tqdm
 
+from clients.launch import start_server_process, wait_national, write_settings
 from clients.pki_cmds import ensure_dev_pki
-from server.app import RunningServer, open_store, serve_prefecture
+from server.app import RunningServer, open_national_store, open_store, serve, start_national, start_prefecture
+from server.seed.elsewhere import generate_elsewhere
 from server.seed.load import load
-from server.seed.population import generate
+from server.seed.population import SeedEntry, generate
 from server.settings import Settings
 from server.storage.residents import ResidentStore
 
+SERVERS = ("prefecture", "national")
 
-def _seed(store: ResidentStore, count: int, seed_number: int) -> None:
-    with tqdm(total=count, unit="rec", unit_scale=True, desc="seeding", file=sys.stderr) as bar:
 
-        def advance(n: int) -> None:
-            bar.update(n)
-
-        report = load(store, generate(count, seed_number), progress=advance)
+def _seed(store: ResidentStore, entries: Iterable[SeedEntry], count: int, label: str) -> None:
+    with tqdm(total=count, unit="rec", unit_scale=True, desc=f"seeding {label}", file=sys.stderr) as bar:
+        report = load(store, entries, progress=bar.update)
     click.echo(
-        f"seeded {report.records:,} residents in {report.seconds:.1f} s ({report.per_second:,.0f} records/s)"
+        f"seeded {report.records:,} {label} residents in {report.seconds:.1f} s "
+        f"({report.per_second:,.0f} records/s)"
     )
 
 
@@ -33,41 +37,53 @@ def _resident_count(store: ResidentStore) -> int:
         return tx.count("records")
 
 
+def _open(settings: Settings, server: str) -> ResidentStore:
+    return open_national_store(settings) if server == "national" else open_store(settings)
+
+
 @click.command()
-@click.option("--count", default=100_000, show_default=True, help="residents to generate")
-@click.option("--seed", "seed_number", default=1, show_default=True, help="deterministic seed number")
+@click.option("--server", type=click.Choice(SERVERS), default="prefecture", show_default=True)
+@click.option("--count", type=int, help="residents to generate [prefecture: 100000, national: settings]")
+@click.option("--seed", "seed_number", default=1, show_default=True, help="deterministic seed number (Mie)")
 @click.option("--if-empty", is_flag=True, help="do nothing when the store already holds residents")
 @click.pass_obj
-def seed(settings: Settings, count: int, seed_number: int, if_empty: bool) -> None:
-    """Load a synthetic Mie population into the prefectural store."""
-    store = open_store(settings)
+def seed(settings: Settings, server: str, count: int | None, seed_number: int, if_empty: bool) -> None:
+    """Load a synthetic population: Mie's (prefecture) or other prefectures' (national)."""
+    store = _open(settings, server)
     try:
         existing = _resident_count(store)
         if existing and if_empty:
-            click.echo(f"store already holds {existing:,} residents; not seeding")
+            click.echo(f"{server} store already holds {existing:,} residents; not seeding")
             return
         if existing:
             raise click.ClickException(f"store already holds {existing:,} residents (seed an empty data dir)")
-        _seed(store, count, seed_number)
+        if server == "national":
+            n = count or settings.national_seed_count
+            _seed(store, generate_elsewhere(n), n, "other-prefecture")
+        else:
+            n = count or 100_000
+            _seed(store, generate(n, seed_number), n, "Mie")
     finally:
         store.env.close()
 
 
-@click.group()
-def serve() -> None:
+@click.group("serve")
+def serve_group() -> None:
     """Run a server in the foreground (SIGTERM/Ctrl-C drains and stops; SIGHUP reloads CRL and policy)."""
 
 
-def _announce(settings: Settings, running: RunningServer, sample_code: str | None) -> None:
-    target = f"{settings.host}:{running.port}"
-    click.echo(f"prefecture server (juki.v1.Prefecture, mTLS) listening on {target}", err=False)
-    click.echo(f"  data {settings.data_path}   keys {settings.keys_path}   certificates {settings.pki_path}")
+def _announce(settings: Settings, name: str, running: RunningServer, sample_code: str | None) -> None:
+    services = ", ".join(s.full_name for s in running.services)
+    click.echo(f"{name} server ({services}, mTLS) listening on {settings.host}:{running.port}")
     if sample_code:
+        click.echo(
+            f"  data {settings.data_path}   keys {settings.keys_path}   certificates {settings.pki_path}"
+        )
         click.echo("try, in another terminal:")
         click.echo(
             f"  .venv/bin/juki lookup --as agency/police --purpose bt6-police-driving-licence {sample_code}"
         )
-    click.echo("ready", err=False)
+    click.echo("ready")
     sys.stdout.flush()
 
 
@@ -76,27 +92,88 @@ def _first_code(store: ResidentStore) -> str | None:
         return bytes(cur.key()).decode() if cur.first() else None
 
 
-@serve.command("prefecture")
+@serve_group.command("prefecture")
 @click.option("--port", type=int, help="listen port (default from settings)")
 @click.pass_obj
 def serve_prefecture_cmd(settings: Settings, port: int | None) -> None:
     """The prefectural server (都道府県サーバ)."""
     if port is not None:
         settings = settings.replace(prefecture_port=port)
-    asyncio.run(serve_prefecture(settings, on_ready=lambda r: _announce(settings, r, None)))
+    asyncio.run(
+        serve(settings, start_prefecture, on_ready=lambda r: _announce(settings, "prefecture", r, None))
+    )
+
+
+@serve_group.command("national")
+@click.option("--port", type=int, help="listen port (default from settings)")
+@click.pass_obj
+def serve_national_cmd(settings: Settings, port: int | None) -> None:
+    """The national server peer (全国サーバ, J-LIS)."""
+    if port is not None:
+        settings = settings.replace(national_port=port)
+    asyncio.run(serve(settings, start_national, on_ready=lambda r: _announce(settings, "national", r, None)))
+
+
+@click.group()
+def outbox() -> None:
+    """The outbox of changes for the national server."""
+
+
+@outbox.command("status")
+@click.pass_obj
+def outbox_status(settings: Settings) -> None:
+    """Depth, age of the oldest undelivered change, changes delivered (read from the store)."""
+    store = open_store(settings)
+    try:
+        with store.reader() as tx:
+            depth = tx.outbox_depth()
+            oldest = tx.outbox_oldest_ms()
+            delivered = tx.counter(b"outbox_delivered")
+    finally:
+        store.env.close()
+    age = 0.0 if oldest is None else max(0.0, time.time() - oldest / 1000)
+    click.echo(f"outbox depth          {depth}")
+    click.echo(f"oldest undelivered    {age:.1f} s")
+    click.echo(f"delivered (all time)  {delivered}")
+    click.echo("attempts and failures of the running relay: juki_relay_* metrics")
 
 
 @click.command()
-@click.option("--count", default=100_000, show_default=True, help="residents to seed when the store is empty")
+@click.option(
+    "--count", default=100_000, show_default=True, help="Mie residents to seed when the store is empty"
+)
 @click.pass_obj
 def run(settings: Settings, count: int) -> None:
-    """Set up everything on embedded defaults (dev PKI, keys, synthetic Mie) and start the servers."""
+    """Set up everything on embedded defaults (dev PKI, keys, synthetic data) and start the servers."""
     issued = ensure_dev_pki(settings)
     if issued:
         click.echo(f"dev PKI: {len(issued)} certificate(s) issued in {settings.pki_path}")
+    national = open_national_store(settings)
+    if _resident_count(national) == 0:
+        _seed(
+            national,
+            generate_elsewhere(settings.national_seed_count),
+            settings.national_seed_count,
+            "national",
+        )
+    national.env.close()
     store = open_store(settings)
     if _resident_count(store) == 0:
-        _seed(store, count, 1)
+        _seed(store, generate(count, 1), count, "Mie")
     sample = _first_code(store)
     store.env.close()
-    asyncio.run(serve_prefecture(settings, on_ready=lambda r: _announce(settings, r, sample)))
+
+    config = write_settings(settings, settings.path(settings.data_dir).parent / "run-settings.toml")
+    peer = start_server_process(config, "national")
+    try:
+        wait_national(settings, "prefectural-server/" + settings.prefecture_code)
+        click.echo(f"national server (juki.v1.National, mTLS) listening on {settings.national_target}")
+        asyncio.run(
+            serve(settings, start_prefecture, on_ready=lambda r: _announce(settings, "prefecture", r, sample))
+        )
+    finally:
+        peer.terminate()
+        try:
+            peer.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            peer.kill()

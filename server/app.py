@@ -1,8 +1,8 @@
-"""Builds and runs the prefectural server from one Settings object.
+"""Builds and runs each server from one Settings object.
 
-mTLS listener (client certificate required and verified against the deployment CA), the interceptor chain,
-the servicers, health and reflection; SIGTERM/SIGINT drain and stop, SIGHUP reloads the revocation list
-and the policy without dropping connections.
+Every listener is mTLS (client certificate required and verified against the deployment CA) behind the
+same interceptor chain, with health and reflection. SIGTERM/SIGINT drain and stop; SIGHUP reloads the
+revocation list and the policy without dropping connections.
 """
 
 from __future__ import annotations
@@ -10,20 +10,25 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
 
 import grpc
+from google.protobuf.descriptor import ServiceDescriptor
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
-from juki.v1 import prefecture_pb2, prefecture_pb2_grpc
+from juki.v1 import national_pb2, national_pb2_grpc, prefecture_pb2, prefecture_pb2_grpc
 
 from server.domain.search import PageTokens
 from server.identity.peers import PeerIdentities, RevocationList
 from server.identity.pki import Pki
 from server.identity.policy import Policy, PolicyError
+from server.propagation.national_client import NationalClient
+from server.propagation.relay import OutboxRelay
 from server.services.chain import AccessInterceptor, purpose_methods
+from server.services.national import NationalService
 from server.services.prefecture import PrefectureService
 from server.settings import Settings
 from server.storage.lmdbenv import LmdbEnv
@@ -33,6 +38,8 @@ from server.storage.sealing import DataKeys, MyNumberSealer
 log = logging.getLogger(__name__)
 
 PREFECTURE_SERVICE = prefecture_pb2.DESCRIPTOR.services_by_name["Prefecture"]
+NATIONAL_SERVICE = national_pb2.DESCRIPTOR.services_by_name["National"]
+HEALTH_SERVICE = health_pb2.DESCRIPTOR.services_by_name["Health"]
 
 
 def server_credentials(pki: Pki, identity: str) -> grpc.ServerCredentials:
@@ -46,10 +53,30 @@ def server_credentials(pki: Pki, identity: str) -> grpc.ServerCredentials:
     )
 
 
-def open_store(settings: Settings) -> ResidentStore:
-    env = LmdbEnv(settings.data_path, DB_NAMES, map_size=settings.map_size)
-    keys = DataKeys.load_or_create(settings.keys_path)
-    return ResidentStore(env, MyNumberSealer(keys))
+def client_channel(pki: Pki, identity: str, target: str) -> grpc.aio.Channel:
+    """An mTLS channel to a peer server, presenting this server's own certificate."""
+    role, _, ident = identity.partition("/")
+    cert, key = pki.cert_paths(role, ident)
+    credentials = grpc.ssl_channel_credentials(
+        root_certificates=pki.ca_cert_path.read_bytes(),
+        private_key=key.read_bytes(),
+        certificate_chain=cert.read_bytes(),
+    )
+    return grpc.aio.secure_channel(target, credentials)
+
+
+def open_store(
+    settings: Settings, *, data_dir: Path | None = None, keys_file: Path | None = None
+) -> ResidentStore:
+    """The prefectural store by default; the national one with its own directories."""
+    data = settings.path(data_dir) if data_dir else settings.data_path
+    keys = settings.path(keys_file) if keys_file else settings.keys_path
+    env = LmdbEnv(data, DB_NAMES, map_size=settings.map_size)
+    return ResidentStore(env, MyNumberSealer(DataKeys.load_or_create(keys)))
+
+
+def open_national_store(settings: Settings) -> ResidentStore:
+    return open_store(settings, data_dir=settings.national_data_dir, keys_file=settings.national_keys_file)
 
 
 @dataclass
@@ -60,69 +87,138 @@ class RunningServer:
     health: HealthServicer
     port: int
     reload: Callable[[], None]
+    services: tuple[ServiceDescriptor, ...]
+    background: list[asyncio.Task[None]] = field(default_factory=list)
+    on_stop: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
 
 
-async def start_prefecture(settings: Settings) -> RunningServer:
+async def _start(
+    settings: Settings,
+    *,
+    identity: str,
+    port: int,
+    store: ResidentStore,
+    services: tuple[ServiceDescriptor, ...],
+    add_servicers: Callable[[grpc.aio.Server], None],
+) -> RunningServer:
     pki = Pki(settings.pki_path)
-    store = open_store(settings)
     revocations = RevocationList(pki.crl_path, pki.ca_cert_path, check_interval=settings.crl_check_interval)
-    policy_holder = [Policy.load(settings.policy_path)]
     access = AccessInterceptor(
         PeerIdentities(settings.trust_domain, revocations),
-        policy_holder[0],
-        purpose_methods(PREFECTURE_SERVICE),
+        Policy.load(settings.policy_path),
+        purpose_methods(*services),
     )
     server = grpc.aio.server(
         interceptors=[access],
         options=[
             ("grpc.so_reuseport", 0),
-            ("grpc.max_receive_message_length", 4 * 1024 * 1024),
+            ("grpc.max_receive_message_length", 8 * 1024 * 1024),
             ("grpc.keepalive_permit_without_calls", 1),
         ],
     )
-    service = PrefectureService(
-        store,
-        lambda: policy_holder[0],
-        PageTokens(store.sealer.index_key("page-token-secret")),
-        batch_size=settings.apply_batch_size,
-        page_size=settings.search_page_size,
-        scan_limit=settings.search_scan_limit,
-        max_results=settings.search_max_results,
-    )
-    prefecture_pb2_grpc.add_PrefectureServicer_to_server(service, server)  # type: ignore[no-untyped-call]
+    add_servicers(server)
     health = HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
-    reflection.enable_server_reflection(
-        (PREFECTURE_SERVICE.full_name, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-         reflection.SERVICE_NAME),
-        server,
-    )  # fmt: skip
-    port = server.add_secure_port(
-        f"{settings.host}:{settings.prefecture_port}",
-        server_credentials(pki, settings.prefecture_identity),
-    )
-    if port == 0:
-        raise RuntimeError(f"cannot listen on {settings.host}:{settings.prefecture_port}")
+    names = (*(s.full_name for s in services), HEALTH_SERVICE.full_name, reflection.SERVICE_NAME)
+    reflection.enable_server_reflection(names, server)
+    bound = server.add_secure_port(f"{settings.host}:{port}", server_credentials(pki, identity))
+    if bound == 0:
+        raise RuntimeError(f"cannot listen on {settings.host}:{port}")
     await server.start()
-    await health.set(PREFECTURE_SERVICE.full_name, health_pb2.HealthCheckResponse.SERVING)
+    for service in services:
+        await health.set(service.full_name, health_pb2.HealthCheckResponse.SERVING)
     await health.set("", health_pb2.HealthCheckResponse.SERVING)
 
     def reload() -> None:
         revocations.reload()
         try:
-            policy_holder[0] = Policy.load(settings.policy_path)
-            access.set_policy(policy_holder[0])
+            access.set_policy(Policy.load(settings.policy_path))
             log.info("revocation list and policy reloaded")
         except (PolicyError, OSError) as exc:
             log.error("policy reload refused, keeping the current policy: %s", exc)
 
-    return RunningServer(server, store, access, health, port, reload)
+    return RunningServer(server, store, access, health, bound, reload, services)
 
 
-async def serve_prefecture(
-    settings: Settings, *, on_ready: Callable[[RunningServer], None] | None = None
+async def start_prefecture(settings: Settings) -> RunningServer:
+    store = open_store(settings)
+    pki = Pki(settings.pki_path)
+
+    def national_channel() -> grpc.aio.Channel:
+        return client_channel(pki, settings.prefecture_identity, settings.national_target)
+
+    relay = OutboxRelay(
+        store,
+        national_channel,
+        prefecture_code=settings.prefecture_code,
+        batch_size=settings.relay_batch_size,
+        backoff_initial=settings.relay_backoff_initial,
+        backoff_max=settings.relay_backoff_max,
+        idle_poll=settings.relay_idle_poll,
+        timeout=settings.national_timeout,
+    )
+    national = NationalClient(national_channel, timeout=settings.national_timeout)
+    policy_ref: list[AccessInterceptor] = []
+    service = PrefectureService(
+        store,
+        lambda: policy_ref[0].policy,
+        PageTokens(store.sealer.index_key("page-token-secret")),
+        batch_size=settings.apply_batch_size,
+        page_size=settings.search_page_size,
+        scan_limit=settings.search_scan_limit,
+        max_results=settings.search_max_results,
+        national=national,
+        on_applied=relay.notify,
+    )
+
+    def add(server: grpc.aio.Server) -> None:
+        prefecture_pb2_grpc.add_PrefectureServicer_to_server(service, server)  # type: ignore[no-untyped-call]
+
+    running = await _start(
+        settings,
+        identity=settings.prefecture_identity,
+        port=settings.prefecture_port,
+        store=store,
+        services=(PREFECTURE_SERVICE,),
+        add_servicers=add,
+    )
+    policy_ref.append(running.access)
+    if settings.relay_enabled:
+        running.background.append(asyncio.create_task(relay.run(), name="outbox-relay"))
+
+    async def stop_relay() -> None:
+        relay.stop()
+        await national.close()
+
+    running.on_stop.append(stop_relay)
+    return running
+
+
+async def start_national(settings: Settings) -> RunningServer:
+    store = open_national_store(settings)
+    service = NationalService(store)
+
+    def add(server: grpc.aio.Server) -> None:
+        national_pb2_grpc.add_NationalServicer_to_server(service, server)  # type: ignore[no-untyped-call]
+
+    return await _start(
+        settings,
+        identity=settings.national_identity,
+        port=settings.national_port,
+        store=store,
+        services=(NATIONAL_SERVICE,),
+        add_servicers=add,
+    )
+
+
+async def serve(
+    settings: Settings,
+    start: Callable[[Settings], Awaitable[RunningServer]],
+    *,
+    on_ready: Callable[[RunningServer], None] | None = None,
 ) -> None:
-    running = await start_prefecture(settings)
+    """Run a server until SIGTERM/SIGINT, then drain: NOT_SERVING, finish in-flight calls, close the store."""
+    running = await start(settings)
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
@@ -133,5 +229,9 @@ async def serve_prefecture(
     await stop.wait()
     log.info("draining")
     await running.health.enter_graceful_shutdown()
+    for hook in running.on_stop:
+        await hook()
+    for task in running.background:
+        await asyncio.wait_for(task, settings.grace_seconds)
     await running.server.stop(settings.grace_seconds)
     running.store.env.close()

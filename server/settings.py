@@ -32,6 +32,20 @@ class Settings:
     apply_batch_size: int = 256
     grace_seconds: float = 5.0
     crl_check_interval: float = 0.25
+    prefecture_code: str = "24"  # 三重県
+    # the national server (J-LIS peer)
+    national_port: int = 50053
+    national_identity: str = "national/jlis"
+    national_data_dir: Path = Path("var/data/national")
+    national_keys_file: Path = Path("var/keys/national.keys.json")
+    national_seed_count: int = 30_000  # synthetic residents of other prefectures
+    national_timeout: float = 5.0
+    # propagation (outbox relay, SPEC §6.2)
+    relay_enabled: bool = True
+    relay_batch_size: int = 500
+    relay_backoff_initial: float = 0.2
+    relay_backoff_max: float = 10.0
+    relay_idle_poll: float = 1.0
 
     def path(self, value: Path) -> Path:
         return value if value.is_absolute() else self.home / value
@@ -55,6 +69,10 @@ class Settings:
     @property
     def prefecture_target(self) -> str:
         return f"{self.host}:{self.prefecture_port}"
+
+    @property
+    def national_target(self) -> str:
+        return f"{self.host}:{self.national_port}"
 
     @classmethod
     def load(cls, config: Path | None = None, **overrides: Any) -> Settings:
@@ -95,6 +113,8 @@ def _coerce(cls: type[Settings], name: str, value: Any) -> Any:
     kind = default.type if isinstance(default.type, str) else str(default.type)
     if "Path" in kind:
         return None if value in (None, "") else Path(value)
+    if kind == "bool":
+        return value if isinstance(value, bool) else str(value).lower() in ("1", "true", "yes", "on")
     if kind == "int":
         return int(value)
     if kind == "float":

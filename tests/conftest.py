@@ -15,9 +15,10 @@ import pytest
 from juki.v1 import prefecture_pb2, prefecture_pb2_grpc
 
 from clients.channel import secure_channel
-from clients.launch import start_prefecture_process, wait_serving, write_settings
-from server.app import open_store
+from clients.launch import start_server_process, wait_national, wait_serving, write_settings
+from server.app import open_national_store, open_store
 from server.identity.pki import DEV_IDENTITIES, Pki
+from server.seed.elsewhere import generate_elsewhere
 from server.seed.load import load
 from server.seed.population import generate
 from server.settings import Settings
@@ -26,6 +27,7 @@ from server.storage.residents import DB_NAMES, ResidentStore
 from server.storage.sealing import DataKeys, MyNumberSealer
 
 SEEDED = 3000
+ELSEWHERE = 200
 
 
 def free_port() -> int:
@@ -44,21 +46,41 @@ def pki_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @dataclass
 class Server:
-    """A prefectural server process over its own data directory."""
+    """A prefectural server process over its own data directory, with its own national peer process."""
 
     settings: Settings
     config: Path
     log: Path
+    with_national: bool = True
     proc: subprocess.Popen[bytes] | None = None
+    national_proc: subprocess.Popen[bytes] | None = None
     _channels: list[grpc.Channel] = field(default_factory=list)
 
     def start(self) -> None:
-        self.proc = start_prefecture_process(self.config, log=self.log)
+        if self.with_national and (self.national_proc is None or self.national_proc.poll() is not None):
+            self.start_national()
+        self.proc = start_server_process(self.config, "prefecture", log=self.log)
         try:
             wait_serving(self.settings, "monitor/monitor-01")
         except TimeoutError:
             self.stop()
             raise AssertionError("server did not start:\n" + self.log.read_text()[-3000:]) from None
+
+    def start_national(self) -> None:
+        self.national_proc = start_server_process(
+            self.config, "national", log=self.log.with_name("national.log")
+        )
+        try:
+            wait_national(self.settings, "monitor/monitor-01")
+        except TimeoutError:
+            self.stop_national()
+            raise AssertionError("national server did not start") from None
+
+    def stop_national(self, sig: int = signal.SIGTERM) -> int:
+        assert self.national_proc is not None
+        if self.national_proc.poll() is None:
+            self.national_proc.send_signal(sig)
+        return self.national_proc.wait(timeout=30)
 
     def stop(self, sig: int = signal.SIGTERM) -> int:
         assert self.proc is not None
@@ -69,6 +91,12 @@ class Server:
             channel.close()
         self._channels.clear()
         return code
+
+    def stop_all(self) -> None:
+        if self.proc is not None:
+            self.stop()
+        if self.national_proc is not None:
+            self.stop_national()
 
     def kill(self) -> None:
         self.stop(signal.SIGKILL)
@@ -83,16 +111,41 @@ class Server:
         env = LmdbEnv(self.settings.data_path, DB_NAMES, readonly=True)
         return ResidentStore(env, MyNumberSealer(DataKeys.load(self.settings.keys_path)))
 
+    def open_national_reader(self) -> ResidentStore:
+        """The national server's store, read-only."""
+        s = self.settings
+        env = LmdbEnv(s.path(s.national_data_dir), DB_NAMES, readonly=True)
+        return ResidentStore(env, MyNumberSealer(DataKeys.load(s.path(s.national_keys_file))))
 
-def make_server(base: Path, pki: Path, *, seeded: int = SEEDED, **overrides: Any) -> Server:
+
+def make_server(
+    base: Path,
+    pki: Path,
+    *,
+    seeded: int = SEEDED,
+    elsewhere: int = ELSEWHERE,
+    with_national: bool = True,
+    **overrides: Any,
+) -> Server:
+    """A prefectural server (seeded with Mie's first `seeded` residents) and its national peer (seeded with
+    `elsewhere` residents of other prefectures), each on its own free loopback port."""
     base.mkdir(parents=True, exist_ok=True)
-    settings = Settings(home=base, pki_dir=pki, prefecture_port=free_port(), **overrides)
+    options: dict[str, Any] = {
+        "prefecture_port": free_port(),
+        "national_port": free_port(),
+        "relay_backoff_max": 1.0,
+    }
+    settings = Settings(home=base, pki_dir=pki, **{**options, **overrides})
     if seeded:
         store = open_store(settings)
         load(store, generate(seeded, 1))
         store.env.close()
+    if with_national and elsewhere:
+        national = open_national_store(settings)
+        load(national, generate_elsewhere(elsewhere))
+        national.env.close()
     config = write_settings(settings, base / "juki.toml")
-    return Server(settings, config, base / "server.log")
+    return Server(settings, config, base / "server.log", with_national=with_national)
 
 
 @pytest.fixture(scope="module")
@@ -101,7 +154,7 @@ def server(tmp_path_factory: pytest.TempPathFactory, pki_dir: Path) -> Iterator[
     srv = make_server(tmp_path_factory.mktemp("srv"), pki_dir)
     srv.start()
     yield srv
-    srv.stop()
+    srv.stop_all()
 
 
 @pytest.fixture(scope="module")

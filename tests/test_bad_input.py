@@ -19,7 +19,17 @@ from juki.v1 import prefecture_pb2, records_pb2
 from clients.channel import error_details
 from server.domain.codes import my_number_check_digit
 from server.storage.residents import ResidentStore
-from tests.conftest import Server
+from tests.conftest import Server, make_server
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory, pki_dir: Any) -> Iterator[Server]:
+    """No national peer here: the outbox must stay still so that "nothing written" can count it."""
+    srv = make_server(tmp_path_factory.mktemp("srv"), pki_dir, with_national=False)
+    srv.start()
+    yield srv
+    srv.stop_all()
+
 
 MUNICIPALITY = "242012"
 CS = f"municipal-cs/{MUNICIPALITY}"

@@ -73,7 +73,7 @@ def assert_consistent(tx: ResidentTxn, notices: list[Any]) -> int:
 
 @pytest.fixture()
 def crash_server(tmp_path: Path, pki_dir: Path) -> Iterator[Server]:
-    srv = make_server(tmp_path / "srv", pki_dir, seeded=0, apply_batch_size=50)
+    srv = make_server(tmp_path / "srv", pki_dir, seeded=0, with_national=False, apply_batch_size=50)
     srv.start()
     yield srv
     if srv.proc is not None and srv.proc.poll() is None:

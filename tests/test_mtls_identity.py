@@ -302,7 +302,7 @@ def own_deployment(tmp_path: Path) -> Iterator[Callable[..., Deployment]]:
 
     yield start
     for server in started:
-        server.stop()
+        server.stop_all()
 
 
 # --- 1-3: peers that never complete a call ----------------------------------------------------------

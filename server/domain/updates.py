@@ -12,7 +12,7 @@ import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from juki.v1 import prefecture_pb2, records_pb2
+from juki.v1 import national_pb2, prefecture_pb2, records_pb2
 
 from server.domain import validation as val
 from server.domain.errors import DomainError, ErrorKind, Violations
@@ -53,10 +53,17 @@ def notice_digest(notice: prefecture_pb2.ChangeNotice) -> bytes:
     return hashlib.sha256(notice.SerializeToString(deterministic=True)).digest()
 
 
-def validate_notice(notice: prefecture_pb2.ChangeNotice, *, today: dt.date, path: str = "notice") -> None:
-    """Raise INVALID_ARGUMENT naming every malformed field."""
+def validate_notice(
+    notice: prefecture_pb2.ChangeNotice,
+    *,
+    today: dt.date,
+    path: str = "notice",
+    local_municipalities: bool = True,
+) -> None:
+    """Raise INVALID_ARGUMENT naming every malformed field (a municipality of Mie unless told otherwise)."""
     v = Violations()
-    val.check_municipality(v, f"{path}.municipality_code", notice.municipality_code)
+    if local_municipalities:
+        val.check_municipality(v, f"{path}.municipality_code", notice.municipality_code)
     if notice.sequence < 1:
         v.add(f"{path}.sequence", "must be 1 or more")
     val.check_resident_code(v, f"{path}.resident_code", notice.resident_code)
@@ -111,7 +118,7 @@ def _items(record: records_pb2.ResidentRecord, my_number: str) -> dict[str, obje
     }
 
 
-def _record_from_notice(notice: prefecture_pb2.ChangeNotice, applied_on: str) -> records_pb2.ResidentRecord:
+def record_from_notice(notice: prefecture_pb2.ChangeNotice, applied_on: str) -> records_pb2.ResidentRecord:
     record = records_pb2.ResidentRecord(
         resident_code=notice.resident_code,
         name_gaiji_count=notice.name_gaiji_count,
@@ -215,7 +222,7 @@ def apply_notice(
                 ErrorKind.ALREADY_EXISTS, "the resident code is held by an active record", "ACTIVE_CODE"
             )
         _check_my_number_free(tx, notice.my_number, notice.resident_code)
-        new = _record_from_notice(notice, applied_at.date().isoformat())
+        new = record_from_notice(notice, applied_at.date().isoformat())
         new_number = notice.my_number
     else:
         if current is None:
@@ -254,7 +261,7 @@ def apply_notice(
                     "ITEMS_CHANGED",
                 )
             _check_my_number_free(tx, notice.my_number, notice.resident_code)
-            new = _record_from_notice(notice, applied_at.date().isoformat())
+            new = record_from_notice(notice, applied_at.date().isoformat())
             new_number = notice.my_number
 
     if current is not None:
@@ -269,11 +276,14 @@ def apply_notice(
     )
     tx.set_last_sequence(notice.municipality_code, notice.sequence)
     tx.record_applied(notice.municipality_code, notice.sequence, digest, result.SerializeToString())
-    tx.enqueue_outbox(notice.SerializeToString())
+    change = national_pb2.PropagatedChange(
+        file=national_pb2.CHANGE_FILE_RESIDENT, notice=notice, applied_at=result.applied_at
+    )
+    tx.enqueue_outbox(change.SerializeToString(), int(applied_at.timestamp() * 1000))
     return Applied(result, replayed=False)
 
 
 def _changed(before: dict[str, object], notice: prefecture_pb2.ChangeNotice) -> list[str]:
-    probe = _record_from_notice(notice, "")
+    probe = record_from_notice(notice, "")
     after = _items(probe, notice.my_number)
     return [item for item in ALL_ITEMS if before[item] != after[item]]

@@ -280,7 +280,7 @@ def generate(
     Codes come from the permutation of `code_seed` (default: `seed`) at indexes `first_index`…: two
     populations with the same code_seed and disjoint index ranges never share a 住民票コード or 個人番号.
     """
-    if not 0 <= count or not 0 <= first_index or first_index + count > _MAX_COUNT:
+    if not count >= 0 or not first_index >= 0 or first_index + count > _MAX_COUNT:
         raise ValueError(f"first_index + count must be between 0 and {_MAX_COUNT}")
     for name, value in (
         ("removed_per_mille", removed_per_mille),

@@ -11,16 +11,19 @@ from juki.v1 import prefecture_pb2, prefecture_pb2_grpc, records_pb2
 
 from server.domain import validation as val
 from server.domain.errors import DomainError, ErrorKind, Violations
+from server.domain.finding import MAX_MATCHES, Condition, find, parse_condition, too_many
 from server.domain.minimise import resident_view
 from server.domain.search import PageTokens, parse_query, run_search
 from server.domain.updates import Applied, apply_notice, validate_notice
 from server.identity.policy import Policy
+from server.propagation.national_client import NationalClient
 from server.services.chain import current_caller
 from server.services.status import abort
 from server.storage.residents import ResidentStore
 
 JST = dt.timezone(dt.timedelta(hours=9), "JST")
-Context = grpc.aio.ServicerContext[Any, Any]  # noqa: the aio context of any request type
+LOCAL, NATIONAL = prefecture_pb2.RECORD_SOURCE_LOCAL, prefecture_pb2.RECORD_SOURCE_NATIONAL
+Context = grpc.aio.ServicerContext[Any, Any]  # the aio context, whatever the request type
 
 
 def jst_now() -> dt.datetime:
@@ -39,7 +42,11 @@ class PrefectureService(prefecture_pb2_grpc.PrefectureServicer):
         scan_limit: int = 50_000,
         max_results: int = 1000,
         now: Callable[[], dt.datetime] = jst_now,
+        national: NationalClient | None = None,
+        on_applied: Callable[[], None] = lambda: None,
     ) -> None:
+        self._national = national
+        self._on_applied = on_applied
         self._store = store
         self._policy = policy
         self._tokens = tokens
@@ -66,7 +73,10 @@ class PrefectureService(prefecture_pb2_grpc.PrefectureServicer):
                     return done, err
             return done, None
 
-        return await self._store.env.write(work)
+        done, refused = await self._store.env.write(work)
+        if any(not a.replayed for a in done):
+            self._on_applied()
+        return done, refused
 
     async def ApplyUpdate(
         self, request: prefecture_pb2.ApplyUpdateRequest, context: Context
@@ -153,11 +163,97 @@ class PrefectureService(prefecture_pb2_grpc.PrefectureServicer):
             )
             record = tx.get(code) if code else None
             number = tx.my_number(record.resident_code) if record is not None and with_number else ""
-        if record is None:
-            await abort(
-                context, DomainError(ErrorKind.NOT_FOUND, "no record for this key", reason="NO_RECORD")
+        if record is not None:
+            return prefecture_pb2.LookupResponse(record=resident_view(record, number), source=LOCAL)
+        condition = Condition(str(key), request.resident_code or request.my_number)
+        views = await self._ask_national(context, condition, request.purpose, request.request_id, with_number)
+        if not views:
+            await abort(context, _nobody())
+        return prefecture_pb2.LookupResponse(record=views[0], source=NATIONAL)
+
+    # provision and forwarding (SPEC §5.1, §5.4) ----------------------------------------------------
+    async def _ask_national(
+        self,
+        context: Context,
+        condition: Condition,
+        purpose: str,
+        request_id: str,
+        with_number: bool,
+        four_info: prefecture_pb2.FourInfoQuery | None = None,
+    ) -> list[records_pb2.ResidentView]:
+        """The national server's answer, minimised here by this caller's purpose."""
+        try:
+            if self._national is None:
+                raise DomainError(
+                    ErrorKind.UNAVAILABLE, "no national server configured", "NATIONAL_UNAVAILABLE"
+                )
+            views = await self._national.query(
+                condition,
+                purpose=purpose,
+                requester=current_caller().uri,
+                request_id=request_id,
+                four_info=four_info,
             )
-        return prefecture_pb2.LookupResponse(record=resident_view(record, number))
+        except DomainError as err:
+            await abort(context, err)
+        if not with_number:
+            for view in views:
+                view.my_number = ""
+        return views
+
+    async def _parse_condition(self, context: Context, request: Any, oneof: str) -> tuple[Condition, bool]:
+        """The request's condition, and whether its purpose allows My Number (a My Number condition must)."""
+        try:
+            v = Violations()
+            val.check_request_id(v, "request_id", request.request_id)
+            v.raise_if_any()
+            condition = parse_condition(
+                request.WhichOneof(oneof),
+                request.resident_code,
+                request.my_number,
+                request.four_info,
+                today=self._now().date(),
+            )
+        except DomainError as err:
+            await abort(context, err)
+        with_number = self._policy().allows_my_number(request.purpose)
+        if condition.uses_my_number() and not with_number:
+            await abort(
+                context,
+                DomainError(
+                    ErrorKind.PERMISSION_DENIED,
+                    "a My Number condition needs a purpose that allows My Number",
+                    reason="PURPOSE_WITHOUT_MY_NUMBER",
+                ),
+            )
+        return condition, with_number
+
+    async def Provide(
+        self, request: prefecture_pb2.ProvideRequest, context: Context
+    ) -> prefecture_pb2.ProvideResponse:
+        condition, with_number = await self._parse_condition(context, request, "condition")
+        with self._store.reader() as tx:
+            records = find(tx, condition)
+            views = [resident_view(r, tx.my_number(r.resident_code) if with_number else "") for r in records]
+        if len(views) > MAX_MATCHES:
+            await abort(context, too_many())
+        if views:
+            return prefecture_pb2.ProvideResponse(records=views, source=LOCAL)
+        forwarded = await self._ask_national(
+            context, condition, request.purpose, request.request_id, with_number, request.four_info
+        )
+        if not forwarded:
+            await abort(context, _nobody())
+        return prefecture_pb2.ProvideResponse(records=forwarded, source=NATIONAL)
+
+    async def QueryNational(
+        self, request: prefecture_pb2.QueryNationalRequest, context: Context
+    ) -> prefecture_pb2.QueryNationalResponse:
+        condition, with_number = await self._parse_condition(context, request, "key")
+        views = await self._ask_national(
+            context, condition, request.purpose, request.request_id, with_number, request.four_info
+        )
+        return prefecture_pb2.QueryNationalResponse(records=views, source=NATIONAL)
 
     async def Search(
         self, request: prefecture_pb2.SearchRequest, context: Context
@@ -191,14 +287,8 @@ class PrefectureService(prefecture_pb2_grpc.PrefectureServicer):
         return prefecture_pb2.PingResponse()
 
     # not built yet: each answers UNIMPLEMENTED until its issue lands ------------------------------
-    async def Provide(self, request: Any, context: Context) -> Any:
-        await _unimplemented(context, "Provide")
-
     async def Disclose(self, request: Any, context: Context) -> Any:
         await _unimplemented(context, "Disclose")
-
-    async def QueryNational(self, request: Any, context: Context) -> Any:
-        await _unimplemented(context, "QueryNational")
 
     async def FetchMyNumber(self, request: Any, context: Context) -> Any:
         await _unimplemented(context, "FetchMyNumber")
@@ -210,6 +300,10 @@ class PrefectureService(prefecture_pb2_grpc.PrefectureServicer):
     async def Reconcile(self, request_iterator: Any, context: Context) -> AsyncIterator[Any]:
         await _unimplemented(context, "Reconcile")
         yield records_pb2.ResidentView()  # pragma: no cover - abort raises
+
+
+def _nobody() -> DomainError:
+    return DomainError(ErrorKind.NOT_FOUND, "nobody matches the condition", reason="NO_RECORD")
 
 
 async def _unimplemented(context: Context, name: str) -> None:

@@ -192,16 +192,46 @@ class ResidentTxn:
     def record_applied(self, municipality_code: str, sequence: int, digest: bytes, result: bytes) -> None:
         self._txn.put(municipality_code.encode() + _u64(sequence), digest + result, db=self._dbs["applied"])
 
-    def enqueue_outbox(self, payload: bytes) -> None:
-        """Queue a change for the national server; sealed, since a change notice carries a My Number."""
+    def enqueue_outbox(self, payload: bytes, enqueued_ms: int) -> None:
+        """Queue a change for the national server: the enqueue time in clear (for the age metric), then the
+        change sealed, since a change notice carries a My Number."""
         key = _u64(self._next_counter(b"outbox_counter"))
-        self._txn.put(key, self._store.sealer.seal_blob(b"outbox" + key, payload), db=self._dbs["outbox"])
+        sealed = self._store.sealer.seal_blob(b"outbox" + key, payload)
+        self._txn.put(key, _u64(enqueued_ms) + sealed, db=self._dbs["outbox"])
+
+    def outbox_batch(self, limit: int) -> list[tuple[bytes, bytes]]:
+        """The oldest `limit` queued changes, in order: (key, opened payload)."""
+        batch: list[tuple[bytes, bytes]] = []
+        with self._txn.cursor(db=self._dbs["outbox"]) as cur:
+            if not cur.first():
+                return batch
+            for key, value in cur:
+                key = bytes(key)
+                batch.append((key, self._store.sealer.open_blob(b"outbox" + key, bytes(value[8:]))))
+                if len(batch) >= limit:
+                    break
+        return batch
+
+    def outbox_oldest_ms(self) -> int | None:
+        """Enqueue time (ms since the epoch) of the oldest undelivered change."""
+        with self._txn.cursor(db=self._dbs["outbox"]) as cur:
+            return int(_U64.unpack(cur.value()[:8])[0]) if cur.first() else None
+
+    def remove_delivered(self, keys: list[bytes]) -> None:
+        for key in keys:
+            self._txn.delete(key, db=self._dbs["outbox"])
+        self.bump(b"outbox_delivered", len(keys))
+
+    def counter(self, name: bytes) -> int:
+        raw = self._txn.get(name, db=self._dbs["meta"])
+        return 0 if raw is None else int(_U64.unpack(raw)[0])
+
+    def bump(self, name: bytes, by: int = 1) -> None:
+        self._txn.put(name, _u64(self.counter(name) + by), db=self._dbs["meta"])
 
     def _next_counter(self, name: bytes) -> int:
-        raw = self._txn.get(name, db=self._dbs["meta"])
-        value = (0 if raw is None else int(_U64.unpack(raw)[0])) + 1
-        self._txn.put(name, _u64(value), db=self._dbs["meta"])
-        return value
+        self.bump(name)
+        return self.counter(name)
 
     def _index_entries(self, record: records_pb2.ResidentRecord) -> Iterable[tuple[str, bytes, bytes]]:
         info = record.four_info

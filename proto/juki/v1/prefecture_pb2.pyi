@@ -132,10 +132,12 @@ class LookupRequest(_message.Message):
     def __init__(self, resident_code: _Optional[str] = ..., my_number: _Optional[str] = ..., purpose: _Optional[str] = ..., request_id: _Optional[str] = ...) -> None: ...
 
 class LookupResponse(_message.Message):
-    __slots__ = ("record",)
+    __slots__ = ("record", "source")
     RECORD_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
     record: _records_pb2.ResidentView
-    def __init__(self, record: _Optional[_Union[_records_pb2.ResidentView, _Mapping]] = ...) -> None: ...
+    source: RecordSource
+    def __init__(self, record: _Optional[_Union[_records_pb2.ResidentView, _Mapping]] = ..., source: _Optional[_Union[RecordSource, str]] = ...) -> None: ...
 
 class SearchRequest(_message.Message):
     __slots__ = ("name_kana", "birth_date", "birth_date_from", "birth_date_to", "sex", "address_prefix", "purpose", "page_size", "page_token", "include_removed", "request_id")

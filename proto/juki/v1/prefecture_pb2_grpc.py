@@ -118,7 +118,8 @@ class PrefectureServicer:
     def Lookup(self, request, context):
         """One record by 住民票コード or 個人番号, for a purpose. Caller: operator, agency, department.
         Returns the 8 items of SPEC §3.3; 個人番号 only when the purpose allows it. Looking up by 個人番号
-        needs a purpose that allows My Number. NOT_FOUND when the person is not held here.
+        needs a purpose that allows My Number. A person not held here is asked of the national server (the
+        answer is marked NATIONAL); NOT_FOUND when nobody holds them, UNAVAILABLE when J-LIS cannot be asked.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -135,8 +136,9 @@ class PrefectureServicer:
 
     def Provide(self, request, context):
         """Provision (提供, 住基法 別表第六) or transfer (移転, 別表第五) by 住民票コード, 個人番号 or 4情報.
-        Caller: agency, department. A person not held in Mie is asked of the national server.
-        Not built yet: UNIMPLEMENTED until the propagation issue lands.
+        Caller: agency, department. 4情報 needs at least two items and answers every match (up to 10).
+        A person not held in Mie is asked of the national server: the answer is marked NATIONAL, and is
+        UNAVAILABLE (never a wrong NOT_FOUND) when J-LIS cannot be asked. 個人番号 only when the purpose allows.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -167,7 +169,7 @@ class PrefectureServicer:
         raise NotImplementedError('Method not implemented!')
 
     def QueryNational(self, request, context):
-        """機構への照会: ask the national server. Caller: operator. Not built yet: UNIMPLEMENTED.
+        """機構への照会: ask the national server directly. Caller: operator. UNAVAILABLE when J-LIS cannot be asked.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -1,0 +1,105 @@
+"""What the national server (J-LIS) does with propagated changes (SPEC §5.4, §6.2).
+
+Idempotent by municipality + sequence (a municipality code names its prefecture too): a change already
+held is acknowledged and changes nothing, a gap is refused naming the expected sequence, and a held
+sequence with other content is refused as a conflict. The national file takes each change as the
+prefecture applied it (the prefecture has already run every logical check): the record after the change
+replaces the one held, the previous one is kept as history; a removal marks the record removed.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from juki.v1 import national_pb2, prefecture_pb2, records_pb2
+
+from server.domain.codes import is_digits, is_valid_municipality_code
+from server.domain.errors import DomainError, ErrorKind, Violations
+from server.domain.updates import REMOVALS, notice_digest, record_from_notice, validate_notice
+from server.storage.residents import ResidentTxn
+
+MAX_CHANGES = 1000
+_FILE_PREFIX = {national_pb2.CHANGE_FILE_RESIDENT: "", national_pb2.CHANGE_FILE_FUHYO: "F"}
+
+
+def validate_changes(
+    request: national_pb2.NotifyUpdatesRequest, *, caller_prefecture: str, today: dt.date
+) -> None:
+    v = Violations()
+    if not is_digits(request.prefecture_code, 2):
+        v.add("prefecture_code", "must be 2 ASCII digits")
+    elif request.prefecture_code != caller_prefecture:
+        raise DomainError(
+            ErrorKind.PERMISSION_DENIED,
+            "a server may only notify changes of its own prefecture",
+            "OTHER_PREFECTURE",
+        )
+    if not request.changes:
+        v.add("changes", "at least one change")
+    if len(request.changes) > MAX_CHANGES:
+        v.add("changes", f"at most {MAX_CHANGES} changes per request")
+    v.raise_if_any()
+    for i, change in enumerate(request.changes):
+        path = f"changes[{i}]"
+        w = Violations()
+        if change.file not in _FILE_PREFIX:
+            w.add(f"{path}.file", "required: CHANGE_FILE_RESIDENT or CHANGE_FILE_FUHYO")
+        code = change.notice.municipality_code
+        if not is_valid_municipality_code(code) or code[:2] != request.prefecture_code:
+            w.add(f"{path}.notice.municipality_code", "must be a municipality of the notifying prefecture")
+        w.raise_if_any()
+        validate_notice(change.notice, today=today, path=f"{path}.notice", local_municipalities=False)
+
+
+def absorb_change(tx: ResidentTxn, change: national_pb2.PropagatedChange, *, received_on: str) -> bool:
+    """Take one change into the national file; True when newly applied, False for a change already held."""
+    notice = change.notice
+    stream = _FILE_PREFIX[change.file] + notice.municipality_code
+    last = tx.last_sequence(stream)
+    digest = notice_digest(notice)
+    expected = str(last + 1)
+    if notice.sequence <= last:
+        held = tx.applied(stream, notice.sequence)
+        if held is None or held[0] != digest:
+            raise DomainError(
+                ErrorKind.FAILED_PRECONDITION,
+                f"conflicting change: sequence already held with other content; expected sequence {expected}",
+                "CONFLICTING_REPLAY",
+                metadata={"expected_sequence": expected, "municipality_code": notice.municipality_code},
+            )
+        return False
+    if notice.sequence > last + 1:
+        raise DomainError(
+            ErrorKind.FAILED_PRECONDITION,
+            f"sequence gap: expected sequence {expected}",
+            "SEQUENCE_GAP",
+            metadata={"expected_sequence": expected, "municipality_code": notice.municipality_code},
+        )
+    if change.file == national_pb2.CHANGE_FILE_RESIDENT:
+        _apply_resident(tx, notice, received_on)
+    tx.set_last_sequence(stream, notice.sequence)
+    tx.record_applied(stream, notice.sequence, digest, change.applied_at.encode())
+    return True
+
+
+def _apply_resident(tx: ResidentTxn, notice: prefecture_pb2.ChangeNotice, received_on: str) -> None:
+    current = tx.get(notice.resident_code)
+    current_number = tx.my_number(notice.resident_code) if current is not None else ""
+    if notice.change_reason in REMOVALS:
+        if current is None:
+            return  # nothing held to mark removed
+        new = records_pb2.ResidentRecord()
+        new.CopyFrom(current)
+        new.change_reason = notice.change_reason
+        new.change_date = notice.change_date
+        new.deleted_flag = True
+        new.state = records_pb2.RECORD_STATE_REMOVED
+        new.removed_date = notice.change_date
+        new.sequence = notice.sequence
+        new_number = current_number
+    else:
+        new = record_from_notice(notice, received_on)
+        new_number = notice.my_number
+    if current is not None:
+        tx.add_history(current, current_number)
+    tx.put_record(new, new_number)

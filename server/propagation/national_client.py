@@ -1,0 +1,60 @@
+"""Asking the national server about a person not held here (機構への照会), over one reused mTLS channel."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import grpc
+from juki.v1 import national_pb2, national_pb2_grpc, records_pb2
+
+from server.domain.errors import DomainError, ErrorKind
+from server.domain.finding import Condition
+
+
+class NationalClient:
+    def __init__(self, channel_factory: Callable[[], grpc.aio.Channel], *, timeout: float = 5.0) -> None:
+        self._factory = channel_factory
+        self._timeout = timeout
+        self._stub: Any = None
+        self._channel: grpc.aio.Channel | None = None
+
+    def _get_stub(self) -> Any:
+        if self._stub is None:
+            self._channel = self._factory()
+            self._stub = national_pb2_grpc.NationalStub(self._channel)  # type: ignore[no-untyped-call]
+        return self._stub
+
+    async def query(
+        self, condition: Condition, *, purpose: str, requester: str, request_id: str, four_info: Any = None
+    ) -> list[records_pb2.ResidentView]:
+        """Records the national server holds for the condition; UNAVAILABLE when it cannot be asked."""
+        request = national_pb2.NationalQueryRequest(
+            purpose=purpose, requester=requester, request_id=request_id
+        )
+        if condition.kind == "resident_code":
+            request.resident_code = condition.value
+        elif condition.kind == "my_number":
+            request.my_number = condition.value
+        else:
+            request.four_info.CopyFrom(four_info)
+        try:
+            response = await self._get_stub().Query(request, timeout=self._timeout)
+        except grpc.RpcError as error:
+            code = error.code() if hasattr(error, "code") else None
+            if code == grpc.StatusCode.FAILED_PRECONDITION:
+                raise DomainError(
+                    ErrorKind.FAILED_PRECONDITION,
+                    "the national server found too many matches",
+                    "TOO_MANY_MATCHES",
+                ) from None
+            raise DomainError(
+                ErrorKind.UNAVAILABLE,
+                "the national server cannot be asked now; try again later",
+                "NATIONAL_UNAVAILABLE",
+            ) from None
+        return list(response.records)
+
+    async def close(self) -> None:
+        if self._channel is not None:
+            await self._channel.close()

@@ -1,0 +1,84 @@
+"""The `National` servicer (J-LIS peer): takes propagated changes, answers queries."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable
+from typing import Any
+
+import grpc
+from juki.v1 import national_pb2, national_pb2_grpc, prefecture_pb2
+
+from server.domain import validation as val
+from server.domain.errors import DomainError, Violations
+from server.domain.finding import MAX_MATCHES, find, parse_condition, too_many
+from server.domain.minimise import resident_view
+from server.domain.national import absorb_change, validate_changes
+from server.services.chain import current_caller
+from server.services.prefecture import jst_now
+from server.services.status import abort
+from server.storage.residents import ResidentStore
+
+Context = grpc.aio.ServicerContext[Any, Any]
+
+
+class NationalService(national_pb2_grpc.NationalServicer):
+    def __init__(self, store: ResidentStore, *, now: Callable[[], dt.datetime] = jst_now) -> None:
+        self._store = store
+        self._now = now
+
+    async def NotifyUpdates(
+        self, request: national_pb2.NotifyUpdatesRequest, context: Context
+    ) -> national_pb2.NotifyUpdatesResponse:
+        try:
+            validate_changes(request, caller_prefecture=current_caller().id, today=self._now().date())
+        except DomainError as err:
+            await abort(context, err)
+        received_on = self._now().date().isoformat()
+
+        def work(txn: Any) -> tuple[int, int, DomainError | None]:
+            tx = self._store.bind(txn)
+            accepted = duplicates = 0
+            for change in request.changes:
+                try:
+                    if absorb_change(tx, change, received_on=received_on):
+                        accepted += 1
+                    else:
+                        duplicates += 1
+                except DomainError as err:
+                    return accepted, duplicates, err
+            return accepted, duplicates, None
+
+        accepted, duplicates, refused = await self._store.env.write(work)
+        if refused is not None:
+            refused.metadata["accepted"] = str(accepted)
+            await abort(context, refused)
+        return national_pb2.NotifyUpdatesResponse(accepted=accepted, duplicates=duplicates)
+
+    async def Query(
+        self, request: national_pb2.NationalQueryRequest, context: Context
+    ) -> national_pb2.NationalQueryResponse:
+        try:
+            condition = parse_condition(
+                request.WhichOneof("key"),
+                request.resident_code,
+                request.my_number,
+                request.four_info,
+                today=self._now().date(),
+            )
+            v = Violations()
+            val.check_request_id(v, "request_id", request.request_id)
+            v.raise_if_any()
+        except DomainError as err:
+            await abort(context, err)
+        with self._store.reader() as tx:
+            records = find(tx, condition, include_removed=True)
+            views = [resident_view(r, tx.my_number(r.resident_code)) for r in records[:MAX_MATCHES]]
+        if len(records) > MAX_MATCHES:
+            await abort(context, too_many())
+        return national_pb2.NationalQueryResponse(records=views)
+
+    async def Ping(
+        self, request: prefecture_pb2.PingRequest, context: Context
+    ) -> prefecture_pb2.PingResponse:
+        return prefecture_pb2.PingResponse()
