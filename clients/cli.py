@@ -33,6 +33,7 @@ cli.add_command(serve_cmds.run)
 cli.add_command(peer_cmds.cs)
 cli.add_command(peer_cmds.lookup)
 cli.add_command(peer_cmds.search)
+cli.add_command(peer_cmds.provide)
 cli.add_command(peer_cmds.ping)
 cli.add_command(peer_cmds.bench)
 

@@ -95,6 +95,45 @@ def lookup(
 @click.command()
 @_as
 @_purpose
+@click.argument("resident_code", required=False)
+@click.option("--my-number", help="by 個人番号")
+@click.option("--kana", default="", help="by 4情報: kana name")
+@click.option("--birth", default="", help="by 4情報: date of birth YYYY-MM-DD")
+@click.option("--address", default="", help="by 4情報: address prefix")
+@click.option("--national", "ask_national", is_flag=True, help="機構への照会 (operator): ask J-LIS directly")
+@click.pass_obj
+def provide(
+    settings: Settings,
+    identity: str,
+    purpose: str,
+    resident_code: str | None,
+    my_number: str | None,
+    kana: str,
+    birth: str,
+    address: str,
+    ask_national: bool,
+) -> None:
+    """Provision (提供/移転) by 住民票コード, --my-number or 4情報; a person not in Mie is asked of J-LIS."""
+    kind: type[Any] = prefecture_pb2.QueryNationalRequest if ask_national else prefecture_pb2.ProvideRequest
+    request = kind(purpose=purpose)
+    if my_number:
+        request.my_number = my_number
+    elif resident_code:
+        request.resident_code = resident_code
+    else:
+        request.four_info.CopyFrom(
+            prefecture_pb2.FourInfoQuery(name_kana=kana, birth_date=birth, address_prefix=address)
+        )
+    stub = _stub(settings, identity)
+    try:
+        _print(stub.QueryNational(request) if ask_national else stub.Provide(request))
+    except grpc.RpcError as error:
+        _fail(error)
+
+
+@click.command()
+@_as
+@_purpose
 @click.option("--kana", default="", help="kana name or its beginning, any script/width")
 @click.option("--birth", default="", help="date of birth YYYY-MM-DD")
 @click.option("--sex", type=click.Choice(["male", "female"]), help="sex")
@@ -155,7 +194,21 @@ def bench_lookup(settings: Settings, calls: int, residents: int, out: Path | Non
     """First Lookup latency next to an empty RPC, same server, same mTLS transport, one run."""
     from bench.lookup import run_lookup_bench
 
-    result = run_lookup_bench(settings, calls, residents)
+    _report(run_lookup_bench(settings, calls, residents), out)
+
+
+@bench.command("propagation")
+@click.option("--changes", default=100_000, show_default=True, help="backlog of changes to drain")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), help="write JSON results here")
+@click.pass_obj
+def bench_propagation(settings: Settings, changes: int, out: Path | None) -> None:
+    """Apply a backlog while the national server is down, then time its drain (changes/s delivered)."""
+    from bench.propagation import run_propagation_bench
+
+    _report(run_propagation_bench(settings, changes), out)
+
+
+def _report(result: dict[str, Any], out: Path | None) -> None:
     text = json.dumps(result, indent=2)
     click.echo(text)
     if out:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from server.seed.elsewhere import generate_elsewhere
 from tests.conftest import free_port
 
 JUKI = [sys.executable, "-m", "clients"]
@@ -20,10 +21,8 @@ JUKI = [sys.executable, "-m", "clients"]
 def juki(
     home: Path, *args: str, check: bool = True, timeout: float = 120
 ) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "JUKI_PREFECTURE_PORT": os.environ.get("JUKI_PREFECTURE_PORT", "")}
-    env = {k: v for k, v in env.items() if v}
     result = subprocess.run(
-        [*JUKI, "--home", str(home), *args], capture_output=True, text=True, timeout=timeout, env=env
+        [*JUKI, "--home", str(home), *args], capture_output=True, text=True, timeout=timeout
     )
     if check:
         assert result.returncode == 0, result.stdout + result.stderr
@@ -33,6 +32,8 @@ def juki(
 @pytest.fixture()
 def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("JUKI_PREFECTURE_PORT", str(free_port()))
+    monkeypatch.setenv("JUKI_NATIONAL_PORT", str(free_port()))
+    monkeypatch.setenv("JUKI_NATIONAL_SEED_COUNT", "2000")
     return tmp_path
 
 
@@ -67,6 +68,16 @@ def test_juki_run_sets_everything_up_and_serves_the_printed_command(home: Path) 
         out = juki(home, *args)
         record = json.loads(out.stdout)["record"]
         assert record["residentCode"] == code and len(record["myNumber"]) == 12
+        # the README's forwarded provision: a resident of 名古屋市 held by the national server
+        elsewhere = next(iter(generate_elsewhere(1))).record.resident_code
+        assert elsewhere in (Path(__file__).parents[1] / "README.md").read_text()
+        out = juki(home, "provide", "--as", "department/tax", "--purpose", "bt5-tax-vehicle", elsewhere)
+        answer = json.loads(out.stdout)
+        assert (
+            answer["source"] == "RECORD_SOURCE_NATIONAL" and answer["records"][0]["residentCode"] == elsewhere
+        )
+        status = juki(home, "outbox", "status").stdout
+        assert "outbox depth" in status
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=30) == 0
