@@ -123,7 +123,12 @@ async def _in_flight(settings: Settings, codes: list[str], calls: int, width: in
 
 def run_lookup_bench(settings: Settings, calls: int, residents: int = 100_000) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="juki-bench-") as tmp:
-        s = settings.replace(home=Path(tmp), prefecture_port=_free_port())
+        s = settings.replace(
+            home=Path(tmp),
+            prefecture_port=_free_port(),
+            national_port=_free_port(),
+            prefecture_metrics_port=-1,
+        )
         Pki(s.pki_path).ensure_dev(s.trust_domain, DEV_IDENTITIES)
         store = open_store(s)
         with tqdm(total=residents, desc="seeding", unit="rec", unit_scale=True, file=sys.stderr) as bar:

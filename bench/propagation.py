@@ -62,7 +62,13 @@ def _depth(settings: Settings) -> int:
 
 def run_propagation_bench(settings: Settings, changes: int) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="juki-bench-prop-") as tmp:
-        s = settings.replace(home=Path(tmp), prefecture_port=_free_port(), national_port=_free_port())
+        s = settings.replace(
+            home=Path(tmp),
+            prefecture_port=_free_port(),
+            national_port=_free_port(),
+            prefecture_metrics_port=-1,
+            national_metrics_port=-1,
+        )
         Pki(s.pki_path).ensure_dev(s.trust_domain, DEV_IDENTITIES)
         config = write_settings(s, Path(tmp) / "juki.toml")
         prefecture = start_server_process(config, "prefecture", log=Path(tmp) / "prefecture.log")

@@ -129,13 +129,16 @@ def outbox_status(settings: Settings) -> None:
             depth = tx.outbox_depth()
             oldest = tx.outbox_oldest_ms()
             delivered = tx.counter(b"outbox_delivered")
+            attempts = tx.counter(b"relay_attempts")
+            failures = tx.counter(b"relay_failures")
     finally:
         store.env.close()
     age = 0.0 if oldest is None else max(0.0, time.time() - oldest / 1000)
     click.echo(f"outbox depth          {depth}")
     click.echo(f"oldest undelivered    {age:.1f} s")
     click.echo(f"delivered (all time)  {delivered}")
-    click.echo("attempts and failures of the running relay: juki_relay_* metrics")
+    click.echo(f"delivery attempts     {attempts}")
+    click.echo(f"delivery failures     {failures}")
 
 
 @click.command()

@@ -25,6 +25,7 @@ from server.domain.search import PageTokens
 from server.identity.peers import PeerIdentities, RevocationList
 from server.identity.pki import Pki
 from server.identity.policy import Policy, PolicyError
+from server.observability.endpoint import MetricsEndpoint
 from server.propagation.national_client import NationalClient
 from server.propagation.relay import OutboxRelay
 from server.services.chain import AccessInterceptor, purpose_methods
@@ -88,6 +89,7 @@ class RunningServer:
     port: int
     reload: Callable[[], None]
     services: tuple[ServiceDescriptor, ...]
+    metrics: MetricsEndpoint | None = None
     background: list[asyncio.Task[None]] = field(default_factory=list)
     on_stop: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
 
@@ -100,11 +102,13 @@ async def _start(
     store: ResidentStore,
     services: tuple[ServiceDescriptor, ...],
     add_servicers: Callable[[grpc.aio.Server], None],
+    metrics_port: int,
 ) -> RunningServer:
     pki = Pki(settings.pki_path)
     revocations = RevocationList(pki.crl_path, pki.ca_cert_path, check_interval=settings.crl_check_interval)
+    identities = PeerIdentities(settings.trust_domain, revocations)
     access = AccessInterceptor(
-        PeerIdentities(settings.trust_domain, revocations),
+        identities,
         Policy.load(settings.policy_path),
         purpose_methods(*services),
     )
@@ -137,7 +141,18 @@ async def _start(
         except (PolicyError, OSError) as exc:
             log.error("policy reload refused, keeping the current policy: %s", exc)
 
-    return RunningServer(server, store, access, health, bound, reload, services)
+    running = RunningServer(server, store, access, health, bound, reload, services)
+    if metrics_port >= 0:
+        plain = settings.metrics_plain_http
+        running.metrics = MetricsEndpoint(
+            settings.host,
+            metrics_port,
+            pki=None if plain else pki,
+            identities=None if plain else identities,
+            server_identity=identity,
+        )
+        running.metrics.start()
+    return running
 
 
 async def start_prefecture(settings: Settings) -> RunningServer:
@@ -181,6 +196,7 @@ async def start_prefecture(settings: Settings) -> RunningServer:
         store=store,
         services=(PREFECTURE_SERVICE,),
         add_servicers=add,
+        metrics_port=settings.prefecture_metrics_port,
     )
     policy_ref.append(running.access)
     if settings.relay_enabled:
@@ -208,6 +224,7 @@ async def start_national(settings: Settings) -> RunningServer:
         store=store,
         services=(NATIONAL_SERVICE,),
         add_servicers=add,
+        metrics_port=settings.national_metrics_port,
     )
 
 
@@ -234,4 +251,6 @@ async def serve(
     for task in running.background:
         await asyncio.wait_for(task, settings.grace_seconds)
     await running.server.stop(settings.grace_seconds)
+    if running.metrics is not None:
+        running.metrics.stop()
     running.store.env.close()

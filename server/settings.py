@@ -46,6 +46,10 @@ class Settings:
     relay_backoff_initial: float = 0.2
     relay_backoff_max: float = 10.0
     relay_idle_poll: float = 1.0
+    # /metrics (HTTPS, monitor client certificate); a negative port disables it
+    prefecture_metrics_port: int = 50061
+    national_metrics_port: int = 50063
+    metrics_plain_http: bool = False  # development only, loopback only
 
     def path(self, value: Path) -> Path:
         return value if value.is_absolute() else self.home / value

@@ -133,6 +133,8 @@ def make_server(
     options: dict[str, Any] = {
         "prefecture_port": free_port(),
         "national_port": free_port(),
+        "prefecture_metrics_port": free_port(),
+        "national_metrics_port": free_port(),
         "relay_backoff_max": 1.0,
     }
     settings = Settings(home=base, pki_dir=pki, **{**options, **overrides})

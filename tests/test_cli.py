@@ -33,6 +33,8 @@ def juki(
 def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("JUKI_PREFECTURE_PORT", str(free_port()))
     monkeypatch.setenv("JUKI_NATIONAL_PORT", str(free_port()))
+    monkeypatch.setenv("JUKI_PREFECTURE_METRICS_PORT", str(free_port()))
+    monkeypatch.setenv("JUKI_NATIONAL_METRICS_PORT", str(free_port()))
     monkeypatch.setenv("JUKI_NATIONAL_SEED_COUNT", "2000")
     return tmp_path
 

@@ -36,6 +36,13 @@ class RelayStats:
     consecutive_failures: int = field(default=0, repr=False)
 
 
+def _count(tx: Any, *, failed: bool) -> None:
+    """Persist attempt and failure counts, for `juki outbox status` (the metrics restart with the process)."""
+    tx.bump(b"relay_attempts")
+    if failed:
+        tx.bump(b"relay_failures")
+
+
 class OutboxRelay:
     def __init__(
         self,
@@ -120,9 +127,16 @@ class OutboxRelay:
             metrics.RELAY_FAILURES.labels(code=code).inc()
             if self.stats.consecutive_failures in (1, 10) or self.stats.consecutive_failures % 100 == 0:
                 log.warning("national server did not take %d change(s): %s", len(batch), code)
+            await self._store.env.write(lambda txn: _count(self._store.bind(txn), failed=True))
             return False
         keys = [key for key, _ in batch]
-        await self._store.env.write(lambda txn: self._store.bind(txn).remove_delivered(keys))
+
+        def confirm(txn: Any) -> None:
+            tx = self._store.bind(txn)
+            tx.remove_delivered(keys)
+            _count(tx, failed=False)
+
+        await self._store.env.write(confirm)
         self.stats.delivered += len(keys)
         self.stats.consecutive_failures = 0
         metrics.RELAY_DELIVERED.inc(len(keys))

@@ -1,0 +1,91 @@
+"""`/metrics` over HTTPS with a required client certificate of the `monitor` role (SPEC §7).
+
+The operations contractor scrapes with its own certificate; any other identity (or none) gets nothing.
+A development flag serves plain HTTP, on loopback only.
+"""
+
+from __future__ import annotations
+
+import logging
+import ssl
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
+
+from server.identity.peers import PeerIdentities, Refusal
+from server.identity.pki import Pki
+
+log = logging.getLogger(__name__)
+
+SCRAPER_ROLES = frozenset({"monitor"})
+
+
+class MetricsEndpoint:
+    """A small threaded HTTP(S) server exposing one registry at /metrics."""
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        *,
+        pki: Pki | None,
+        identities: PeerIdentities | None,
+        server_identity: str = "",
+        registry: CollectorRegistry = REGISTRY,
+    ) -> None:
+        if pki is None and host not in ("127.0.0.1", "localhost", "::1"):
+            raise ValueError("plain-HTTP metrics are for loopback only")
+        endpoint = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                if self.path.split("?")[0] != "/metrics":
+                    self._reply(404, b"not found\n")
+                    return
+                if identities is not None and not endpoint._is_scraper(self.connection):
+                    self._reply(403, b"forbidden\n")
+                    return
+                self._reply(200, generate_latest(registry), CONTENT_TYPE_LATEST)
+
+            def _reply(self, status: int, body: bytes, content_type: str = "text/plain") -> None:
+                self.send_response(status)
+                self.send_header("Content-Type", content_type)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass  # scrapes are not logged (they carry nothing worth keeping)
+
+        self._identities = identities
+        self.httpd = ThreadingHTTPServer((host, port), Handler)
+        self.httpd.daemon_threads = True
+        if pki is not None:
+            role, _, ident = server_identity.partition("/")
+            cert, key = pki.cert_paths(role, ident)
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.minimum_version = ssl.TLSVersion.TLSv1_2
+            context.load_cert_chain(cert, key)
+            context.load_verify_locations(pki.ca_cert_path)
+            context.verify_mode = ssl.CERT_REQUIRED
+            self.httpd.socket = context.wrap_socket(self.httpd.socket, server_side=True)
+        self.port = int(self.httpd.server_address[1])
+        self._thread = threading.Thread(target=self.httpd.serve_forever, name="metrics", daemon=True)
+
+    def _is_scraper(self, connection: Any) -> bool:
+        assert self._identities is not None
+        der = connection.getpeercert(binary_form=True)
+        if not der:
+            return False
+        pem = ssl.DER_cert_to_PEM_cert(der).encode()
+        who = self._identities.identify({"x509_pem_cert": [pem]})
+        return not isinstance(who, Refusal) and who.role in SCRAPER_ROLES
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
