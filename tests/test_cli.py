@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from server.seed.elsewhere import generate_elsewhere
+from server.seed.population import generate
 from tests.conftest import free_port
 
 JUKI = [sys.executable, "-m", "clients"]
@@ -83,6 +84,15 @@ def test_juki_run_sets_everything_up_and_serves_the_printed_command(home: Path) 
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=30) == 0
+
+
+def test_readme_examples_name_residents_that_make_run_seeds() -> None:
+    """The README's sample codes exist: Mie's (first 100k of seed 1) and 名古屋市's (national)."""
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    mie = {entry.record.resident_code for entry in generate(100_000, 1)}
+    sample = readme.split("bt6-police-driving-licence ")[1].split()[0]
+    assert sample in mie
+    assert min(mie) == sample  # what `make run` prints: the first code of its store
 
 
 def test_pki_issue_list_revoke(home: Path) -> None:
