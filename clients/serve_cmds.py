@@ -13,7 +13,15 @@ from tqdm import tqdm
 
 from clients.launch import start_server_process, wait_national, write_settings
 from clients.pki_cmds import ensure_dev_pki
-from server.app import RunningServer, open_national_store, open_store, serve, start_national, start_prefecture
+from server.app import (
+    RunningServer,
+    open_national_store,
+    open_store,
+    register_dev_operators,
+    serve,
+    start_national,
+    start_prefecture,
+)
 from server.seed.elsewhere import generate_elsewhere
 from server.seed.load import load
 from server.seed.population import SeedEntry, generate
@@ -160,6 +168,9 @@ def run(settings: Settings, count: int) -> None:
             "national",
         )
     national.env.close()
+    added = register_dev_operators(settings)
+    if added:
+        click.echo(f"dev operators registered: {', '.join(added)}")
     store = open_store(settings)
     if _resident_count(store) == 0:
         _seed(store, generate(count, 1), count, "Mie")

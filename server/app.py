@@ -13,26 +13,38 @@ import signal
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import grpc
 from google.protobuf.descriptor import ServiceDescriptor
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
-from juki.v1 import national_pb2, national_pb2_grpc, prefecture_pb2, prefecture_pb2_grpc
+from juki.v1 import (
+    admin_pb2,
+    admin_pb2_grpc,
+    national_pb2,
+    national_pb2_grpc,
+    prefecture_pb2,
+    prefecture_pb2_grpc,
+)
 
+from server.domain import operators
 from server.domain.search import PageTokens
 from server.identity.peers import PeerIdentities, RevocationList
-from server.identity.pki import Pki
+from server.identity.pki import Pki, SpiffeId
 from server.identity.policy import Policy, PolicyError
 from server.observability.endpoint import MetricsEndpoint
 from server.propagation.national_client import NationalClient
 from server.propagation.relay import OutboxRelay
-from server.services.chain import AccessInterceptor, purpose_methods
+from server.services.admin import AdminService
+from server.services.chain import AccessInterceptor, CallAuditor, OperatorLookup, purpose_methods
 from server.services.national import NationalService
-from server.services.prefecture import PrefectureService
+from server.services.prefecture import PrefectureService, jst_now
 from server.settings import Settings
+from server.storage import registry as registry_dbs
 from server.storage.lmdbenv import LmdbEnv
+from server.storage.registry import Registry
 from server.storage.residents import DB_NAMES, ResidentStore
 from server.storage.sealing import DataKeys, MyNumberSealer
 
@@ -40,6 +52,7 @@ log = logging.getLogger(__name__)
 
 PREFECTURE_SERVICE = prefecture_pb2.DESCRIPTOR.services_by_name["Prefecture"]
 NATIONAL_SERVICE = national_pb2.DESCRIPTOR.services_by_name["National"]
+ADMIN_SERVICE = admin_pb2.DESCRIPTOR.services_by_name["Admin"]
 HEALTH_SERVICE = health_pb2.DESCRIPTOR.services_by_name["Health"]
 
 
@@ -72,7 +85,7 @@ def open_store(
     """The prefectural store by default; the national one with its own directories."""
     data = settings.path(data_dir) if data_dir else settings.data_path
     keys = settings.path(keys_file) if keys_file else settings.keys_path
-    env = LmdbEnv(data, DB_NAMES, map_size=settings.map_size)
+    env = LmdbEnv(data, DB_NAMES + registry_dbs.DB_NAMES, map_size=settings.map_size)
     return ResidentStore(env, MyNumberSealer(DataKeys.load_or_create(keys)))
 
 
@@ -103,6 +116,8 @@ async def _start(
     services: tuple[ServiceDescriptor, ...],
     add_servicers: Callable[[grpc.aio.Server], None],
     metrics_port: int,
+    operators: OperatorLookup | None = None,
+    auditor: CallAuditor | None = None,
 ) -> RunningServer:
     pki = Pki(settings.pki_path)
     revocations = RevocationList(pki.crl_path, pki.ca_cert_path, check_interval=settings.crl_check_interval)
@@ -111,6 +126,8 @@ async def _start(
         identities,
         Policy.load(settings.policy_path),
         purpose_methods(*services),
+        operators=operators,
+        auditor=auditor,
     )
     server = grpc.aio.server(
         interceptors=[access],
@@ -173,6 +190,7 @@ async def start_prefecture(settings: Settings) -> RunningServer:
         timeout=settings.national_timeout,
     )
     national = NationalClient(national_channel, timeout=settings.national_timeout)
+    registry = Registry(store.env)
     policy_ref: list[AccessInterceptor] = []
     service = PrefectureService(
         store,
@@ -184,19 +202,24 @@ async def start_prefecture(settings: Settings) -> RunningServer:
         max_results=settings.search_max_results,
         national=national,
         on_applied=relay.notify,
+        registry=registry,
+        batch_threshold=settings.batch_threshold,
     )
+    admin = AdminService(registry, lambda: policy_ref[0].policy, _no_statistics, now=jst_now)
 
     def add(server: grpc.aio.Server) -> None:
         prefecture_pb2_grpc.add_PrefectureServicer_to_server(service, server)  # type: ignore[no-untyped-call]
+        admin_pb2_grpc.add_AdminServicer_to_server(admin, server)  # type: ignore[no-untyped-call]
 
     running = await _start(
         settings,
         identity=settings.prefecture_identity,
         port=settings.prefecture_port,
         store=store,
-        services=(PREFECTURE_SERVICE,),
+        services=(PREFECTURE_SERVICE, ADMIN_SERVICE),
         add_servicers=add,
         metrics_port=settings.prefecture_metrics_port,
+        operators=registry.operator,
     )
     policy_ref.append(running.access)
     if settings.relay_enabled:
@@ -208,6 +231,35 @@ async def start_prefecture(settings: Settings) -> RunningServer:
 
     running.on_stop.append(stop_relay)
     return running
+
+
+def _no_statistics(month: str) -> admin_pb2.StatisticsResponse:
+    return admin_pb2.StatisticsResponse(month=month)
+
+
+def register_dev_operators(
+    settings: Settings, operator_ids: tuple[str, ...] = ("op-0001", "op-0002")
+) -> list[str]:
+    """Offline bootstrap for the embedded default: register the dev operators with every operator grant."""
+    store = open_store(settings)
+    registry = Registry(store.env)
+    policy = Policy.load(settings.policy_path)
+    bootstrap = SpiffeId(settings.trust_domain, "admin", "bootstrap")
+    added = []
+    try:
+        for operator_id in operator_ids:
+            if registry.operator(operator_id) is not None:
+                continue
+            entry = operators.full_registration(policy, operator_id, admin=bootstrap, now=jst_now())
+
+            def put(txn: Any, entry: admin_pb2.OperatorEntry = entry) -> None:
+                registry.put_operator(txn, entry)
+
+            store.env.write_sync(put)
+            added.append(operator_id)
+    finally:
+        store.env.close()
+    return added
 
 
 async def start_national(settings: Settings) -> RunningServer:

@@ -46,6 +46,14 @@ class Settings:
     relay_backoff_initial: float = 0.2
     relay_backoff_max: float = 10.0
     relay_idle_poll: float = 1.0
+    # operators, bulk provision, audit (SPEC §4.4, §5.5)
+    batch_threshold: int = 1000  # conditions a BatchProvide may carry without an admin's approval
+    audit_dir: Path = Path("var/audit/prefecture")
+    audit_keys_file: Path = Path("var/keys/prefecture.audit.json")
+    national_audit_dir: Path = Path("var/audit/national")
+    national_audit_keys_file: Path = Path("var/keys/national.audit.json")
+    audit_checkpoint_interval: float = 60.0
+    audit_flush_interval: float = 0.1
     # /metrics (HTTPS, monitor client certificate); a negative port disables it
     prefecture_metrics_port: int = 50061
     national_metrics_port: int = 50063

@@ -16,7 +16,7 @@ from juki.v1 import prefecture_pb2, prefecture_pb2_grpc
 
 from clients.channel import secure_channel
 from clients.launch import start_server_process, wait_national, wait_serving, write_settings
-from server.app import open_national_store, open_store
+from server.app import open_national_store, open_store, register_dev_operators
 from server.identity.pki import DEV_IDENTITIES, Pki
 from server.seed.elsewhere import generate_elsewhere
 from server.seed.load import load
@@ -146,6 +146,7 @@ def make_server(
         national = open_national_store(settings)
         load(national, generate_elsewhere(elsewhere))
         national.env.close()
+    register_dev_operators(settings)
     config = write_settings(settings, base / "juki.toml")
     return Server(settings, config, base / "server.log", with_national=with_national)
 

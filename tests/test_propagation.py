@@ -82,7 +82,7 @@ def assert_national_holds_each_once(server: Server, batch: list[Any]) -> None:
 
 @pytest.fixture()
 def deployment(tmp_path: Path, pki_dir: Path) -> Iterator[Server]:
-    srv = make_server(tmp_path / "srv", pki_dir, seeded=0, relay_batch_size=50, relay_backoff_max=0.5)
+    srv = make_server(tmp_path / "srv", pki_dir, seeded=0, relay_batch_size=5, relay_backoff_max=0.5)
     srv.start()
     yield srv
     srv.stop_all()
@@ -106,7 +106,7 @@ def test_prefectural_server_killed_mid_delivery_loses_and_repeats_nothing(deploy
     batch = notices(Municipality(OWASE), 3000)
     apply_all(deployment, batch)
     deployment.start_national()
-    wait_for(lambda: outbox_depth(deployment) < 2500, "delivery to start")
+    wait_for(lambda: outbox_depth(deployment) < 2950, "delivery to start")
     deployment.kill()  # SIGKILL while batches are in flight
     remaining = outbox_depth(deployment)
     assert 0 < remaining < 3000
@@ -120,7 +120,7 @@ def test_national_server_restarted_mid_stream_loses_and_repeats_nothing(deployme
     batch = notices(Municipality(OWASE), 3000)
     apply_all(deployment, batch)
     deployment.start_national()
-    wait_for(lambda: outbox_depth(deployment) < 2500, "delivery to start")
+    wait_for(lambda: outbox_depth(deployment) < 2950, "delivery to start")
     deployment.stop_national(9)  # SIGKILL the national server mid-stream
     assert outbox_depth(deployment) > 0
     deployment.start_national()

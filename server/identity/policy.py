@@ -108,6 +108,15 @@ class Policy:
             return Decision.ALLOW
         return Decision.NO_PURPOSE
 
+    def methods_of(self, role: str) -> set[str]:
+        """Full names of the methods some grant gives the role."""
+        return {method for (r, method) in self._grants if r == role}
+
+    def purposes_of(self, role: str, method: str, ident: str | None = None) -> set[str]:
+        """Purposes the role (or one id of it) may state for a method."""
+        grants = self._grants.get((role, method), [])
+        return {p for g in grants if g.ids is None or ident is None or ident in g.ids for p in g.purposes}
+
     def allows_my_number(self, purpose: str) -> bool:
         found = self.purposes.get(purpose)
         return found is not None and found.my_number

@@ -1,22 +1,32 @@
-"""The interceptor chain every call passes, in a fixed order: identity → authorization → handler.
+"""The interceptor chain every call passes, in a fixed order: identity → authorization → audit → handler.
 
-(Audit and metrics join the chain, in that order after authorization, in their own issues.)
-A refused call is answered before any handler runs, with a status and no payload.
+Identity is the SPIFFE ID of the client certificate (expiry and revocation re-checked per call); an
+operator must also be registered and not revoked. Authorization is the policy (role, method, purpose)
+and, for an operator, its registration. A refused call is answered before any handler runs, with a status
+and no payload. Every call, allowed or refused, leaves one audit entry; when it cannot be written the call
+fails with UNAVAILABLE and returns no data (fail closed).
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
+import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
+from typing import Any, Protocol
 
 import grpc
 from google.protobuf.descriptor import ServiceDescriptor
+from juki.v1 import admin_pb2
 
+from server.domain.operators import operator_refusal
 from server.identity.peers import PeerIdentities, Refusal
 from server.identity.pki import SpiffeId
 from server.identity.policy import Decision, Policy
+from server.services.call_facts import CallFacts
 from server.services.status import status_metadata
+
+log = logging.getLogger(__name__)
 
 caller_var: contextvars.ContextVar[SpiffeId] = contextvars.ContextVar("juki_caller")
 
@@ -24,6 +34,20 @@ Denial = tuple[grpc.StatusCode, str]
 # grpc's handler and context types are loose at this level (sync and aio share RpcMethodHandler).
 Handler = Any
 Context = Any
+OperatorLookup = Callable[[str], admin_pb2.OperatorEntry | None]
+AUDIT_DOWN: Denial = (grpc.StatusCode.UNAVAILABLE, "audit trail unavailable; no data is served")
+
+
+class AuditFailure(Exception):
+    """The audit entry of a call could not be written."""
+
+
+class CallAuditor(Protocol):
+    def record(self, facts: CallFacts) -> None:
+        """Append one entry; raise AuditFailure when it cannot be written."""
+
+    def ready(self) -> bool:
+        """False while the trail is known to be unwritable (calls are refused up front)."""
 
 
 def current_caller() -> SpiffeId:
@@ -42,28 +66,62 @@ def purpose_methods(*services: ServiceDescriptor) -> frozenset[str]:
 
 
 class AccessInterceptor(grpc.aio.ServerInterceptor):
-    """Identity (SPIFFE ID, revocation) then authorization (policy: role, method, purpose)."""
+    """Identity, authorization and audit of every call."""
 
-    def __init__(self, identities: PeerIdentities, policy: Policy, with_purpose: frozenset[str]) -> None:
+    def __init__(
+        self,
+        identities: PeerIdentities,
+        policy: Policy,
+        with_purpose: frozenset[str],
+        *,
+        operators: OperatorLookup | None = None,
+        auditor: CallAuditor | None = None,
+    ) -> None:
         self.identities = identities
         self.policy = policy
-        self._with_purpose = with_purpose
+        self.with_purpose = with_purpose
+        self.operators = operators
+        self.auditor = auditor
         self._wrapped: dict[str, Handler] = {}
 
     def set_policy(self, policy: Policy) -> None:
         self.policy = policy
 
-    def admit(self, method: str, request: Any, context: Context) -> Denial | None:
+    def admit(self, method: str, request: Any, context: Context, facts: CallFacts) -> Denial | None:
         """Identity then authorization of one call; `request` None checks the role only (streams, first)."""
         who = self.identities.identify(context.auth_context())
         if isinstance(who, Refusal):
             return grpc.StatusCode.UNAUTHENTICATED, who.message
-        purpose = request.purpose if request is not None and method in self._with_purpose else None
+        facts.caller = who
+        purpose = request.purpose if request is not None and method in self.with_purpose else None
         decision = self.policy.check(who, method, purpose)
         if decision != Decision.ALLOW:
             return grpc.StatusCode.PERMISSION_DENIED, decision
+        if who.role == "operator" and self.operators is not None:
+            data_method = method if method in self.with_purpose else None
+            refusal = operator_refusal(self.operators(who.id), data_method, purpose)
+            if refusal is not None:
+                kind, _, message = refusal.partition(": ")
+                unauthenticated = kind == "unauthenticated"
+                return (
+                    grpc.StatusCode.UNAUTHENTICATED if unauthenticated else grpc.StatusCode.PERMISSION_DENIED,
+                    message,
+                )
         caller_var.set(who)
         return None
+
+    def audit(self, facts: CallFacts) -> bool:
+        """Write the call's entry; False when it could not be written."""
+        if self.auditor is None:
+            return True
+        try:
+            self.auditor.record(facts)
+            return True
+        except AuditFailure:
+            return False
+
+    def audit_ready(self) -> bool:
+        return self.auditor is None or self.auditor.ready()
 
     async def intercept_service(
         self,
@@ -86,15 +144,50 @@ async def _deny(context: Context, denial: Denial) -> None:
     await context.abort(code, message, status_metadata(code, message))
 
 
+def _outcome(context: Context, exc: BaseException) -> str:
+    if isinstance(exc, asyncio.CancelledError):
+        return "CANCELLED"
+    code = context.code()
+    if isinstance(code, grpc.StatusCode):
+        return str(code.name)
+    return "UNKNOWN"
+
+
+async def _refuse(gate: AccessInterceptor, context: Context, facts: CallFacts, denial: Denial) -> None:
+    facts.outcome = denial[0].name
+    if not gate.audit(facts):
+        denial = AUDIT_DOWN
+    await _deny(context, denial)
+
+
+async def _audited(gate: AccessInterceptor, context: Context, facts: CallFacts, call: Awaitable[Any]) -> Any:
+    """Run the handler; write its entry; return its response only when the entry is written."""
+    try:
+        response = await call
+    except BaseException as exc:
+        facts.outcome = _outcome(context, exc)
+        if not gate.audit(facts):
+            log.error("audit entry of a failed call could not be written")
+        raise
+    facts.add_response(response)
+    if not gate.audit(facts):
+        await _deny(context, AUDIT_DOWN)
+    return response
+
+
 def _wrap(gate: AccessInterceptor, method: str, handler: Handler) -> Handler:
     if handler.unary_unary:
         inner_uu = handler.unary_unary
 
         async def unary_unary(request: Any, context: Context) -> Any:
-            denial = gate.admit(method, request, context)
+            facts = CallFacts(method)
+            facts.add_request(request)
+            denial = gate.admit(method, request, context, facts)
+            if denial is None and not gate.audit_ready():
+                denial = AUDIT_DOWN
             if denial:
-                await _deny(context, denial)
-            return await inner_uu(request, context)
+                await _refuse(gate, context, facts, denial)
+            return await _audited(gate, context, facts, inner_uu(request, context))
 
         return grpc.unary_unary_rpc_method_handler(
             unary_unary, handler.request_deserializer, handler.response_serializer
@@ -103,10 +196,14 @@ def _wrap(gate: AccessInterceptor, method: str, handler: Handler) -> Handler:
         inner_us = handler.unary_stream
 
         async def unary_stream(request: Any, context: Context) -> AsyncIterator[Any]:
-            denial = gate.admit(method, request, context)
+            facts = CallFacts(method)
+            facts.add_request(request)
+            denial = gate.admit(method, request, context, facts) or (
+                None if gate.audit_ready() else AUDIT_DOWN
+            )
             if denial:
-                await _deny(context, denial)
-            async for response in inner_us(request, context):
+                await _refuse(gate, context, facts, denial)
+            async for response in _audited_stream(gate, context, facts, inner_us(request, context)):
                 yield response
 
         return grpc.unary_stream_rpc_method_handler(
@@ -116,8 +213,9 @@ def _wrap(gate: AccessInterceptor, method: str, handler: Handler) -> Handler:
         inner_su = handler.stream_unary
 
         async def stream_unary(requests: AsyncIterator[Any], context: Context) -> Any:
-            first = await _admit_stream(gate, method, requests, context)
-            return await inner_su(first, context)
+            facts = CallFacts(method)
+            checked = await _admit_stream(gate, method, requests, context, facts)
+            return await _audited(gate, context, facts, inner_su(checked, context))
 
         return grpc.stream_unary_rpc_method_handler(
             stream_unary, handler.request_deserializer, handler.response_serializer
@@ -125,8 +223,9 @@ def _wrap(gate: AccessInterceptor, method: str, handler: Handler) -> Handler:
     inner_ss = handler.stream_stream
 
     async def stream_stream(requests: AsyncIterator[Any], context: Context) -> AsyncIterator[Any]:
-        checked = await _admit_stream(gate, method, requests, context)
-        async for response in inner_ss(checked, context):
+        facts = CallFacts(method)
+        checked = await _admit_stream(gate, method, requests, context, facts)
+        async for response in _audited_stream(gate, context, facts, inner_ss(checked, context)):
             yield response
 
     return grpc.stream_stream_rpc_method_handler(
@@ -134,32 +233,55 @@ def _wrap(gate: AccessInterceptor, method: str, handler: Handler) -> Handler:
     )
 
 
+async def _audited_stream(
+    gate: AccessInterceptor, context: Context, facts: CallFacts, responses: AsyncIterator[Any]
+) -> AsyncIterator[Any]:
+    """A response stream: its entry is written when it ends (the audit trail was checked writable first)."""
+    try:
+        async for response in responses:
+            _add_streamed(facts, response)
+            yield response
+    except BaseException as exc:
+        facts.outcome = _outcome(context, exc)
+        if not gate.audit(facts):
+            log.error("audit entry of a failed stream could not be written")
+        raise
+    if not gate.audit(facts):
+        await _deny(context, AUDIT_DOWN)
+
+
+def _add_streamed(facts: CallFacts, response: Any) -> None:
+    if "record" in response.DESCRIPTOR.fields_by_name and response.HasField("record"):
+        facts.add_view(response.record)
+    else:
+        facts.count += 1
+
+
 async def _admit_stream(
-    gate: AccessInterceptor,
-    method: str,
-    requests: AsyncIterator[Any],
-    context: Context,
+    gate: AccessInterceptor, method: str, requests: AsyncIterator[Any], context: Context, facts: CallFacts
 ) -> AsyncIterator[Any]:
     """Admit a client stream: identity and role before reading anything; then, when the messages carry a
-    purpose, the first message's purpose."""
-    denial = gate.admit(method, None, context)
+    purpose, the first message's purpose. The stream handed on records what its messages concern."""
+    denial = gate.admit(method, None, context, facts) or (None if gate.audit_ready() else AUDIT_DOWN)
     if denial:
-        await _deny(context, denial)
-    if method not in gate._with_purpose:
-        return requests
+        await _refuse(gate, context, facts, denial)
     iterator = requests.__aiter__()
-    try:
-        first = await iterator.__anext__()
-    except StopAsyncIteration:
-        first = None
-    refused = gate.admit(method, _NoPurpose() if first is None else first, context)
-    if refused:
-        await _deny(context, refused)
+    first: Any = None
+    if method in gate.with_purpose:
+        try:
+            first = await iterator.__anext__()
+        except StopAsyncIteration:
+            first = None
+        facts.add_request(first)
+        denial = gate.admit(method, _NoPurpose() if first is None else first, context, facts)
+        if denial:
+            await _refuse(gate, context, facts, denial)
 
     async def replay() -> AsyncIterator[Any]:
         if first is not None:
             yield first
         async for item in iterator:
+            facts.add_request(item)
             yield item
 
     return replay()
@@ -173,10 +295,12 @@ def _unknown_method_handler(gate: AccessInterceptor, method: str) -> Handler:
     """Unknown methods: an unidentified caller learns only UNAUTHENTICATED, others PERMISSION_DENIED."""
 
     async def refuse(request: bytes, context: Context) -> bytes:
+        facts = CallFacts(method)
         who = gate.identities.identify(context.auth_context())
         if isinstance(who, Refusal):
-            await _deny(context, (grpc.StatusCode.UNAUTHENTICATED, who.message))
-        await _deny(context, (grpc.StatusCode.PERMISSION_DENIED, "unknown method"))
+            await _refuse(gate, context, facts, (grpc.StatusCode.UNAUTHENTICATED, who.message))
+        facts.caller = who if isinstance(who, SpiffeId) else None
+        await _refuse(gate, context, facts, (grpc.StatusCode.PERMISSION_DENIED, "unknown method"))
         return b""
 
     return grpc.unary_unary_rpc_method_handler(refuse)

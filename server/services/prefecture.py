@@ -9,8 +9,9 @@ from typing import Any
 import grpc
 from juki.v1 import prefecture_pb2, prefecture_pb2_grpc, records_pb2
 
+from server.domain import operators
 from server.domain import validation as val
-from server.domain.errors import DomainError, ErrorKind, Violations
+from server.domain.errors import DomainError, ErrorKind, FieldViolation, Violations
 from server.domain.finding import MAX_MATCHES, Condition, find, parse_condition, too_many
 from server.domain.minimise import resident_view
 from server.domain.search import PageTokens, parse_query, run_search
@@ -19,6 +20,7 @@ from server.identity.policy import Policy
 from server.propagation.national_client import NationalClient
 from server.services.chain import current_caller
 from server.services.status import abort
+from server.storage.registry import Registry
 from server.storage.residents import ResidentStore
 
 JST = dt.timezone(dt.timedelta(hours=9), "JST")
@@ -44,7 +46,11 @@ class PrefectureService(prefecture_pb2_grpc.PrefectureServicer):
         now: Callable[[], dt.datetime] = jst_now,
         national: NationalClient | None = None,
         on_applied: Callable[[], None] = lambda: None,
+        registry: Registry | None = None,
+        batch_threshold: int = 1000,
     ) -> None:
+        self._registry = registry
+        self._batch_threshold = batch_threshold
         self._national = national
         self._on_applied = on_applied
         self._store = store
@@ -293,13 +299,93 @@ class PrefectureService(prefecture_pb2_grpc.PrefectureServicer):
     async def FetchMyNumber(self, request: Any, context: Context) -> Any:
         await _unimplemented(context, "FetchMyNumber")
 
-    async def BatchProvide(self, request_iterator: Any, context: Context) -> AsyncIterator[Any]:
-        await _unimplemented(context, "BatchProvide")
-        yield records_pb2.ResidentView()  # pragma: no cover - abort raises
+    async def BatchProvide(
+        self, request_iterator: AsyncIterator[prefecture_pb2.BatchProvideRequest], context: Context
+    ) -> AsyncIterator[prefecture_pb2.BatchProvideResult]:
+        """一括提供: one result per condition, in order; the stream's pace is the caller's (flow control)."""
+        purpose = ""
+        declared = count = 0
+        with_number = False
+        today = self._now().date()
+        async for request in request_iterator:
+            if count == 0:
+                purpose, declared = request.purpose, request.declared_count
+                await self._admit_batch(context, request)
+                with_number = self._policy().allows_my_number(purpose)
+            elif request.purpose and request.purpose != purpose:
+                await abort(context, _invalid("purpose", "must not change within a batch"))
+            count += 1
+            if count > declared:
+                await abort(
+                    context, _invalid("declared_count", "the stream carries more conditions than declared")
+                )
+            yield self._batch_result(request, today, with_number)
+
+    async def _admit_batch(self, context: Context, first: prefecture_pb2.BatchProvideRequest) -> None:
+        if not 1 <= first.declared_count <= 10_000_000:
+            await abort(context, _invalid("declared_count", "required in the first message: 1 to 10,000,000"))
+        if first.declared_count <= self._batch_threshold and not first.approval_token:
+            return
+        caller, purpose, count, now = current_caller(), first.purpose, first.declared_count, self._now()
+        registry = self._registry
+        if registry is None:
+            await abort(context, DomainError(ErrorKind.PERMISSION_DENIED, "no approvals here", "NO_APPROVAL"))
+        assert registry is not None
+
+        def consume(txn: Any) -> None:
+            token = first.approval_token
+            record = registry.unused_approval(txn, token) if token else None
+            operators.check_approval(record, caller=caller, purpose=purpose, count=count, now=now)
+            registry.use_approval(txn, token)
+
+        try:
+            await self._store.env.write(consume)
+        except DomainError as err:
+            await abort(context, err)
+
+    def _batch_result(
+        self, request: prefecture_pb2.BatchProvideRequest, today: dt.date, with_number: bool
+    ) -> prefecture_pb2.BatchProvideResult:
+        result = prefecture_pb2.BatchProvideResult(condition_id=request.condition_id)
+        try:
+            condition = parse_condition(
+                request.WhichOneof("condition"),
+                request.resident_code,
+                request.my_number,
+                request.four_info,
+                today=today,
+            )
+        except DomainError:
+            result.outcome = prefecture_pb2.BATCH_OUTCOME_REFUSED
+            return result
+        if condition.uses_my_number() and not with_number:
+            result.outcome = prefecture_pb2.BATCH_OUTCOME_REFUSED
+            return result
+        with self._store.reader() as tx:
+            records = find(tx, condition)
+            if len(records) == 1:
+                number = tx.my_number(records[0].resident_code) if with_number else ""
+                result.record.CopyFrom(resident_view(records[0], number))
+        if not records:
+            result.outcome = prefecture_pb2.BATCH_OUTCOME_NOT_FOUND
+        elif len(records) > 1:
+            result.outcome = prefecture_pb2.BATCH_OUTCOME_AMBIGUOUS
+        else:
+            result.outcome = prefecture_pb2.BATCH_OUTCOME_FOUND
+        return result
 
     async def Reconcile(self, request_iterator: Any, context: Context) -> AsyncIterator[Any]:
         await _unimplemented(context, "Reconcile")
         yield records_pb2.ResidentView()  # pragma: no cover - abort raises
+
+
+def _invalid(field: str, description: str) -> DomainError:
+    return DomainError(
+        ErrorKind.INVALID_ARGUMENT,
+        f"invalid field: {field}",
+        reason="INVALID_FIELDS",
+        violations=[FieldViolation(field, description)],
+    )
 
 
 def _nobody() -> DomainError:

@@ -210,20 +210,22 @@ class ProvideResponse(_message.Message):
     def __init__(self, records: _Optional[_Iterable[_Union[_records_pb2.ResidentView, _Mapping]]] = ..., source: _Optional[_Union[RecordSource, str]] = ...) -> None: ...
 
 class BatchProvideRequest(_message.Message):
-    __slots__ = ("purpose", "approval_token", "condition_id", "resident_code", "my_number", "four_info")
+    __slots__ = ("purpose", "approval_token", "declared_count", "condition_id", "resident_code", "my_number", "four_info")
     PURPOSE_FIELD_NUMBER: _ClassVar[int]
     APPROVAL_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    DECLARED_COUNT_FIELD_NUMBER: _ClassVar[int]
     CONDITION_ID_FIELD_NUMBER: _ClassVar[int]
     RESIDENT_CODE_FIELD_NUMBER: _ClassVar[int]
     MY_NUMBER_FIELD_NUMBER: _ClassVar[int]
     FOUR_INFO_FIELD_NUMBER: _ClassVar[int]
     purpose: str
     approval_token: str
+    declared_count: int
     condition_id: str
     resident_code: str
     my_number: str
     four_info: FourInfoQuery
-    def __init__(self, purpose: _Optional[str] = ..., approval_token: _Optional[str] = ..., condition_id: _Optional[str] = ..., resident_code: _Optional[str] = ..., my_number: _Optional[str] = ..., four_info: _Optional[_Union[FourInfoQuery, _Mapping]] = ...) -> None: ...
+    def __init__(self, purpose: _Optional[str] = ..., approval_token: _Optional[str] = ..., declared_count: _Optional[int] = ..., condition_id: _Optional[str] = ..., resident_code: _Optional[str] = ..., my_number: _Optional[str] = ..., four_info: _Optional[_Union[FourInfoQuery, _Mapping]] = ...) -> None: ...
 
 class BatchProvideResult(_message.Message):
     __slots__ = ("condition_id", "outcome", "record")

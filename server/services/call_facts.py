@@ -1,0 +1,85 @@
+"""What a call concerned and returned, read off its request and response for the audit trail.
+
+Only resident codes leave this module (the auditor hashes them with its key before anything is written),
+plus the names of the items returned — never their values.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from google.protobuf.message import Message
+
+from server.identity.pki import SpiffeId
+
+MAX_SUBJECTS = 1000  # per entry; a larger call records its count and the first subjects
+
+# ResidentView field → the SPEC §3.3 item it carries
+_ITEMS = (
+    ("resident_code", "resident_code"),
+    ("name_kanji", "name"),
+    ("birth_date", "birth_date"),
+    ("sex", "sex"),
+    ("address", "address"),
+    ("my_number", "my_number"),
+    ("change_reason", "change_reason"),
+    ("change_date", "change_date"),
+)
+
+
+@dataclass
+class CallFacts:
+    method: str
+    caller: SpiffeId | None = None
+    purpose: str = ""
+    request_id: str = ""
+    outcome: str = "OK"
+    resident_codes: list[str] = field(default_factory=list)
+    items: set[str] = field(default_factory=set)
+    source: str = ""
+    count: int = 0
+
+    def add_code(self, code: str) -> None:
+        if code and len(self.resident_codes) < MAX_SUBJECTS and code not in self.resident_codes:
+            self.resident_codes.append(code)
+
+    def add_request(self, request: Any) -> None:
+        """Purpose, request id and the resident a request names (when it names one)."""
+        if request is None:
+            return
+        self.purpose = self.purpose or str(getattr(request, "purpose", ""))
+        self.request_id = self.request_id or str(getattr(request, "request_id", ""))
+        code = getattr(request, "resident_code", "")
+        if code:
+            self.add_code(code)
+        notice = getattr(request, "notice", None)
+        if notice is not None and isinstance(notice, Message):
+            self.add_code(getattr(notice, "resident_code", ""))
+            self.count += 1
+
+    def add_view(self, view: Any) -> None:
+        self.add_code(view.resident_code)
+        self.count += 1
+        for name, item in _ITEMS:
+            if getattr(view, name):
+                self.items.add(item)
+
+    def add_response(self, response: Any) -> None:
+        """Records returned (ResidentView under record / records / results) and apply results."""
+        if response is None:
+            return
+        descriptor = response.DESCRIPTOR
+        if "source" in descriptor.fields_by_name and response.source:
+            self.source = descriptor.fields_by_name["source"].enum_type.values_by_number[response.source].name
+        if "record" in descriptor.fields_by_name and response.HasField("record"):
+            self.add_view(response.record)
+        for name in ("records", "results"):
+            if name in descriptor.fields_by_name:
+                for element in getattr(response, name):
+                    if element.DESCRIPTOR.name == "ResidentView":
+                        self.add_view(element)
+                    else:
+                        self.add_code(getattr(element, "resident_code", ""))
+        if "result" in descriptor.fields_by_name and response.HasField("result"):
+            self.add_code(response.result.resident_code)

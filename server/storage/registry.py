@@ -1,0 +1,80 @@
+"""The operator registry and bulk-output approvals, kept in the server's own LMDB environment.
+
+operators   operator id → OperatorEntry (revoked entries are kept: they are the inventory, 棚卸し)
+approvals   SHA-256(token) → Approval (+ used flag); the token itself is never stored
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+from juki.v1 import admin_pb2
+
+from server.storage.lmdbenv import LmdbEnv
+
+DB_NAMES = ("operators", "approvals")
+_USED = b"U"
+_FREE = b"F"
+
+
+def _token_key(token: str) -> bytes:
+    return hashlib.sha256(token.encode()).digest()
+
+
+class Registry:
+    def __init__(self, env: LmdbEnv) -> None:
+        self.env = env
+        self._operators = env.dbs["operators"]
+        self._approvals = env.dbs["approvals"]
+
+    # operators -----------------------------------------------------------------------------------
+    def operator(self, operator_id: str) -> admin_pb2.OperatorEntry | None:
+        with self.env.read() as txn:
+            raw = txn.get(operator_id.encode(), db=self._operators)
+        if raw is None:
+            return None
+        entry = admin_pb2.OperatorEntry()
+        entry.ParseFromString(raw)
+        return entry
+
+    def operators(self) -> list[admin_pb2.OperatorEntry]:
+        out = []
+        with self.env.read() as txn, txn.cursor(db=self._operators) as cur:
+            for _, raw in cur:
+                entry = admin_pb2.OperatorEntry()
+                entry.ParseFromString(raw)
+                out.append(entry)
+        return out
+
+    def put_operator(self, txn: Any, entry: admin_pb2.OperatorEntry) -> None:
+        txn.put(entry.operator_id.encode(), entry.SerializeToString(), db=self._operators)
+
+    def get_operator(self, txn: Any, operator_id: str) -> admin_pb2.OperatorEntry | None:
+        raw = txn.get(operator_id.encode(), db=self._operators)
+        if raw is None:
+            return None
+        entry = admin_pb2.OperatorEntry()
+        entry.ParseFromString(raw)
+        return entry
+
+    # approvals -----------------------------------------------------------------------------------
+    def put_approval(self, txn: Any, token: str, approval: admin_pb2.Approval) -> None:
+        stored = admin_pb2.Approval()
+        stored.CopyFrom(approval)
+        stored.token = ""
+        txn.put(_token_key(token), _FREE + stored.SerializeToString(), db=self._approvals)
+
+    def unused_approval(self, txn: Any, token: str) -> admin_pb2.Approval | None:
+        """The approval of an unused token; None when unknown or used already."""
+        raw = txn.get(_token_key(token), db=self._approvals)
+        if raw is None or raw[:1] != _FREE:
+            return None
+        approval = admin_pb2.Approval()
+        approval.ParseFromString(raw[1:])
+        return approval
+
+    def use_approval(self, txn: Any, token: str) -> None:
+        key = _token_key(token)
+        raw = txn.get(key, db=self._approvals)
+        txn.put(key, _USED + raw[1:], db=self._approvals)
