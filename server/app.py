@@ -125,7 +125,8 @@ async def _start(
     access = AccessInterceptor(
         identities,
         Policy.load(settings.policy_path),
-        purpose_methods(*services),
+        # the Admin service's `purpose` fields name what an approval is for, not the caller's purpose
+        purpose_methods(*(s for s in services if s is not ADMIN_SERVICE)),
         operators=operators,
         auditor=auditor,
     )

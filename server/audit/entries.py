@@ -1,0 +1,196 @@
+"""The audit entry (監査証跡の1件), its one canonical form, and the files it lives in.
+
+An entry is one line of canonical JSON (sorted keys, compact separators, UTF-8 as is) ending in `\\n`.
+`hash` is the hex SHA-256 of the canonical JSON of the entry without `hash`; `prev` is the `hash` of the
+entry before it (for seq 1: the trail's genesis hash, named by the signed genesis checkpoint). Segments are
+`trail-YYYYMM.log`, one per calendar month (JST) of the entry time; `checkpoints.log` holds the signed
+checkpoints. Nothing here knows about gRPC: the server hands over an `AuditEvent`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import re
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from json.encoder import encode_basestring as _json_str  # what json.dumps uses with ensure_ascii=False
+from pathlib import Path
+from typing import Any
+
+JST = dt.timezone(dt.timedelta(hours=9), "JST")
+
+CHECKPOINTS = "checkpoints.log"
+LOCK_FILE = ".lock"
+SEGMENT_RE = re.compile(r"^trail-(\d{4})(0[1-9]|1[0-2])\.log$")
+PROVISION = "provision"  # AuditEvent.kind of 提供 / 移転
+
+# Every key of an entry line, and the type of its value.
+ENTRY_TYPES: dict[str, type] = {
+    "caller": str,
+    "count": int,
+    "hash": str,
+    "items": list,
+    "kind": str,
+    "method": str,
+    "outcome": str,
+    "prev": str,
+    "purpose": str,
+    "request_id": str,
+    "role": str,
+    "seq": int,
+    "source": str,
+    "subjects": list,
+    "time": str,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class AuditEvent:
+    """What the server says about one call; the trail adds `seq`, `time`, `prev` and `hash`."""
+
+    caller: str  # SPIFFE ID, "" when the peer could not be identified
+    role: str
+    method: str  # full gRPC method name, "/juki.v1.Prefecture/Lookup"
+    purpose: str
+    outcome: str  # gRPC status name: "OK", "PERMISSION_DENIED", …
+    subjects: tuple[str, ...] = ()  # subject_hash() of the residents concerned, never resident codes
+    items: tuple[str, ...] = ()  # names of the items returned ("resident_code", "name", …, "my_number")
+    request_id: str = ""
+    source: str = ""  # "LOCAL" / "NATIONAL" for forwarded answers
+    count: int = 0  # records returned (or notices applied)
+    kind: str = ""  # "provision" for 提供 / 移転, "" otherwise
+
+
+def jst_now() -> dt.datetime:
+    return dt.datetime.now(JST)
+
+
+def canonical(obj: Mapping[str, Any]) -> str:
+    """The one serialisation that is hashed, signed and written."""
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def sha256_hex(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def format_time(moment: dt.datetime) -> str:
+    """RFC 3339 in JST with microseconds, e.g. 2025-04-01T09:00:00.000000+09:00."""
+    if moment.tzinfo is None:
+        raise ValueError("audit times must be timezone-aware")
+    return moment.astimezone(JST).isoformat(timespec="microseconds")
+
+
+def parse_time(text: str) -> dt.datetime:
+    return dt.datetime.fromisoformat(text)
+
+
+def _str_list(values: tuple[str, ...]) -> str:
+    return "[" + ",".join(map(_json_str, values)) + "]"
+
+
+def encode_entry(event: AuditEvent, seq: int, time: str, prev: str) -> tuple[str, str]:
+    """(hash, line) of one entry, built by hand in canonical key order: json.dumps costs 3× as much.
+
+    `time` and `prev` are produced by the trail itself (ASCII, nothing to escape). The result is
+    byte-identical to `canonical()` of the same dict (checked by the tests on awkward strings).
+    """
+    head = f'{{"caller":{_json_str(event.caller)},"count":{int(event.count)}'
+    tail = (
+        f',"items":{_str_list(event.items)},"kind":{_json_str(event.kind)}'
+        f',"method":{_json_str(event.method)},"outcome":{_json_str(event.outcome)},"prev":"{prev}"'
+        f',"purpose":{_json_str(event.purpose)},"request_id":{_json_str(event.request_id)}'
+        f',"role":{_json_str(event.role)},"seq":{seq},"source":{_json_str(event.source)}'
+        f',"subjects":{_str_list(event.subjects)},"time":"{time}"}}'
+    )
+    digest = hashlib.sha256((head + tail).encode()).hexdigest()
+    return digest, f'{head},"hash":"{digest}"{tail}\n'
+
+
+def parse_entry(raw: bytes) -> dict[str, Any] | None:
+    """The entry a line holds, or None when the line is not an audit entry at all."""
+    try:
+        obj = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        return None
+    if not isinstance(obj, dict) or obj.keys() != ENTRY_TYPES.keys():
+        return None
+    for key, kind in ENTRY_TYPES.items():
+        value = obj[key]
+        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+            return None
+    if not all(isinstance(v, str) for v in obj["items"]) or not all(isinstance(v, str) for v in obj["subjects"]):
+        return None
+    return obj
+
+
+def entry_hash(raw: bytes, entry: Mapping[str, Any]) -> tuple[bool, str]:
+    """(is the line canonical, SHA-256 of the entry without `hash`) for a parsed entry line."""
+    line = canonical(entry).encode() + b"\n"
+    if line == raw:
+        # In a canonical line the hash member is this exact byte string (quotes in values are escaped).
+        body = raw[:-1].replace(b',"hash":"' + entry["hash"].encode() + b'"', b"", 1)
+        return True, sha256_hex(body)
+    without = {k: v for k, v in entry.items() if k != "hash"}
+    return False, sha256_hex(canonical(without).encode())
+
+
+def segment_name(month_key: int) -> str:
+    """`trail-YYYYMM.log` for a month key year*100+month."""
+    return f"trail-{month_key // 100:04d}{month_key % 100:02d}.log"
+
+
+def segment_month(name: str) -> int | None:
+    """The month key (year*100+month) of a segment file name, None for any other name."""
+    m = SEGMENT_RE.match(name)
+    return int(m.group(1)) * 100 + int(m.group(2)) if m else None
+
+
+def month_key(moment: dt.datetime) -> int:
+    local = moment.astimezone(JST)
+    return local.year * 100 + local.month
+
+
+def month_start(key: int) -> dt.datetime:
+    return dt.datetime(key // 100, key % 100, 1, tzinfo=JST)
+
+
+def month_end(key: int) -> dt.datetime:
+    """The first instant after the month (00:00 JST on the 1st of the next month)."""
+    year, month = divmod(key, 100)
+    return dt.datetime(year + month // 12, month % 12 + 1, 1, tzinfo=JST)
+
+
+def list_segments(directory: Path) -> list[str]:
+    """Segment file names, oldest first (the names sort by month)."""
+    try:
+        names = [p.name for p in directory.iterdir()]
+    except FileNotFoundError:
+        return []
+    return sorted(n for n in names if SEGMENT_RE.match(n))
+
+
+def read_lines(path: Path) -> Iterator[tuple[int, bytes]]:
+    """(line number from 1, raw line with its `\\n`) of a file; a torn last line comes without `\\n`."""
+    try:
+        f = path.open("rb")
+    except FileNotFoundError:
+        return
+    with f:
+        for number, raw in enumerate(f, start=1):
+            yield number, raw
+
+
+def iter_entries(directory: Path, segments: list[str] | None = None) -> Iterator[tuple[str, dict[str, Any]]]:
+    """(segment, entry) of every well-formed, complete entry line, in file order; others are skipped.
+
+    For readers (query, report): verification is `verify()`'s business.
+    """
+    for name in list_segments(directory) if segments is None else segments:
+        for _, raw in read_lines(directory / name):
+            if raw.endswith(b"\n"):
+                entry = parse_entry(raw)
+                if entry is not None:
+                    yield name, entry

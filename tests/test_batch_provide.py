@@ -1,0 +1,148 @@
+"""一括提供 (BatchProvide): one result per condition in order; above the threshold only with a single-use
+approval bound to caller, purpose and count."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+from juki.v1 import admin_pb2, admin_pb2_grpc, prefecture_pb2
+
+from clients.channel import secure_channel
+from server.identity.pki import Pki
+from server.seed.population import generate
+from tests.conftest import Server, make_server
+
+THRESHOLD = 5
+POLICE = ("agency/police", "bt6-police-driving-licence")
+P = prefecture_pb2
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory, pki_dir: Path) -> Iterator[Server]:
+    srv = make_server(tmp_path_factory.mktemp("batch"), pki_dir, seeded=500, batch_threshold=THRESHOLD)
+    srv.start()
+    yield srv
+    srv.stop_all()
+
+
+@pytest.fixture(scope="module")
+def people() -> list[Any]:
+    return [e.record for e in generate(500, 1) if not e.record.deleted_flag]
+
+
+def batch(
+    server: Server, identity: str, purpose: str, conditions: list[dict[str, Any]], **first: Any
+) -> list[Any]:
+    def requests() -> Iterator[Any]:
+        for i, condition in enumerate(conditions):
+            extra = {"purpose": purpose, "declared_count": len(conditions), **first} if i == 0 else {}
+            yield P.BatchProvideRequest(condition_id=f"c{i}", **condition, **extra)
+
+    return list(server.stub(identity).BatchProvide(requests(), timeout=30))
+
+
+def approve(server: Server, caller: str, purpose: str, max_count: int) -> str:
+    channel = secure_channel(
+        Pki(server.settings.pki_path), "admin/admin-01", server.settings.prefecture_target
+    )
+    try:
+        stub = admin_pb2_grpc.AdminStub(channel)  # type: ignore[no-untyped-call]
+        request = admin_pb2.IssueApprovalRequest(caller=caller, purpose=purpose, max_count=max_count)
+        return str(stub.IssueApproval(request, timeout=5).token)
+    finally:
+        channel.close()
+
+
+def test_each_condition_gets_its_result_in_order(server: Server, people: list[Any]) -> None:
+    a, b = people[0], people[1]
+    twins = [
+        p
+        for p in people
+        if p.four_info.sex == a.four_info.sex and p.four_info.address[:6] == a.four_info.address[:6]
+    ]
+    conditions = [
+        {"resident_code": a.resident_code},
+        {"resident_code": "00000000000"},
+        {"my_number": b.my_number},
+        {"four_info": P.FourInfoQuery(address_prefix=a.four_info.address[:6], sex=a.four_info.sex)},
+        {"resident_code": "bad"},
+    ]
+    results = batch(server, *POLICE, conditions)
+    assert [r.condition_id for r in results] == [f"c{i}" for i in range(5)]
+    assert results[0].outcome == P.BATCH_OUTCOME_FOUND and results[0].record.my_number == a.my_number
+    assert results[1].outcome == P.BATCH_OUTCOME_NOT_FOUND and not results[1].HasField("record")
+    assert results[2].outcome == P.BATCH_OUTCOME_FOUND and results[2].record.resident_code == b.resident_code
+    assert results[3].outcome == (P.BATCH_OUTCOME_AMBIGUOUS if len(twins) > 1 else P.BATCH_OUTCOME_FOUND)
+    assert results[4].outcome == P.BATCH_OUTCOME_REFUSED
+
+
+def test_a_my_number_condition_without_a_my_number_purpose_is_refused(
+    server: Server, people: list[Any]
+) -> None:
+    results = batch(
+        server,
+        "agency/education",
+        "bt6-education-teacher-licence",
+        [{"my_number": people[0].my_number}, {"resident_code": people[0].resident_code}],
+    )
+    assert results[0].outcome == P.BATCH_OUTCOME_REFUSED and not results[0].HasField("record")
+    assert results[1].outcome == P.BATCH_OUTCOME_FOUND and results[1].record.my_number == ""
+
+
+def test_over_the_threshold_without_a_token_is_refused_before_any_result(
+    server: Server, people: list[Any]
+) -> None:
+    conditions = [{"resident_code": p.resident_code} for p in people[: THRESHOLD + 1]]
+    with pytest.raises(grpc.RpcError) as info:
+        batch(server, *POLICE, conditions)
+    assert info.value.code() == grpc.StatusCode.PERMISSION_DENIED
+
+
+def test_a_token_works_once(server: Server, people: list[Any]) -> None:
+    conditions = [{"resident_code": p.resident_code} for p in people[: THRESHOLD + 3]]
+    token = approve(server, "spiffe://juki.mie/agency/police", POLICE[1], THRESHOLD + 3)
+    results = batch(server, *POLICE, conditions, approval_token=token)
+    assert [r.record.resident_code for r in results] == [c["resident_code"] for c in conditions]
+    with pytest.raises(grpc.RpcError) as info:
+        batch(server, *POLICE, conditions, approval_token=token)
+    assert info.value.code() == grpc.StatusCode.PERMISSION_DENIED
+
+
+@pytest.mark.parametrize(
+    ("caller", "purpose", "max_count", "identity"),
+    [
+        ("spiffe://juki.mie/agency/police", POLICE[1], THRESHOLD + 3, "department/tax"),  # another caller
+        ("spiffe://juki.mie/agency/police", POLICE[1], THRESHOLD + 1, "agency/police"),  # count too small
+    ],
+)
+def test_a_token_is_bound_to_caller_and_count(
+    server: Server, people: list[Any], caller: str, purpose: str, max_count: int, identity: str
+) -> None:
+    token = approve(server, caller, purpose, max_count)
+    conditions = [{"resident_code": p.resident_code} for p in people[: THRESHOLD + 3]]
+    own_purpose = POLICE[1] if identity == "agency/police" else "bt5-tax-vehicle"
+    with pytest.raises(grpc.RpcError) as info:
+        batch(server, identity, own_purpose, conditions, approval_token=token)
+    assert info.value.code() == grpc.StatusCode.PERMISSION_DENIED
+
+
+def test_more_conditions_than_declared_ends_the_stream(server: Server, people: list[Any]) -> None:
+    def requests() -> Iterator[Any]:
+        yield P.BatchProvideRequest(
+            purpose=POLICE[1], declared_count=1, resident_code=people[0].resident_code
+        )
+        yield P.BatchProvideRequest(resident_code=people[1].resident_code)
+
+    with pytest.raises(grpc.RpcError) as info:
+        list(server.stub(POLICE[0]).BatchProvide(requests(), timeout=10))
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def test_approvals_are_issued_only_for_granted_purposes(server: Server) -> None:
+    with pytest.raises(grpc.RpcError) as info:
+        approve(server, "spiffe://juki.mie/agency/police", "bt5-tax-vehicle", 10)
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
