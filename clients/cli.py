@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from clients import peer_cmds, pki_cmds, serve_cmds
+from clients import admin_cmds, batch_cmd, peer_cmds, pki_cmds, serve_cmds
 from server.settings import Settings
 
 
@@ -36,6 +36,8 @@ cli.add_command(peer_cmds.search)
 cli.add_command(peer_cmds.provide)
 cli.add_command(peer_cmds.ping)
 cli.add_command(peer_cmds.bench)
+cli.add_command(admin_cmds.admin)
+cli.add_command(batch_cmd.agency)
 
 
 def main() -> None:

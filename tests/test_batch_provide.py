@@ -146,3 +146,41 @@ def test_approvals_are_issued_only_for_granted_purposes(server: Server) -> None:
     with pytest.raises(grpc.RpcError) as info:
         approve(server, "spiffe://juki.mie/agency/police", "bt5-tax-vehicle", 10)
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def test_the_csv_client_streams_conditions_to_result_rows(
+    server: Server, people: list[Any], tmp_path: Path
+) -> None:
+    import csv
+    import json
+    import subprocess
+    import sys
+
+    def juki(*args: str) -> str:
+        done = subprocess.run(
+            [sys.executable, "-m", "clients", "--config", str(server.config), *args],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    source = tmp_path / "conditions.csv"
+    rows = [{"id": f"r{i}", "resident_code": p.resident_code} for i, p in enumerate(people[: THRESHOLD + 2])]
+    rows.append({"id": "missing", "resident_code": "00000000000"})
+    rows.append({"id": "bynumber", "my_number": people[9].my_number})
+    with source.open("w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=["id", "resident_code", "my_number"])
+        writer.writeheader()
+        writer.writerows(rows)
+    approval = json.loads(juki("admin", "approve", "--caller", "agency/police", "--purpose", POLICE[1],
+                               "--max-count", str(len(rows))))  # fmt: skip
+    target = tmp_path / "results.csv"
+    files = ["--in", str(source), "--out", str(target)]
+    juki("agency", "batch", "--as", POLICE[0], "--purpose", POLICE[1], *files, "--token", approval["token"])
+    with target.open(encoding="utf-8") as f:
+        results = list(csv.DictReader(f))
+    assert [r["id"] for r in results] == [r["id"] for r in rows]
+    assert results[0]["outcome"] == "FOUND" and results[0]["my_number"] == people[0].my_number
+    assert results[-2]["outcome"] == "NOT_FOUND" and results[-1]["resident_code"] == people[9].resident_code
