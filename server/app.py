@@ -29,6 +29,8 @@ from juki.v1 import (
     prefecture_pb2_grpc,
 )
 
+from server.audit.keys import AuditKeys
+from server.audit.trail import AuditTrail
 from server.domain import operators
 from server.domain.search import PageTokens
 from server.identity.peers import PeerIdentities, RevocationList
@@ -38,6 +40,7 @@ from server.observability.endpoint import MetricsEndpoint
 from server.propagation.national_client import NationalClient
 from server.propagation.relay import OutboxRelay
 from server.services.admin import AdminService
+from server.services.auditing import TrailAuditor, housekeeping
 from server.services.chain import AccessInterceptor, CallAuditor, OperatorLookup, purpose_methods
 from server.services.national import NationalService
 from server.services.prefecture import PrefectureService, jst_now
@@ -105,6 +108,7 @@ class RunningServer:
     metrics: MetricsEndpoint | None = None
     background: list[asyncio.Task[None]] = field(default_factory=list)
     on_stop: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+    after_stop: list[Callable[[], None]] = field(default_factory=list)
 
 
 async def _start(
@@ -173,8 +177,30 @@ async def _start(
     return running
 
 
+def _open_trail(settings: Settings, directory: Path, keys_file: Path) -> AuditTrail:
+    keys = AuditKeys.load_or_create(settings.path(keys_file))
+    return AuditTrail.open(
+        settings.path(directory), keys, checkpoint_interval=settings.audit_checkpoint_interval
+    )
+
+
+def _attach_audit(running: RunningServer, trail: AuditTrail, settings: Settings) -> None:
+    """Housekeeping while serving; a shutdown checkpoint when stopping (after in-flight calls)."""
+    stop = asyncio.Event()
+    running.background.append(
+        asyncio.create_task(housekeeping(trail, flush_interval=settings.audit_flush_interval, stop=stop))
+    )
+
+    async def close() -> None:
+        stop.set()
+
+    running.on_stop.append(close)
+    running.after_stop.append(trail.close)
+
+
 async def start_prefecture(settings: Settings) -> RunningServer:
     store = open_store(settings)
+    trail = _open_trail(settings, settings.audit_dir, settings.audit_keys_file)
     pki = Pki(settings.pki_path)
 
     def national_channel() -> grpc.aio.Channel:
@@ -221,7 +247,9 @@ async def start_prefecture(settings: Settings) -> RunningServer:
         add_servicers=add,
         metrics_port=settings.prefecture_metrics_port,
         operators=registry.operator,
+        auditor=TrailAuditor(trail),
     )
+    _attach_audit(running, trail, settings)
     policy_ref.append(running.access)
     if settings.relay_enabled:
         running.background.append(asyncio.create_task(relay.run(), name="outbox-relay"))
@@ -265,12 +293,13 @@ def register_dev_operators(
 
 async def start_national(settings: Settings) -> RunningServer:
     store = open_national_store(settings)
+    trail = _open_trail(settings, settings.national_audit_dir, settings.national_audit_keys_file)
     service = NationalService(store)
 
     def add(server: grpc.aio.Server) -> None:
         national_pb2_grpc.add_NationalServicer_to_server(service, server)  # type: ignore[no-untyped-call]
 
-    return await _start(
+    running = await _start(
         settings,
         identity=settings.national_identity,
         port=settings.national_port,
@@ -278,7 +307,10 @@ async def start_national(settings: Settings) -> RunningServer:
         services=(NATIONAL_SERVICE,),
         add_servicers=add,
         metrics_port=settings.national_metrics_port,
+        auditor=TrailAuditor(trail),
     )
+    _attach_audit(running, trail, settings)
+    return running
 
 
 async def serve(
@@ -304,6 +336,8 @@ async def serve(
     for task in running.background:
         await asyncio.wait_for(task, settings.grace_seconds)
     await running.server.stop(settings.grace_seconds)
+    for final in running.after_stop:
+        final()
     if running.metrics is not None:
         running.metrics.stop()
     running.store.env.close()

@@ -11,3 +11,7 @@ OUTBOX_OLDEST_AGE = Gauge(
 RELAY_ATTEMPTS = Counter("juki_relay_attempts", "NotifyUpdates calls made by the outbox relay")
 RELAY_FAILURES = Counter("juki_relay_failures", "NotifyUpdates calls that failed, by status code", ["code"])
 RELAY_DELIVERED = Counter("juki_relay_delivered", "Changes confirmed by the national server")
+AUDIT_ENTRIES = Counter("juki_audit_entries", "Audit entries written")
+AUDIT_WRITE_FAILURES = Counter(
+    "juki_audit_write_failures", "Audit entries (or flushes) that could not be written; their calls failed closed"
+)

@@ -71,7 +71,8 @@ class CallFacts:
             return
         descriptor = response.DESCRIPTOR
         if "source" in descriptor.fields_by_name and response.source:
-            self.source = descriptor.fields_by_name["source"].enum_type.values_by_number[response.source].name
+            enum = descriptor.fields_by_name["source"].enum_type
+            self.source = enum.values_by_number[response.source].name.removeprefix("RECORD_SOURCE_")
         if "record" in descriptor.fields_by_name and response.HasField("record"):
             self.add_view(response.record)
         for name in ("records", "results"):

@@ -1,0 +1,86 @@
+"""Connects the interceptor chain to the audit trail: one entry per call, subjects as keyed hashes.
+
+Also runs the trail's housekeeping off the event loop: fsync every `flush_interval` (the window in which
+entries are with the OS but not yet on disk), signed checkpoints every `checkpoint_interval`, and a
+shutdown checkpoint when the server stops.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+
+from server.audit.entries import AuditEvent
+from server.audit.trail import AuditTrail, AuditUnavailable
+from server.observability import metrics
+from server.services.call_facts import CallFacts
+from server.services.chain import AuditFailure
+
+log = logging.getLogger(__name__)
+
+# Provisions (提供・移転): what the resident's disclosure lists and what is kept 7 years.
+PROVISION_METHODS = frozenset({"/juki.v1.Prefecture/Provide", "/juki.v1.Prefecture/BatchProvide"})
+PROVISION_ROLES = frozenset({"agency", "department"})
+_MIN_FREE_BYTES = 1 << 20
+
+
+def is_provision(facts: CallFacts) -> bool:
+    if facts.method in PROVISION_METHODS:
+        return True
+    role = facts.caller.role if facts.caller else ""
+    return facts.method == "/juki.v1.Prefecture/Lookup" and role in PROVISION_ROLES
+
+
+class TrailAuditor:
+    """The chain's CallAuditor over an AuditTrail."""
+
+    def __init__(self, trail: AuditTrail) -> None:
+        self.trail = trail
+
+    def record(self, facts: CallFacts) -> None:
+        caller = facts.caller
+        event = AuditEvent(
+            caller=caller.uri if caller else "",
+            role=caller.role if caller else "",
+            method=facts.method,
+            purpose=facts.purpose,
+            outcome=facts.outcome,
+            subjects=tuple(self.trail.subject_hash(code) for code in facts.resident_codes),
+            items=tuple(sorted(facts.items)),
+            request_id=facts.request_id,
+            source=facts.source,
+            count=facts.count,
+            kind="provision" if is_provision(facts) else "",
+        )
+        try:
+            self.trail.append(event)
+        except AuditUnavailable:
+            metrics.AUDIT_WRITE_FAILURES.inc()
+            raise AuditFailure from None
+        metrics.AUDIT_ENTRIES.inc()
+
+    def ready(self) -> bool:
+        """Healthy, or the storage looks writable again (the next append decides)."""
+        if self.trail.healthy:
+            return True
+        try:
+            st = os.statvfs(self.trail.directory)
+        except OSError:
+            return False
+        return not st.f_flag & os.ST_RDONLY and st.f_bavail * st.f_frsize >= _MIN_FREE_BYTES
+
+
+async def housekeeping(trail: AuditTrail, *, flush_interval: float, stop: asyncio.Event) -> None:
+    """fsync grouped every flush_interval, checkpoints at their interval; never on the event loop."""
+    loop = asyncio.get_running_loop()
+    while not stop.is_set():
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), flush_interval)
+        try:
+            await loop.run_in_executor(None, trail.flush)
+            await loop.run_in_executor(None, trail.maybe_checkpoint)
+        except (AuditUnavailable, OSError):
+            metrics.AUDIT_WRITE_FAILURES.inc()
+            log.error("audit trail flush or checkpoint failed; calls are refused until it is writable")
