@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from clients import admin_cmds, batch_cmd, peer_cmds, pki_cmds, serve_cmds
+from clients import admin_cmds, batch_cmd, operator_cmds, peer_cmds, pki_cmds, serve_cmds
 from server.settings import Settings
 
 
@@ -38,6 +38,7 @@ cli.add_command(peer_cmds.ping)
 cli.add_command(peer_cmds.bench)
 cli.add_command(admin_cmds.admin)
 cli.add_command(batch_cmd.agency)
+cli.add_command(operator_cmds.operator)
 
 
 def main() -> None:

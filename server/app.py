@@ -30,6 +30,7 @@ from juki.v1 import (
 )
 
 from server.audit.keys import AuditKeys
+from server.audit.query import provisions_of
 from server.audit.trail import AuditTrail
 from server.domain import operators
 from server.domain.search import PageTokens
@@ -40,7 +41,7 @@ from server.observability.endpoint import MetricsEndpoint
 from server.propagation.national_client import NationalClient
 from server.propagation.relay import OutboxRelay
 from server.services.admin import AdminService
-from server.services.auditing import TrailAuditor, housekeeping
+from server.services.auditing import TrailAuditor, housekeeping, monthly_statistics
 from server.services.chain import AccessInterceptor, CallAuditor, OperatorLookup, purpose_methods
 from server.services.national import NationalService
 from server.services.prefecture import PrefectureService, jst_now
@@ -231,8 +232,14 @@ async def start_prefecture(settings: Settings) -> RunningServer:
         on_applied=relay.notify,
         registry=registry,
         batch_threshold=settings.batch_threshold,
+        provisions=lambda code: provisions_of(trail.directory, trail.subject_hash(code)),
     )
-    admin = AdminService(registry, lambda: policy_ref[0].policy, _no_statistics, now=jst_now)
+    admin = AdminService(
+        registry,
+        lambda: policy_ref[0].policy,
+        lambda month: monthly_statistics(trail.directory, month),
+        now=jst_now,
+    )
 
     def add(server: grpc.aio.Server) -> None:
         prefecture_pb2_grpc.add_PrefectureServicer_to_server(service, server)  # type: ignore[no-untyped-call]
@@ -260,10 +267,6 @@ async def start_prefecture(settings: Settings) -> RunningServer:
 
     running.on_stop.append(stop_relay)
     return running
-
-
-def _no_statistics(month: str) -> admin_pb2.StatisticsResponse:
-    return admin_pb2.StatisticsResponse(month=month)
 
 
 def register_dev_operators(

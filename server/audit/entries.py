@@ -22,6 +22,7 @@ from typing import Any
 JST = dt.timezone(dt.timedelta(hours=9), "JST")
 
 CHECKPOINTS = "checkpoints.log"
+CHECKPOINT_GENESIS_PREV = "0" * 64  # `prev` of the first checkpoint line
 LOCK_FILE = ".lock"
 SEGMENT_RE = re.compile(r"^trail-(\d{4})(0[1-9]|1[0-2])\.log$")
 PROVISION = "provision"  # AuditEvent.kind of 提供 / 移転
@@ -121,7 +122,9 @@ def parse_entry(raw: bytes) -> dict[str, Any] | None:
         value = obj[key]
         if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
             return None
-    if not all(isinstance(v, str) for v in obj["items"]) or not all(isinstance(v, str) for v in obj["subjects"]):
+    if not all(isinstance(v, str) for v in obj["items"]) or not all(
+        isinstance(v, str) for v in obj["subjects"]
+    ):
         return None
     return obj
 
@@ -179,8 +182,7 @@ def read_lines(path: Path) -> Iterator[tuple[int, bytes]]:
     except FileNotFoundError:
         return
     with f:
-        for number, raw in enumerate(f, start=1):
-            yield number, raw
+        yield from enumerate(f, start=1)
 
 
 def iter_entries(directory: Path, segments: list[str] | None = None) -> Iterator[tuple[str, dict[str, Any]]]:

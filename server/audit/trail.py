@@ -29,6 +29,7 @@ from types import TracebackType
 from typing import Any, NamedTuple
 
 from server.audit.entries import (
+    CHECKPOINT_GENESIS_PREV,
     CHECKPOINTS,
     JST,
     LOCK_FILE,
@@ -50,7 +51,6 @@ from server.audit.keys import AuditKeys
 
 log = logging.getLogger(__name__)
 
-CHECKPOINT_GENESIS_PREV = "0" * 64  # `prev` of the first checkpoint line
 _TAIL_CHUNK = 64 * 1024
 _O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
 
@@ -278,7 +278,9 @@ class AuditTrail:
         if self.recovered_torn_bytes:
             log.warning("audit trail: cut a torn last line", extra={"bytes": self.recovered_torn_bytes})
         if fresh:
-            self._head = sha256_hex(f"jukinet audit trail {self.directory.name} {secrets.token_hex(16)}".encode())
+            self._head = sha256_hex(
+                f"jukinet audit trail {self.directory.name} {secrets.token_hex(16)}".encode()
+            )
             with self._sync_lock:
                 self._write_checkpoint("genesis", {})
         elif last_cp is None:
@@ -351,7 +353,9 @@ class AuditTrail:
             try:
                 data = line.encode()
             except UnicodeEncodeError:  # a lone surrogate cannot be UTF-8: keep the entry, mark the spot
-                digest, line = encode_entry(_clean(event), seq, moment.isoformat(timespec="microseconds"), self._head)
+                digest, line = encode_entry(
+                    _clean(event), seq, moment.isoformat(timespec="microseconds"), self._head
+                )
                 data = line.encode()
             try:
                 segment.write_line(data)

@@ -38,6 +38,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from server.audit.entries import (
+    CHECKPOINT_GENESIS_PREV,
     CHECKPOINTS,
     canonical,
     entry_hash,
@@ -48,7 +49,6 @@ from server.audit.entries import (
     sha256_hex,
 )
 from server.audit.keys import load_public_key
-from server.audit.trail import CHECKPOINT_GENESIS_PREV
 
 EDITED = "edited"
 UNPARSEABLE = "unparseable"
@@ -190,34 +190,43 @@ class _CheckpointScan:
             problem = self._check(number, raw, expected_prev, previous_bad, public_key)
             if problem is not None:
                 problems.append(problem)
-                self.bad.add(number)
+                if problem.kind != CHECKPOINT_DELETED:  # a checkpoint after a gap still anchors the trail
+                    self.bad.add(number)
             previous_bad = problem is not None and problem.kind != CHECKPOINT_DELETED
             expected_prev = line_hash
         if self.count == 0:
             problems.append(Problem(CHECKPOINTS_MISSING, CHECKPOINTS, 0, None, "no valid checkpoint"))
         elif self.genesis is None:
-            problems.append(Problem(CHECKPOINT_DELETED, CHECKPOINTS, 1, 0, "the genesis checkpoint is missing"))
+            problems.append(
+                Problem(CHECKPOINT_DELETED, CHECKPOINTS, 1, 0, "the genesis checkpoint is missing")
+            )
         self.erasures.freeze()
 
     def _check(
         self, number: int, raw: bytes, expected_prev: str, previous_bad: bool, public_key: Ed25519PublicKey
     ) -> Problem | None:
         if not raw.endswith(b"\n"):
-            return Problem(TORN_LINE, CHECKPOINTS, number, None, "last checkpoint line has no end (crash leftover)")
+            return Problem(
+                TORN_LINE, CHECKPOINTS, number, None, "last checkpoint line has no end (crash leftover)"
+            )
         try:
             cp = json.loads(raw)
         except (ValueError, UnicodeDecodeError):
             cp = None
-        if not isinstance(cp, dict) or not _CHECKPOINT_KEYS <= cp.keys() or not isinstance(cp["seq"], int):
+        if not isinstance(cp, dict) or not cp.keys() >= _CHECKPOINT_KEYS or not isinstance(cp["seq"], int):
             return Problem(UNPARSEABLE, CHECKPOINTS, number, None, "not a checkpoint")
         seq: int = cp["seq"]
         body = {k: v for k, v in cp.items() if k != "sig"}
         try:
             public_key.verify(bytes.fromhex(str(cp["sig"])), canonical(body).encode())
         except (InvalidSignature, ValueError):
-            return Problem(CHECKPOINT_SIGNATURE, CHECKPOINTS, number, seq, "signature does not verify (forged or edited)")
+            return Problem(
+                CHECKPOINT_SIGNATURE, CHECKPOINTS, number, seq, "signature does not verify (forged or edited)"
+            )
         if (canonical(cp) + "\n").encode() != raw:
-            return Problem(CHECKPOINT_SIGNATURE, CHECKPOINTS, number, seq, "line is not in canonical form (edited)")
+            return Problem(
+                CHECKPOINT_SIGNATURE, CHECKPOINTS, number, seq, "line is not in canonical form (edited)"
+            )
         self.count += 1
         self.last = cp
         self.sigs.add(str(cp["sig"]))
@@ -228,8 +237,14 @@ class _CheckpointScan:
         if cp["kind"] == "erasure":
             self.erasures.add(cp.get("erased"))
         if cp["prev"] != expected_prev and not previous_bad:
-            what = "the first checkpoint lines are" if number == 1 else f"a checkpoint line before line {number} is"
-            return Problem(CHECKPOINT_DELETED, CHECKPOINTS, number, seq, f"{what} missing (checkpoint chain broken)")
+            what = (
+                "the first checkpoint lines are"
+                if number == 1
+                else f"a checkpoint line before line {number} is"
+            )
+            return Problem(
+                CHECKPOINT_DELETED, CHECKPOINTS, number, seq, f"{what} missing (checkpoint chain broken)"
+            )
         return None
 
     def valid(self) -> Iterator[_Cp]:
@@ -243,14 +258,18 @@ class _CheckpointScan:
             cp = json.loads(raw)
             if cp["seq"] >= last_seq:
                 last_seq = cp["seq"]
-                yield _Cp(number, cp["seq"], str(cp["hash"]), str(cp["kind"]), str(cp["time"]), str(cp["segment"]))
+                yield _Cp(
+                    number, cp["seq"], str(cp["hash"]), str(cp["kind"]), str(cp["time"]), str(cp["segment"])
+                )
 
 
 def _records(directory: Path, segments: list[str], problems: list[Problem]) -> Iterator[_Rec | _Unparsed]:
     for name in segments:
         for number, raw in read_lines(directory / name):
             if not raw.endswith(b"\n"):
-                problems.append(Problem(TORN_LINE, name, number, None, "last line has no end (crash leftover)"))
+                problems.append(
+                    Problem(TORN_LINE, name, number, None, "last line has no end (crash leftover)")
+                )
                 continue
             entry = parse_entry(raw)
             if entry is None:
@@ -289,7 +308,9 @@ class _Chain:
         self.cp: _Cp | None = next(self.checkpoints, None)
         self.anchored_seq = 0
         names = set(present)
-        self.missing_named = sorted(n for n in scan.segments if n not in names and n not in scan.erasures.names)
+        self.missing_named = sorted(
+            n for n in scan.segments if n not in names and n not in scan.erasures.names
+        )
         self.reported_missing: set[str] = set()
         self.buf: deque[_Rec | _Unparsed] = deque()
         self.buf_seqs: Counter[int] = Counter()
@@ -364,13 +385,17 @@ class _Chain:
             if rec.prev in self.last_hashes or (self.genesis is None and expected == 1):
                 other = self._fork(rec)
                 if other is not None and self._continues(other) and not self._continues(rec):
-                    self.report(INSERTED, rec, rec.seq, f"not part of the chain: seq {rec.seq} is at {_at(other)}")
+                    self.report(
+                        INSERTED, rec, rec.seq, f"not part of the chain: seq {rec.seq} is at {_at(other)}"
+                    )
                     return
                 self.accept(rec, rec.seq, (rec.hash,))
                 return
             other = self._fork(rec)
             if other is not None:
-                self.report(INSERTED, rec, rec.seq, f"not part of the chain: seq {rec.seq} is at {_at(other)}")
+                self.report(
+                    INSERTED, rec, rec.seq, f"not part of the chain: seq {rec.seq} is at {_at(other)}"
+                )
                 return
             if not self.pending_unparsed:
                 self._chain_break(rec)
@@ -396,7 +421,12 @@ class _Chain:
         if any(lo <= rec.seq <= hi for lo, hi in self.gaps):
             self.report(REORDERED, rec, rec.seq, "written far from its place (reported missing there)")
         else:
-            self.report(INSERTED, rec, rec.seq, f"seq {rec.seq} appears a second time (the chain is at seq {self.last_seq})")
+            self.report(
+                INSERTED,
+                rec,
+                rec.seq,
+                f"seq {rec.seq} appears a second time (the chain is at seq {self.last_seq})",
+            )
 
     def _edited(self, rec: _Rec, expected: int) -> None:
         head = next((o for o in self.buf if isinstance(o, _Rec)), None)
@@ -490,7 +520,7 @@ class _Chain:
                     self.last.line if self.last else 0,
                     self.last_seq + 1,
                     f"the trail ends at {end} but checkpoint {CHECKPOINTS}:{beyond.line} ({beyond.kind}, "
-                    f"{beyond.time}) names seq {beyond.seq}: seq {self.last_seq + 1}–{beyond.seq} are missing",
+                    f"{beyond.time}) names seq {beyond.seq}: seq {self.last_seq + 1}–{beyond.seq} missing",
                 )
             )
         for name in self.missing_named:
@@ -552,5 +582,7 @@ def verify(
         checkpoints=scan.count,
         last_checkpoint=scan.last,
         erased_through=scan.erasures.through,
-        unanchored=max(0, chain.last_seq - max(chain.anchored_seq, scan.erasures.through)) if chain.entries else 0,
+        unanchored=max(0, chain.last_seq - max(chain.anchored_seq, scan.erasures.through))
+        if chain.entries
+        else 0,
     )

@@ -13,5 +13,6 @@ RELAY_FAILURES = Counter("juki_relay_failures", "NotifyUpdates calls that failed
 RELAY_DELIVERED = Counter("juki_relay_delivered", "Changes confirmed by the national server")
 AUDIT_ENTRIES = Counter("juki_audit_entries", "Audit entries written")
 AUDIT_WRITE_FAILURES = Counter(
-    "juki_audit_write_failures", "Audit entries (or flushes) that could not be written; their calls failed closed"
+    "juki_audit_write_failures",
+    "Audit entries (or flushes) that could not be written; their calls failed closed",
 )

@@ -9,10 +9,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import logging
 import os
+from collections import Counter
+from pathlib import Path
+
+from juki.v1 import admin_pb2
 
 from server.audit.entries import AuditEvent
+from server.audit.query import query
 from server.audit.trail import AuditTrail, AuditUnavailable
 from server.observability import metrics
 from server.services.call_facts import CallFacts
@@ -23,7 +29,7 @@ log = logging.getLogger(__name__)
 # Provisions (提供・移転): what the resident's disclosure lists and what is kept 7 years.
 PROVISION_METHODS = frozenset({"/juki.v1.Prefecture/Provide", "/juki.v1.Prefecture/BatchProvide"})
 PROVISION_ROLES = frozenset({"agency", "department"})
-_MIN_FREE_BYTES = 1 << 20
+_MIN_FREE_BYTES = 64 << 10
 
 
 def is_provision(facts: CallFacts) -> bool:
@@ -70,6 +76,29 @@ class TrailAuditor:
         except OSError:
             return False
         return not st.f_flag & os.ST_RDONLY and st.f_bavail * st.f_frsize >= _MIN_FREE_BYTES
+
+
+def monthly_statistics(directory: Path, month: str) -> admin_pb2.StatisticsResponse:
+    """Counts of applied updates by municipality and of provisions by caller, purpose and outcome in a
+    month (住基法 30条の15), from the audit trail."""
+    start = dt.datetime.fromisoformat(f"{month}-01T00:00:00+09:00")
+    end = (start + dt.timedelta(days=32)).replace(day=1)
+    updates: Counter[str] = Counter()
+    provisions: Counter[str] = Counter()
+    for entry in query(directory, since=start, until=end):
+        if entry["role"] == "municipal-cs" and entry["outcome"] == "OK" and "/ApplyUpdate" in entry["method"]:
+            updates[entry["caller"].rsplit("/", 1)[-1]] += int(entry["count"])
+        elif entry["kind"] == "provision":
+            provisions[f"{entry['caller']} {entry['purpose']} {entry['outcome']}"] += max(
+                1, int(entry["count"])
+            )
+    return admin_pb2.StatisticsResponse(
+        month=month,
+        updates_by_municipality=[
+            admin_pb2.StatisticsCount(key=k, count=v) for k, v in sorted(updates.items())
+        ],
+        provisions=[admin_pb2.StatisticsCount(key=k, count=v) for k, v in sorted(provisions.items())],
+    )
 
 
 async def housekeeping(trail: AuditTrail, *, flush_interval: float, stop: asyncio.Event) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -48,7 +49,9 @@ class PrefectureService(prefecture_pb2_grpc.PrefectureServicer):
         on_applied: Callable[[], None] = lambda: None,
         registry: Registry | None = None,
         batch_threshold: int = 1000,
+        provisions: Callable[[str], list[dict[str, Any]]] | None = None,
     ) -> None:
+        self._provisions = provisions
         self._registry = registry
         self._batch_threshold = batch_threshold
         self._national = national
@@ -293,8 +296,35 @@ class PrefectureService(prefecture_pb2_grpc.PrefectureServicer):
         return prefecture_pb2.PingResponse()
 
     # not built yet: each answers UNIMPLEMENTED until its issue lands ------------------------------
-    async def Disclose(self, request: Any, context: Context) -> Any:
-        await _unimplemented(context, "Disclose")
+    async def Disclose(
+        self, request: prefecture_pb2.DiscloseRequest, context: Context
+    ) -> prefecture_pb2.DiscloseResponse:
+        """開示: the resident's 8 items and every provision of their record (refusals included)."""
+        v = Violations()
+        val.check_resident_code(v, "resident_code", request.resident_code)
+        val.check_request_id(v, "request_id", request.request_id)
+        try:
+            v.raise_if_any()
+        except DomainError as err:
+            await abort(context, err)
+        with_number = self._policy().allows_my_number(request.purpose)
+        with self._store.reader() as tx:
+            record = tx.get(request.resident_code)
+            number = tx.my_number(request.resident_code) if record is not None and with_number else ""
+        if record is None or self._provisions is None:
+            await abort(context, _nobody())
+        assert self._provisions is not None
+        loop = asyncio.get_running_loop()
+        entries = await loop.run_in_executor(None, self._provisions, request.resident_code)
+        return prefecture_pb2.DiscloseResponse(
+            record=resident_view(record, number),
+            provisions=[
+                prefecture_pb2.ProvisionEntry(
+                    time=e["time"], recipient=e["caller"], purpose=e["purpose"], outcome=e["outcome"]
+                )
+                for e in entries
+            ],
+        )
 
     async def FetchMyNumber(self, request: Any, context: Context) -> Any:
         await _unimplemented(context, "FetchMyNumber")

@@ -1,0 +1,90 @@
+"""The resident's disclosure report (本人確認情報開示, 住基法 30条の32) as a self-contained HTML page.
+
+Japanese text is UTF-8 with a declared charset and a font stack that renders kana and kanji in any browser
+or when printed to PDF. Every value is escaped.
+"""
+
+from __future__ import annotations
+
+import html
+from typing import Any
+
+from juki.v1 import records_pb2
+
+_SEX = {records_pb2.SEX_MALE: "男", records_pb2.SEX_FEMALE: "女"}
+_REASON = {
+    records_pb2.CHANGE_REASON_TENNYU: "転入",
+    records_pb2.CHANGE_REASON_SHUSSEI: "出生",
+    records_pb2.CHANGE_REASON_SHOKKEN_KISAI: "職権記載",
+    records_pb2.CHANGE_REASON_TENSHUTSU: "転出",
+    records_pb2.CHANGE_REASON_SHIBOU: "死亡",
+    records_pb2.CHANGE_REASON_SHOKKEN_SHOJO: "職権消除",
+    records_pb2.CHANGE_REASON_TENKYO: "転居",
+    records_pb2.CHANGE_REASON_SHIMEI_HENKO: "氏名の変更",
+    records_pb2.CHANGE_REASON_KOJIN_BANGO_HENKO: "個人番号の変更",
+    records_pb2.CHANGE_REASON_SHOKKEN_SHUSEI: "職権修正",
+}
+_OUTCOME = {"OK": "提供しました", "PERMISSION_DENIED": "拒否しました（権限なし）", "NOT_FOUND": "該当なし"}
+
+_STYLE = """
+body { font-family: "Noto Sans CJK JP", "Noto Sans JP", "Hiragino Sans", "Yu Gothic", "Meiryo", sans-serif;
+       margin: 2em auto; max-width: 46em; color: #222; line-height: 1.6; }
+h1 { font-size: 1.4em; border-bottom: 2px solid #333; }
+table { border-collapse: collapse; width: 100%; margin: 1em 0; }
+th, td { border: 1px solid #999; padding: .3em .6em; text-align: left; vertical-align: top; }
+th { background: #f0f0f0; width: 12em; }
+.note { font-size: .9em; color: #555; }
+"""
+
+
+def _e(value: object) -> str:
+    return html.escape(str(value), quote=True)
+
+
+def _row(*cells: object) -> str:
+    return "<tr>" + "".join(f"<td>{_e(c)}</td>" for c in cells) + "</tr>"
+
+
+def render_html(disclosure: Any, *, generated_at: str, purposes: dict[str, str]) -> str:
+    """`disclosure` is a juki.v1.DiscloseResponse; `purposes` maps purpose ids to their titles."""
+    r = disclosure.record
+    items = [
+        ("住民票コード", r.resident_code),
+        ("氏名", r.name_kanji),
+        ("氏名（ふりがな）", r.name_kana),
+        ("生年月日", r.birth_date),
+        ("性別", _SEX.get(r.sex, "")),
+        ("住所", r.address),
+        ("個人番号", r.my_number or "（この開示には含みません）"),
+        ("異動事由", _REASON.get(r.change_reason, "")),
+        ("異動年月日", r.change_date),
+    ]
+    rows = "\n".join(f"<tr><th>{_e(k)}</th><td>{_e(v)}</td></tr>" for k, v in items)
+    if disclosure.provisions:
+        provided = "\n".join(
+            _row(p.time, p.recipient, purposes.get(p.purpose, p.purpose), _OUTCOME.get(p.outcome, p.outcome))
+            for p in disclosure.provisions
+        )
+        provisions = (
+            "<table><tr><th>日時</th><th>提供先</th><th>事務（目的）</th><th>結果</th></tr>\n"
+            f"{provided}</table>"
+        )
+    else:
+        provisions = "<p>記録された提供・移転はありません。</p>"
+    return f"""<!DOCTYPE html>
+<html lang="ja">
+<head><meta charset="utf-8"><title>本人確認情報開示</title><style>{_STYLE}</style></head>
+<body>
+<h1>本人確認情報の開示（住民基本台帳法第30条の32）</h1>
+<p class="note">三重県知事が保存する本人確認情報と、その提供・移転の記録です。作成日時: {_e(generated_at)}</p>
+<h2>本人確認情報</h2>
+<table>
+{rows}
+</table>
+<h2>提供・移転の記録（拒否を含む）</h2>
+{provisions}
+<p class="note">提供・移転の記録は7年間保存されます。
+内容に誤りがある場合は、お住まいの市町村にお申し出ください。</p>
+</body>
+</html>
+"""
