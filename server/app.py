@@ -38,6 +38,7 @@ from server.identity.peers import PeerIdentities, RevocationList
 from server.identity.pki import Pki, SpiffeId
 from server.identity.policy import Policy, PolicyError
 from server.observability.endpoint import MetricsEndpoint
+from server.observability.gauges import refresh_loop, set_static
 from server.propagation.national_client import NationalClient
 from server.propagation.relay import OutboxRelay
 from server.services.admin import AdminService
@@ -111,6 +112,14 @@ class RunningServer:
     on_stop: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     after_stop: list[Callable[[], None]] = field(default_factory=list)
 
+    async def set_health(self, serving: bool) -> None:
+        """Every service of this server (and the server as a whole) SERVING or NOT_SERVING."""
+        status = (
+            health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
+        )
+        for name in ("", *(s.full_name for s in self.services)):
+            await self.health.set(name, status)
+
 
 async def _start(
     settings: Settings,
@@ -151,10 +160,9 @@ async def _start(
     bound = server.add_secure_port(f"{settings.host}:{port}", server_credentials(pki, identity))
     if bound == 0:
         raise RuntimeError(f"cannot listen on {settings.host}:{port}")
+    for name in ("", *(s.full_name for s in services)):
+        await health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)  # starting
     await server.start()
-    for service in services:
-        await health.set(service.full_name, health_pb2.HealthCheckResponse.SERVING)
-    await health.set("", health_pb2.HealthCheckResponse.SERVING)
 
     def reload() -> None:
         revocations.reload()
@@ -165,6 +173,16 @@ async def _start(
             log.error("policy reload refused, keeping the current policy: %s", exc)
 
     running = RunningServer(server, store, access, health, bound, reload, services)
+    set_static(pki, identity, services[0].name.lower())
+    stop_gauges = asyncio.Event()
+    running.background.append(
+        asyncio.create_task(refresh_loop(store, services[0].name.lower(), every=5.0, stop=stop_gauges))
+    )
+
+    async def end_gauges() -> None:
+        stop_gauges.set()
+
+    running.on_stop.append(end_gauges)
     if metrics_port >= 0:
         plain = settings.metrics_plain_http
         running.metrics = MetricsEndpoint(
@@ -188,8 +206,14 @@ def _open_trail(settings: Settings, directory: Path, keys_file: Path) -> AuditTr
 def _attach_audit(running: RunningServer, trail: AuditTrail, settings: Settings) -> None:
     """Housekeeping while serving; a shutdown checkpoint when stopping (after in-flight calls)."""
     stop = asyncio.Event()
+
+    async def on_health(healthy: bool) -> None:
+        await running.set_health(healthy)
+
     running.background.append(
-        asyncio.create_task(housekeeping(trail, flush_interval=settings.audit_flush_interval, stop=stop))
+        asyncio.create_task(
+            housekeeping(trail, flush_interval=settings.audit_flush_interval, stop=stop, on_health=on_health)
+        )
     )
 
     async def close() -> None:
@@ -266,6 +290,7 @@ async def start_prefecture(settings: Settings) -> RunningServer:
         await national.close()
 
     running.on_stop.append(stop_relay)
+    await running.set_health(True)
     return running
 
 
@@ -313,6 +338,7 @@ async def start_national(settings: Settings) -> RunningServer:
         auditor=TrailAuditor(trail),
     )
     _attach_audit(running, trail, settings)
+    await running.set_health(True)
     return running
 
 

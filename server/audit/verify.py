@@ -273,8 +273,7 @@ def _records(directory: Path, segments: list[str], problems: list[Problem]) -> I
                 continue
             entry = parse_entry(raw)
             if entry is None:
-                problems.append(Problem(UNPARSEABLE, name, number, None, "not an audit entry"))
-                yield _Unparsed(name, number)
+                yield _Unparsed(name, number)  # reported by the chain walk, which can tell what it replaced
                 continue
             is_canonical, computed = entry_hash(raw, entry)
             yield _Rec(name, number, entry["seq"], entry["prev"], entry["hash"], computed, is_canonical)
@@ -301,7 +300,8 @@ class _Chain:
         self.last: _Rec | None = None
         self.first_seq: int | None = None
         self.entries = 0
-        self.pending_unparsed = 0
+        self.pending_unparsed = 0  # seqs that unreadable lines may stand for (no gap, no prev check)
+        self.unparsed: list[_Unparsed] = []
         self.gaps: deque[tuple[int, int]] = deque(maxlen=10_000)
         self.deferred: dict[int, _Rec] = {}
         self.checkpoints = scan.valid()
@@ -333,8 +333,10 @@ class _Chain:
             if rec is None:
                 return
             if isinstance(rec, _Unparsed):
-                self.pending_unparsed += 1  # reported already; it stands for one seq
+                self.unparsed.append(rec)
                 continue
+            if self.unparsed:
+                self._resolve_unparsed(rec)
             self.step(rec)
 
     def _next(self) -> _Rec | _Unparsed | None:
@@ -428,6 +430,22 @@ class _Chain:
                 f"seq {rec.seq} appears a second time (the chain is at seq {self.last_seq})",
             )
 
+    def _resolve_unparsed(self, rec: _Rec) -> None:
+        """Unreadable lines before `rec`: altered entries if they fill its seq gap, else foreign lines."""
+        lines, self.unparsed = self.unparsed, []
+        expected = self.last_seq + 1
+        if rec.seq == expected + len(lines):
+            for i, line in enumerate(lines):
+                self.report(EDITED, line, expected + i, "line no longer reads as an audit entry (altered)")
+            self.gaps.append((expected, rec.seq - 1))  # a checkpoint naming them is not a second problem
+            self.last_seq += len(lines)
+            self.pending_unparsed = len(lines)
+            return
+        for line in lines:
+            self.report(UNPARSEABLE, line, None, "not an audit entry (a foreign or garbled line)")
+        if rec.seq != expected:
+            self.pending_unparsed = len(lines)
+
     def _edited(self, rec: _Rec, expected: int) -> None:
         head = next((o for o in self.buf if isinstance(o, _Rec)), None)
         seq = expected
@@ -504,6 +522,9 @@ class _Chain:
         return any(lo <= seq <= hi for lo, hi in self.gaps)
 
     def finish(self) -> None:
+        for line in self.unparsed:
+            self.report(UNPARSEABLE, line, None, "not an audit entry (a foreign or garbled line)")
+        self.unparsed = []
         for rec in sorted(self.deferred.values(), key=lambda r: r.seq):
             self.step(rec)
         self.deferred.clear()

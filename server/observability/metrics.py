@@ -1,8 +1,45 @@
-"""The domain's Prometheus metrics. Labels never carry personal data: only codes, roles, methods, reasons."""
+"""Every Prometheus metric of the servers (SPEC §7). Labels never carry personal data: only status codes,
+roles, methods, purposes, reasons, municipality codes and certificate names."""
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Gauge
+from prometheus_client import Counter, Gauge, Histogram
+
+# --- the usual gRPC server metrics (names and labels as go-grpc-prometheus / py-grpc-prometheus) ---------
+GRPC_LABELS = ["grpc_type", "grpc_service", "grpc_method"]
+GRPC_STARTED = Counter("grpc_server_started", "RPCs started on the server", GRPC_LABELS)
+GRPC_HANDLED = Counter(
+    "grpc_server_handled", "RPCs completed on the server, by status code", [*GRPC_LABELS, "grpc_code"]
+)
+GRPC_HANDLING = Histogram(
+    "grpc_server_handling_seconds",
+    "Time from the start of an RPC to its completion on the server",
+    GRPC_LABELS,
+    buckets=(0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+
+# --- the domain ---------------------------------------------------------------------------------------
+UPDATES_APPLIED = Counter("juki_updates_applied", "Change notices applied, by municipality", ["municipality"])
+UPDATES_REJECTED = Counter("juki_updates_rejected", "Change notices refused, by reason", ["reason"])
+PROVISIONS = Counter(
+    "juki_provisions",
+    "Provisions and transfers (提供・移転), by role, purpose and outcome",
+    ["role", "purpose", "outcome"],
+)
+REFUSALS = Counter(
+    "juki_authorization_refusals",
+    "Calls refused by identity or authorization",
+    ["role", "method", "grpc_code"],
+)
+RECORDS = Gauge("juki_records", "Records held, by state", ["state"])
+LMDB_MAP_SIZE = Gauge("juki_lmdb_map_size_bytes", "LMDB map size", ["env"])
+LMDB_MAP_USED = Gauge("juki_lmdb_map_used_bytes", "LMDB pages in use", ["env"])
+CERT_EXPIRY = Gauge(
+    "juki_certificate_expiry_timestamp_seconds",
+    "Not-after of the server's own and the CA's certificate",
+    ["cert"],
+)
+BUILD_INFO = Gauge("juki_build_info", "Version of the running server (always 1)", ["version", "server"])
 
 OUTBOX_DEPTH = Gauge("juki_outbox_depth", "Applied changes not yet confirmed by the national server")
 OUTBOX_OLDEST_AGE = Gauge(
@@ -11,6 +48,10 @@ OUTBOX_OLDEST_AGE = Gauge(
 RELAY_ATTEMPTS = Counter("juki_relay_attempts", "NotifyUpdates calls made by the outbox relay")
 RELAY_FAILURES = Counter("juki_relay_failures", "NotifyUpdates calls that failed, by status code", ["code"])
 RELAY_DELIVERED = Counter("juki_relay_delivered", "Changes confirmed by the national server")
+
+TEMPSTORE_ENTRIES = Gauge("juki_tempstore_entries", "My Numbers held in the 附票 server's temporary area")
+TEMPSTORE_ERASURES = Counter("juki_tempstore_erasures", "Temporary-area entries erased, by cause", ["cause"])
+
 AUDIT_ENTRIES = Counter("juki_audit_entries", "Audit entries written")
 AUDIT_WRITE_FAILURES = Counter(
     "juki_audit_write_failures",

@@ -13,6 +13,7 @@ import datetime as dt
 import logging
 import os
 from collections import Counter
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from juki.v1 import admin_pb2
@@ -21,22 +22,13 @@ from server.audit.entries import AuditEvent
 from server.audit.query import query
 from server.audit.trail import AuditTrail, AuditUnavailable
 from server.observability import metrics
+from server.observability.calls import is_provision
 from server.services.call_facts import CallFacts
 from server.services.chain import AuditFailure
 
 log = logging.getLogger(__name__)
 
-# Provisions (提供・移転): what the resident's disclosure lists and what is kept 7 years.
-PROVISION_METHODS = frozenset({"/juki.v1.Prefecture/Provide", "/juki.v1.Prefecture/BatchProvide"})
-PROVISION_ROLES = frozenset({"agency", "department"})
 _MIN_FREE_BYTES = 64 << 10
-
-
-def is_provision(facts: CallFacts) -> bool:
-    if facts.method in PROVISION_METHODS:
-        return True
-    role = facts.caller.role if facts.caller else ""
-    return facts.method == "/juki.v1.Prefecture/Lookup" and role in PROVISION_ROLES
 
 
 class TrailAuditor:
@@ -101,9 +93,17 @@ def monthly_statistics(directory: Path, month: str) -> admin_pb2.StatisticsRespo
     )
 
 
-async def housekeeping(trail: AuditTrail, *, flush_interval: float, stop: asyncio.Event) -> None:
-    """fsync grouped every flush_interval, checkpoints at their interval; never on the event loop."""
+async def housekeeping(
+    trail: AuditTrail,
+    *,
+    flush_interval: float,
+    stop: asyncio.Event,
+    on_health: Callable[[bool], Awaitable[None]] | None = None,
+) -> None:
+    """fsync grouped every flush_interval, checkpoints at their interval, never on the event loop; reports
+    the trail's health (the server is NOT_SERVING while its audit trail cannot be written)."""
     loop = asyncio.get_running_loop()
+    healthy = True
     while not stop.is_set():
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), flush_interval)
@@ -113,3 +113,6 @@ async def housekeeping(trail: AuditTrail, *, flush_interval: float, stop: asynci
         except (AuditUnavailable, OSError):
             metrics.AUDIT_WRITE_FAILURES.inc()
             log.error("audit trail flush or checkpoint failed; calls are refused until it is writable")
+        if on_health is not None and trail.healthy != healthy:
+            healthy = trail.healthy
+            await on_health(healthy)

@@ -6,6 +6,7 @@ plus the names of the items returned — never their values.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -39,6 +40,8 @@ class CallFacts:
     items: set[str] = field(default_factory=set)
     source: str = ""
     count: int = 0
+    started: float = field(default_factory=time.perf_counter)
+    meter: Any = None  # the method's metrics (observability.calls.MethodMetrics)
 
     def add_code(self, code: str) -> None:
         if code and len(self.resident_codes) < MAX_SUBJECTS and code not in self.resident_codes:

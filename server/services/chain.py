@@ -1,4 +1,5 @@
-"""The interceptor chain every call passes, in a fixed order: identity → authorization → audit → handler.
+"""The interceptor chain every call passes, in a fixed order: identity → authorization → audit → metrics →
+handler.
 
 Identity is the SPIFFE ID of the client certificate (expiry and revocation re-checked per call); an
 operator must also be registered and not revoked. Authorization is the policy (role, method, purpose)
@@ -23,6 +24,7 @@ from server.domain.operators import operator_refusal
 from server.identity.peers import PeerIdentities, Refusal
 from server.identity.pki import SpiffeId
 from server.identity.policy import Decision, Policy
+from server.observability.calls import MethodMetrics, finish
 from server.services.call_facts import CallFacts
 from server.services.status import status_metadata
 
@@ -83,6 +85,7 @@ class AccessInterceptor(grpc.aio.ServerInterceptor):
         self.operators = operators
         self.auditor = auditor
         self._wrapped: dict[str, Handler] = {}
+        self._meters: dict[str, MethodMetrics] = {}
 
     def set_policy(self, policy: Policy) -> None:
         self.policy = policy
@@ -111,14 +114,25 @@ class AccessInterceptor(grpc.aio.ServerInterceptor):
         return None
 
     def audit(self, facts: CallFacts) -> bool:
-        """Write the call's entry; False when it could not be written."""
-        if self.auditor is None:
-            return True
-        try:
-            self.auditor.record(facts)
-            return True
-        except AuditFailure:
-            return False
+        """Write the call's entry, then count the call; False when the entry could not be written."""
+        written = True
+        if self.auditor is not None:
+            try:
+                self.auditor.record(facts)
+            except AuditFailure:
+                written = False
+        if facts.meter is not None:
+            finish(facts.meter, facts, facts.started, facts.outcome if written else "UNAVAILABLE")
+        return written
+
+    def facts(self, method: str, grpc_type: str) -> CallFacts:
+        """A new call: counted as started, timed from now."""
+        meter = self._meters.get(method)
+        if meter is None:
+            meter = MethodMetrics(method, grpc_type)
+            self._meters[method] = meter
+        meter.started.inc()
+        return CallFacts(method, meter=meter)
 
     def audit_ready(self) -> bool:
         return self.auditor is None or self.auditor.ready()
@@ -180,7 +194,7 @@ def _wrap(gate: AccessInterceptor, method: str, handler: Handler) -> Handler:
         inner_uu = handler.unary_unary
 
         async def unary_unary(request: Any, context: Context) -> Any:
-            facts = CallFacts(method)
+            facts = gate.facts(method, "unary")
             facts.add_request(request)
             denial = gate.admit(method, request, context, facts)
             if denial is None and not gate.audit_ready():
@@ -196,7 +210,7 @@ def _wrap(gate: AccessInterceptor, method: str, handler: Handler) -> Handler:
         inner_us = handler.unary_stream
 
         async def unary_stream(request: Any, context: Context) -> AsyncIterator[Any]:
-            facts = CallFacts(method)
+            facts = gate.facts(method, "server_stream")
             facts.add_request(request)
             denial = gate.admit(method, request, context, facts) or (
                 None if gate.audit_ready() else AUDIT_DOWN
@@ -213,7 +227,7 @@ def _wrap(gate: AccessInterceptor, method: str, handler: Handler) -> Handler:
         inner_su = handler.stream_unary
 
         async def stream_unary(requests: AsyncIterator[Any], context: Context) -> Any:
-            facts = CallFacts(method)
+            facts = gate.facts(method, "client_stream")
             checked = await _admit_stream(gate, method, requests, context, facts)
             return await _audited(gate, context, facts, inner_su(checked, context))
 
@@ -223,7 +237,7 @@ def _wrap(gate: AccessInterceptor, method: str, handler: Handler) -> Handler:
     inner_ss = handler.stream_stream
 
     async def stream_stream(requests: AsyncIterator[Any], context: Context) -> AsyncIterator[Any]:
-        facts = CallFacts(method)
+        facts = gate.facts(method, "bidi_stream")
         checked = await _admit_stream(gate, method, requests, context, facts)
         async for response in _audited_stream(gate, context, facts, inner_ss(checked, context)):
             yield response
@@ -295,7 +309,8 @@ def _unknown_method_handler(gate: AccessInterceptor, method: str) -> Handler:
     """Unknown methods: an unidentified caller learns only UNAUTHENTICATED, others PERMISSION_DENIED."""
 
     async def refuse(request: bytes, context: Context) -> bytes:
-        facts = CallFacts(method)
+        facts = gate.facts("/unknown/unknown", "unary")
+        facts.method = method
         who = gate.identities.identify(context.auth_context())
         if isinstance(who, Refusal):
             await _refuse(gate, context, facts, (grpc.StatusCode.UNAUTHENTICATED, who.message))

@@ -18,6 +18,7 @@ from server.domain.minimise import resident_view
 from server.domain.search import PageTokens, parse_query, run_search
 from server.domain.updates import Applied, apply_notice, validate_notice
 from server.identity.policy import Policy
+from server.observability import metrics
 from server.propagation.national_client import NationalClient
 from server.services.chain import current_caller
 from server.services.status import abort
@@ -83,8 +84,12 @@ class PrefectureService(prefecture_pb2_grpc.PrefectureServicer):
             return done, None
 
         done, refused = await self._store.env.write(work)
-        if any(not a.replayed for a in done):
+        applied = sum(1 for a in done if not a.replayed)
+        if applied:
+            metrics.UPDATES_APPLIED.labels(caller).inc(applied)
             self._on_applied()
+        if refused is not None:
+            metrics.UPDATES_REJECTED.labels(refused.reason or refused.kind.value).inc()
         return done, refused
 
     async def ApplyUpdate(
@@ -93,6 +98,7 @@ class PrefectureService(prefecture_pb2_grpc.PrefectureServicer):
         try:
             validate_notice(request.notice, today=self._now().date())
         except DomainError as err:
+            metrics.UPDATES_REJECTED.labels(err.reason).inc()
             await abort(context, err)
         done, refused = await self._apply([request.notice])
         if refused is not None:
@@ -110,6 +116,7 @@ class PrefectureService(prefecture_pb2_grpc.PrefectureServicer):
             try:
                 validate_notice(request.notice, today=self._now().date(), path=f"notices[{index}]")
             except DomainError as err:
+                metrics.UPDATES_REJECTED.labels(err.reason).inc()
                 failure = err
                 break
             pending.append(request.notice)

@@ -167,6 +167,9 @@ class ResidentTxn:
         code = record.resident_code
         key = code.encode()
         previous = self.get(code)
+        was_removed = previous is not None and previous.deleted_flag
+        if was_removed != record.deleted_flag:
+            self.bump_signed(b"records_removed", 1 if record.deleted_flag else -1)
         if previous is not None:
             self._drop_indexes(previous)
             old_number = self.my_number(code)
@@ -228,6 +231,10 @@ class ResidentTxn:
 
     def bump(self, name: bytes, by: int = 1) -> None:
         self._txn.put(name, _u64(self.counter(name) + by), db=self._dbs["meta"])
+
+    def bump_signed(self, name: bytes, by: int) -> None:
+        """A counter that may go down (kept ≥ 0): e.g. removed persons, who may be created again."""
+        self._txn.put(name, _u64(max(0, self.counter(name) + by)), db=self._dbs["meta"])
 
     def _next_counter(self, name: bytes) -> int:
         self.bump(name)

@@ -1,0 +1,49 @@
+"""Per-call metrics, recorded by the chain when a call ends (after its audit entry)."""
+
+from __future__ import annotations
+
+import time
+
+from prometheus_client.metrics import MetricWrapperBase
+
+from server.observability import metrics
+from server.services.call_facts import CallFacts
+
+PROVISION_ROLES = frozenset({"agency", "department"})
+PROVISION_METHODS = frozenset({"/juki.v1.Prefecture/Provide", "/juki.v1.Prefecture/BatchProvide"})
+
+
+def is_provision(facts: CallFacts) -> bool:
+    """Provisions (提供・移転): what the resident's disclosure lists and what is kept 7 years."""
+    if facts.method in PROVISION_METHODS:
+        return True
+    role = facts.caller.role if facts.caller else ""
+    return facts.method == "/juki.v1.Prefecture/Lookup" and role in PROVISION_ROLES
+
+
+class MethodMetrics:
+    """The labelled children of one method, looked up once (the hot path only increments)."""
+
+    def __init__(self, method: str, grpc_type: str) -> None:
+        service, _, name = method.lstrip("/").partition("/")
+        self._labels = (grpc_type, service, name)
+        self.started = metrics.GRPC_STARTED.labels(*self._labels)
+        self.handling = metrics.GRPC_HANDLING.labels(*self._labels)
+        self._handled: dict[str, MetricWrapperBase] = {}
+
+    def handled(self, code: str) -> MetricWrapperBase:
+        child = self._handled.get(code)
+        if child is None:
+            child = metrics.GRPC_HANDLED.labels(*self._labels, code)
+            self._handled[code] = child
+        return child
+
+
+def finish(m: MethodMetrics, facts: CallFacts, started: float, code: str) -> None:
+    m.handled(code).inc()  # type: ignore[attr-defined]
+    m.handling.observe(time.perf_counter() - started)
+    role = facts.caller.role if facts.caller else ""
+    if code in ("UNAUTHENTICATED", "PERMISSION_DENIED") and facts.count == 0:
+        metrics.REFUSALS.labels(role or "unknown", facts.method, code).inc()
+    if is_provision(facts):
+        metrics.PROVISIONS.labels(role, facts.purpose, code).inc()
