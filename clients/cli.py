@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 
 import click
 
 from clients import admin_cmds, batch_cmd, operator_cmds, peer_cmds, pki_cmds, serve_cmds
+from server.observability.logs import configure as configure_logs
 from server.settings import Settings
 
 
@@ -18,10 +18,7 @@ from server.settings import Settings
 @click.pass_context
 def cli(ctx: click.Context, config: Path | None, home: Path | None, verbose: bool) -> None:
     """jukinet: prefectural servers of Juki-net, their PKI and their peers."""
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
-        format='{"time":"%(asctime)s","level":"%(levelname)s","logger":"%(name)s","msg":"%(message)s"}',
-    )
+    configure_logs(verbose)
     ctx.obj = Settings.load(config, home=home)
 
 

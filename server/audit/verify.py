@@ -472,6 +472,11 @@ class _Chain:
             return  # unparseable lines stood there, reported already
         if self.erasures.covers(lo, hi) and (hi, rec.prev) in self.erasures.anchors:
             return  # removed by retention, signed for
+        if self.erasures.through >= lo and self.erasures.covers(lo, self.erasures.through):
+            lo = self.erasures.through + 1  # the erased part of the gap is accounted for
+            if lo > hi:
+                self.report(CHAIN_BREAK, rec, rec.seq, "prev is not the hash of the last erased entry")
+                return
         self.gaps.append((lo, hi))
         span = f"seq {lo}" if lo == hi else f"seq {lo}–{hi}"
         before = self.last.segment if self.last else ""
