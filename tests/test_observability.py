@@ -124,7 +124,7 @@ def _unary_methods() -> list[tuple[str, str, Any]]:
 def test_the_monitor_gets_permission_denied_on_every_data_method(
     server: Server, service: str, method: str, shape: Any
 ) -> None:
-    request_class, client_streaming, streaming = shape
+    request_class, client_streaming, _ = shape
     channel = secure_channel(
         Pki(server.settings.pki_path), "monitor/monitor-01", server.settings.prefecture_target
     )
@@ -134,7 +134,7 @@ def test_the_monitor_gets_permission_denied_on_every_data_method(
         with pytest.raises(grpc.RpcError) as info:
             if client_streaming:
                 if method in ("BatchProvide", "Reconcile"):
-                    bidi = channel.stream_stream(path, request_serializer=serialize)
+                    bidi: Any = channel.stream_stream(path, request_serializer=serialize)
                     list(bidi(iter([request_class()]), timeout=5))
                 else:
                     channel.stream_unary(path, request_serializer=serialize)(
