@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from clients import admin_cmds, batch_cmd, operator_cmds, peer_cmds, pki_cmds, serve_cmds
+from clients import admin_cmds, audit_cmds, batch_cmd, operator_cmds, peer_cmds, pki_cmds, serve_cmds
 from server.observability.logs import configure as configure_logs
 from server.settings import Settings
 
@@ -36,6 +36,7 @@ cli.add_command(peer_cmds.bench)
 cli.add_command(admin_cmds.admin)
 cli.add_command(batch_cmd.agency)
 cli.add_command(operator_cmds.operator)
+cli.add_command(audit_cmds.audit)
 
 
 def main() -> None:

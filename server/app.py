@@ -196,8 +196,10 @@ async def _start(
     return running
 
 
-def _open_trail(settings: Settings, directory: Path, keys_file: Path) -> AuditTrail:
+def _open_trail(settings: Settings, directory: Path, keys_file: Path, auditor_file: Path) -> AuditTrail:
     keys = AuditKeys.load_or_create(settings.path(keys_file))
+    if not settings.path(auditor_file).exists():
+        keys.write_auditor_keys(settings.path(auditor_file))  # for the auditor's tools: no signing key
     return AuditTrail.open(
         settings.path(directory), keys, checkpoint_interval=settings.audit_checkpoint_interval
     )
@@ -212,7 +214,13 @@ def _attach_audit(running: RunningServer, trail: AuditTrail, settings: Settings)
 
     running.background.append(
         asyncio.create_task(
-            housekeeping(trail, flush_interval=settings.audit_flush_interval, stop=stop, on_health=on_health)
+            housekeeping(
+                trail,
+                flush_interval=settings.audit_flush_interval,
+                stop=stop,
+                on_health=on_health,
+                retention_years=settings.audit_retention_years,
+            )
         )
     )
 
@@ -225,7 +233,7 @@ def _attach_audit(running: RunningServer, trail: AuditTrail, settings: Settings)
 
 async def start_prefecture(settings: Settings) -> RunningServer:
     store = open_store(settings)
-    trail = _open_trail(settings, settings.audit_dir, settings.audit_keys_file)
+    trail = _open_trail(settings, settings.audit_dir, settings.audit_keys_file, settings.auditor_keys_file)
     pki = Pki(settings.pki_path)
 
     def national_channel() -> grpc.aio.Channel:
@@ -321,7 +329,12 @@ def register_dev_operators(
 
 async def start_national(settings: Settings) -> RunningServer:
     store = open_national_store(settings)
-    trail = _open_trail(settings, settings.national_audit_dir, settings.national_audit_keys_file)
+    trail = _open_trail(
+        settings,
+        settings.national_audit_dir,
+        settings.national_audit_keys_file,
+        settings.national_auditor_keys_file,
+    )
     service = NationalService(store)
 
     def add(server: grpc.aio.Server) -> None:

@@ -49,11 +49,14 @@ class Settings:
     # operators, bulk provision, audit (SPEC §4.4, §5.5)
     batch_threshold: int = 1000  # conditions a BatchProvide may carry without an admin's approval
     audit_dir: Path = Path("var/audit/prefecture")
-    audit_keys_file: Path = Path("var/keys/prefecture.audit.json")
+    audit_keys_file: Path = Path("var/keys/prefecture.audit.json")  # the server's: signing + subject key
+    auditor_keys_file: Path = Path("var/keys/prefecture.auditor.json")  # the auditor's: public + subject key
     national_audit_dir: Path = Path("var/audit/national")
     national_audit_keys_file: Path = Path("var/keys/national.audit.json")
+    national_auditor_keys_file: Path = Path("var/keys/national.auditor.json")
     audit_checkpoint_interval: float = 60.0
-    audit_flush_interval: float = 0.1
+    audit_flush_interval: float = 0.1  # the window in which written entries may not yet be on disk
+    audit_retention_years: int = 7  # provision records (and the rest of the trail) kept this long
     # /metrics (HTTPS, monitor client certificate); a negative port disables it
     prefecture_metrics_port: int = 50061
     national_metrics_port: int = 50063

@@ -259,16 +259,16 @@ class AuditTrail:
         fresh = not segments and last_cp is None
         self._checkpoints = _AppendFile(cp_path)
         if last_cp is not None:
-            self._cp_seq = int(last_cp["seq"])
-            self._cp_time = parse_time(str(last_cp["time"]))
-            self._cp_prev = str(last_cp["_line_hash"])
+            self._cp_seq = last_cp["seq"]
+            self._cp_time = last_cp["time"]
+            self._cp_prev = last_cp["_line_hash"]
             if tail is None or tail.seq < self._cp_seq:
                 if tail is not None:
                     log.error(
                         "audit trail ends before its last checkpoint; continuing after the checkpoint",
                         extra={"trail_seq": tail.seq, "checkpoint_seq": self._cp_seq},
                     )
-                tail = _Tail(self._cp_seq, str(last_cp["hash"]), str(last_cp["segment"]))
+                tail = _Tail(self._cp_seq, last_cp["hash"], last_cp["segment"])
         if segments:
             newest = segments[-1]
             self._segment = _AppendFile(self.directory / newest)
@@ -306,11 +306,17 @@ class AuditTrail:
             for raw in _lines_backwards(fd, os.fstat(fd).st_size):
                 try:
                     cp = json.loads(raw)
-                except ValueError:
-                    continue
-                if isinstance(cp, dict) and {"seq", "hash", "time", "segment"} <= cp.keys():
-                    cp["_line_hash"] = sha256_hex(raw)
-                    return cp
+                    if not isinstance(cp, dict) or not isinstance(cp.get("seq"), int):
+                        continue
+                    if not isinstance(cp.get("hash"), str) or not isinstance(cp.get("segment"), str):
+                        continue
+                    cp["time"] = parse_time(cp["time"])
+                    if cp["time"].tzinfo is None:
+                        continue
+                except (ValueError, TypeError, KeyError):
+                    continue  # not a checkpoint: verification reports it; chain onto the last real one
+                cp["_line_hash"] = sha256_hex(raw)
+                return cp
         finally:
             os.close(fd)
         return None

@@ -53,6 +53,7 @@ TEMPSTORE_ENTRIES = Gauge("juki_tempstore_entries", "My Numbers held in the é™„ç
 TEMPSTORE_ERASURES = Counter("juki_tempstore_erasures", "Temporary-area entries erased, by cause", ["cause"])
 
 AUDIT_ENTRIES = Counter("juki_audit_entries", "Audit entries written")
+AUDIT_ERASED = Counter("juki_audit_erased_entries", "Audit entries erased after their retention period")
 AUDIT_WRITE_FAILURES = Counter(
     "juki_audit_write_failures",
     "Audit entries (or flushes) that could not be written; their calls failed closed",

@@ -99,12 +99,27 @@ async def housekeeping(
     flush_interval: float,
     stop: asyncio.Event,
     on_health: Callable[[bool], Awaitable[None]] | None = None,
+    retention_years: int = 7,
+    now: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
 ) -> None:
     """fsync grouped every flush_interval, checkpoints at their interval, never on the event loop; reports
     the trail's health (the server is NOT_SERVING while its audit trail cannot be written)."""
     loop = asyncio.get_running_loop()
     healthy = True
+    next_erasure = 0.0
     while not stop.is_set():
+        if retention_years and loop.time() >= next_erasure:
+            next_erasure = loop.time() + 3600.0
+            try:
+                erased = await loop.run_in_executor(None, trail.erase_expired, now(), retention_years)
+                if erased.entries:
+                    metrics.AUDIT_ERASED.inc(erased.entries)
+                    log.info(
+                        "audit entries past retention erased",
+                        extra={"segments": erased.segments, "entries": erased.entries},
+                    )
+            except (AuditUnavailable, OSError):
+                log.error("audit retention could not erase expired segments; will retry")
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), flush_interval)
         try:

@@ -1,0 +1,151 @@
+"""`juki audit verify|query|report` on a real trail: each tampering fails verification and is named."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from server.audit import AuditEvent, AuditKeys, AuditTrail
+
+CODES = ["10000000001", "10000000002", "10000000003"]
+
+
+def build_trail(directory: Path, keys: AuditKeys, entries: int = 12) -> None:
+    with AuditTrail.open(directory, keys) as trail:
+        for i in range(entries):
+            code = CODES[i % len(CODES)]
+            trail.append(
+                AuditEvent(
+                    caller="spiffe://juki.mie/agency/police"
+                    if i % 2
+                    else "spiffe://juki.mie/operator/op-0001",
+                    role="agency" if i % 2 else "operator",
+                    method="/juki.v1.Prefecture/Provide" if i % 2 else "/juki.v1.Prefecture/Search",
+                    purpose="bt6-police-driving-licence" if i % 2 else "identity-check",
+                    outcome="OK" if i % 5 else "PERMISSION_DENIED",
+                    subjects=(trail.subject_hash(code),),
+                    items=("resident_code", "name"),
+                    count=1,
+                    kind="provision" if i % 2 else "",
+                )
+            )
+
+
+@pytest.fixture()
+def trail(tmp_path: Path) -> tuple[Path, Path]:
+    keys = AuditKeys.generate()
+    directory = tmp_path / "trail"
+    build_trail(directory, keys)
+    auditor = tmp_path / "auditor.json"
+    keys.write_auditor_keys(auditor)
+    return directory, auditor
+
+
+def juki_audit(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "clients", "audit", *args], capture_output=True, text=True, timeout=60
+    )
+
+
+def segment(directory: Path) -> Path:
+    return next(directory.glob("trail-*.log"))
+
+
+def edit_byte(directory: Path) -> None:
+    path = segment(directory)
+    data = bytearray(path.read_bytes())
+    at = data.index(b'"purpose":"identity-check"', len(data) // 2) + 12
+    data[at] = ord("X")
+    path.write_bytes(bytes(data))
+
+
+def delete_line(directory: Path) -> None:
+    path = segment(directory)
+    lines = path.read_bytes().splitlines(keepends=True)
+    path.write_bytes(b"".join(lines[:5] + lines[6:]))
+
+
+def swap_lines(directory: Path) -> None:
+    path = segment(directory)
+    lines = path.read_bytes().splitlines(keepends=True)
+    lines[3], lines[4] = lines[4], lines[3]
+    path.write_bytes(b"".join(lines))
+
+
+def truncate_tail(directory: Path) -> None:
+    path = segment(directory)
+    lines = path.read_bytes().splitlines(keepends=True)
+    path.write_bytes(b"".join(lines[:-2]))
+
+
+def forge_rechained(directory: Path) -> None:
+    """Someone with write access but without the signing key rebuilds a consistent trail."""
+    shutil.rmtree(directory)
+    build_trail(directory, AuditKeys.generate())
+
+
+@pytest.mark.parametrize(
+    ("tamper", "kinds"),
+    [
+        (edit_byte, {"edited"}),
+        (delete_line, {"deleted", "chain_break"}),
+        (swap_lines, {"reordered", "chain_break"}),
+        (truncate_tail, {"truncated"}),
+        (forge_rechained, {"checkpoint_signature", "checkpoint_mismatch"}),
+    ],
+)
+def test_verify_fails_and_names_each_tampering(
+    trail: tuple[Path, Path], tamper: Callable[[Path], None], kinds: set[str]
+) -> None:
+    directory, auditor = trail
+    assert juki_audit("verify", "--dir", str(directory), "--keys", str(auditor)).returncode == 0
+    tamper(directory)
+    done = juki_audit("verify", "--dir", str(directory), "--keys", str(auditor))
+    assert done.returncode == 1
+    named = {
+        line.split(":", 1)[0] for line in done.stdout.splitlines() if line and not line.startswith("FAILED")
+    }
+    assert named & kinds, done.stdout
+
+
+def test_the_untouched_trail_verifies(trail: tuple[Path, Path]) -> None:
+    directory, auditor = trail
+    done = juki_audit("verify", "--dir", str(directory), "--keys", str(auditor))
+    assert done.returncode == 0 and done.stdout.startswith("OK: 12 entries")
+
+
+def test_query_by_subject_hashes_the_code_the_auditor_types(trail: tuple[Path, Path]) -> None:
+    directory, auditor = trail
+    done = juki_audit("query", "--dir", str(directory), "--keys", str(auditor), "--subject", CODES[0])
+    found = [json.loads(line) for line in done.stdout.splitlines()]
+    assert len(found) == 4  # entries 0, 3, 6, 9
+    assert CODES[0] not in done.stdout and CODES[0] not in done.stderr
+    refused = juki_audit(
+        "query", "--dir", str(directory), "--keys", str(auditor), "--outcome", "PERMISSION_DENIED"
+    )
+    assert len(refused.stdout.splitlines()) == 3  # entries 0, 5, 10
+    by_operator = juki_audit(
+        "query", "--dir", str(directory), "--keys", str(auditor), "--operator", "op-0001"
+    )
+    assert len(by_operator.stdout.splitlines()) == 6
+
+
+def test_monthly_report_as_markdown_and_json(trail: tuple[Path, Path], tmp_path: Path) -> None:
+    directory, _ = trail
+    month = json.loads(segment(directory).read_text().splitlines()[0])["time"][:7]
+    out, data = tmp_path / "report.md", tmp_path / "report.json"
+    done = juki_audit(
+        "report", "--dir", str(directory), "--month", month, "--out", str(out), "--json", str(data)
+    )
+    assert done.returncode == 0, done.stderr
+    text = out.read_text(encoding="utf-8")
+    assert "spiffe://juki.mie/operator/op-0001" in text
+    assert json.loads(data.read_text(encoding="utf-8"))
+    for code in CODES:
+        assert code not in text
