@@ -117,7 +117,7 @@ def test_verify_fails_and_names_each_tampering(
 def test_the_untouched_trail_verifies(trail: tuple[Path, Path]) -> None:
     directory, auditor = trail
     done = juki_audit("verify", "--dir", str(directory), "--keys", str(auditor))
-    assert done.returncode == 0 and done.stdout.startswith("OK: 12 entries")
+    assert done.returncode == 0 and done.stdout.startswith("OK: 12 entries in 1 segment(s)")
 
 
 def test_query_by_subject_hashes_the_code_the_auditor_types(trail: tuple[Path, Path]) -> None:
