@@ -18,6 +18,12 @@ _USED = b"U"
 _FREE = b"F"
 
 
+def _entry(raw: bytes) -> admin_pb2.OperatorEntry:
+    entry = admin_pb2.OperatorEntry()
+    entry.ParseFromString(raw)
+    return entry
+
+
 def _token_key(token: str) -> bytes:
     return hashlib.sha256(token.encode()).digest()
 
@@ -30,33 +36,20 @@ class Registry:
 
     # operators -----------------------------------------------------------------------------------
     def operator(self, operator_id: str) -> admin_pb2.OperatorEntry | None:
+        """The operator's entry, read now (so a revocation counts from the next call)."""
         with self.env.read() as txn:
-            raw = txn.get(operator_id.encode(), db=self._operators)
-        if raw is None:
-            return None
-        entry = admin_pb2.OperatorEntry()
-        entry.ParseFromString(raw)
-        return entry
+            return self.get_operator(txn, operator_id)
 
     def operators(self) -> list[admin_pb2.OperatorEntry]:
-        out = []
         with self.env.read() as txn, txn.cursor(db=self._operators) as cur:
-            for _, raw in cur:
-                entry = admin_pb2.OperatorEntry()
-                entry.ParseFromString(raw)
-                out.append(entry)
-        return out
+            return [_entry(raw) for _, raw in cur]
 
     def put_operator(self, txn: Any, entry: admin_pb2.OperatorEntry) -> None:
         txn.put(entry.operator_id.encode(), entry.SerializeToString(), db=self._operators)
 
     def get_operator(self, txn: Any, operator_id: str) -> admin_pb2.OperatorEntry | None:
         raw = txn.get(operator_id.encode(), db=self._operators)
-        if raw is None:
-            return None
-        entry = admin_pb2.OperatorEntry()
-        entry.ParseFromString(raw)
-        return entry
+        return None if raw is None else _entry(raw)
 
     # approvals -----------------------------------------------------------------------------------
     def put_approval(self, txn: Any, token: str, approval: admin_pb2.Approval) -> None:
