@@ -57,7 +57,8 @@ def verify_cmd(
             click.echo(f"{p.kind}: {p.segment} line {p.line} seq {p.seq}: {p.detail}")
         state = "OK" if report.ok else "FAILED"
         click.echo(
-            f"{state}: {report.entries} entries in {len(report.segments)} segment(s), last seq {report.last_seq}"
+            f"{state}: {report.entries} entries in {len(report.segments)} segment(s), "
+            f"last seq {report.last_seq}"
         )
     sys.exit(0 if report.ok else 1)
 

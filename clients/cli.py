@@ -6,7 +6,16 @@ from pathlib import Path
 
 import click
 
-from clients import admin_cmds, audit_cmds, batch_cmd, operator_cmds, peer_cmds, pki_cmds, serve_cmds
+from clients import (
+    admin_cmds,
+    audit_cmds,
+    batch_cmd,
+    operator_cmds,
+    peer_cmds,
+    pki_cmds,
+    reconcile_cmd,
+    serve_cmds,
+)
 from server.observability.logs import configure as configure_logs
 from server.settings import Settings
 
@@ -27,6 +36,7 @@ cli.add_command(serve_cmds.seed)
 cli.add_command(serve_cmds.serve_group)
 cli.add_command(serve_cmds.outbox)
 cli.add_command(serve_cmds.run)
+peer_cmds.cs.add_command(reconcile_cmd.reconcile_cmd)
 cli.add_command(peer_cmds.cs)
 cli.add_command(peer_cmds.lookup)
 cli.add_command(peer_cmds.search)

@@ -15,6 +15,7 @@ from server.domain import validation as val
 from server.domain.errors import DomainError, ErrorKind, FieldViolation, Violations
 from server.domain.finding import MAX_MATCHES, Condition, find, parse_condition, too_many
 from server.domain.minimise import resident_view
+from server.domain.reconcile import differing_items, range_digests, record_items
 from server.domain.search import PageTokens, parse_query, run_search
 from server.domain.updates import Applied, apply_notice, validate_notice
 from server.identity.policy import Policy
@@ -411,9 +412,98 @@ class PrefectureService(prefecture_pb2_grpc.PrefectureServicer):
             result.outcome = prefecture_pb2.BATCH_OUTCOME_FOUND
         return result
 
-    async def Reconcile(self, request_iterator: Any, context: Context) -> AsyncIterator[Any]:
-        await _unimplemented(context, "Reconcile")
-        yield records_pb2.ResidentView()  # pragma: no cover - abort raises
+    async def Reconcile(
+        self, request_iterator: AsyncIterator[prefecture_pb2.ReconcileRequest], context: Context
+    ) -> AsyncIterator[prefecture_pb2.ReconcileResponse]:
+        """整合: digests per range first, then the records of the differing ranges only."""
+        municipality = current_caller().id
+        iterator = request_iterator.__aiter__()
+        try:
+            first = await iterator.__anext__()
+        except StopAsyncIteration:
+            return
+        ranges = first.ranges
+        if first.WhichOneof("part") != "ranges" or not 1 <= ranges.prefix_length <= 6:
+            await abort(
+                context, _invalid("ranges", "the first message carries ranges with prefix_length 1–6")
+            )
+        if ranges.municipality_code != municipality:
+            await abort(
+                context,
+                DomainError(
+                    ErrorKind.PERMISSION_DENIED,
+                    "a municipality reconciles its own residents only",
+                    "OTHER_MUNICIPALITY",
+                ),
+            )
+        theirs = {r.prefix: r.digest for r in ranges.ranges}
+        with self._store.reader() as tx:
+            ours = {
+                r.prefix: r.digest
+                for r in range_digests(tx.municipality_digests(municipality), ranges.prefix_length)
+            }
+        differing = sorted(p for p in theirs.keys() | ours.keys() if theirs.get(p) != ours.get(p))
+        yield prefecture_pb2.ReconcileResponse(send_ranges=prefecture_pb2.RangeRequest(prefixes=differing))
+        wanted = set(differing)
+        seen: set[str] = set()
+        summary = prefecture_pb2.ReconcileSummary(
+            ranges=len(theirs.keys() | ours.keys()), ranges_differing=len(wanted)
+        )
+        async for request in iterator:
+            record = request.record
+            if (
+                request.WhichOneof("part") != "record"
+                or record.resident_code[: ranges.prefix_length] not in wanted
+            ):
+                await abort(context, _invalid("record", "only records of the ranges asked for"))
+            if record.municipality_code != municipality:
+                await abort(
+                    context,
+                    DomainError(
+                        ErrorKind.PERMISSION_DENIED, "a record of another municipality", "OTHER_MUNICIPALITY"
+                    ),
+                )
+            summary.records_received += 1
+            seen.add(record.resident_code)
+            difference = self._compare(record, municipality)
+            if difference is not None:
+                if difference.kind == prefecture_pb2.DIFFERENCE_KIND_MISSING_HERE:
+                    summary.missing_here += 1
+                else:
+                    summary.items_differ += 1
+                yield prefecture_pb2.ReconcileResponse(difference=difference)
+        with self._store.reader() as tx:
+            missing = [
+                code
+                for code, _ in tx.municipality_digests(municipality)
+                if code[: ranges.prefix_length] in wanted and code not in seen
+            ]
+        for code in missing:
+            summary.missing_there += 1
+            yield prefecture_pb2.ReconcileResponse(
+                difference=prefecture_pb2.ReconcileDifference(
+                    resident_code=code, kind=prefecture_pb2.DIFFERENCE_KIND_MISSING_THERE
+                )
+            )
+        yield prefecture_pb2.ReconcileResponse(summary=summary)
+
+    def _compare(
+        self, theirs: records_pb2.ResidentRecord, municipality: str
+    ) -> prefecture_pb2.ReconcileDifference | None:
+        code = theirs.resident_code
+        with self._store.reader() as tx:
+            ours = tx.get(code)
+            number = tx.my_number(code) if ours is not None else ""
+        if ours is None or ours.municipality_code != municipality:
+            return prefecture_pb2.ReconcileDifference(
+                resident_code=code, kind=prefecture_pb2.DIFFERENCE_KIND_MISSING_HERE
+            )
+        items = differing_items(record_items(ours, number), record_items(theirs, theirs.my_number))
+        if not items:
+            return None
+        return prefecture_pb2.ReconcileDifference(
+            resident_code=code, kind=prefecture_pb2.DIFFERENCE_KIND_ITEMS_DIFFER, items=items
+        )
 
 
 def _invalid(field: str, description: str) -> DomainError:

@@ -9,6 +9,7 @@ Named databases of one environment:
   idx_name         清音化かな + NUL + YYYYMMDD + 住民票コード → state, sex, YYYYMMDD
   idx_birth        YYYYMMDD + sex + 住民票コード → the same
   idx_address      address + NUL + 住民票コード → the same
+  idx_municipality 市町村コード + 住民票コード → record digest (整合, server.domain.reconcile)
   sequences        市町村コード → last applied 更新順番号 (u64)
   applied          市町村コード + u64 sequence → notice digest + ApplyResult (for idempotent replay)
   outbox           u64 counter → applied ChangeNotice (sealed), for the national server (SPEC §6.2)
@@ -27,6 +28,7 @@ from typing import Any
 from juki.v1 import records_pb2
 
 from server.domain.kana import search_kana
+from server.domain.reconcile import record_digest
 from server.storage.lmdbenv import LmdbEnv
 from server.storage.sealing import MyNumberSealer
 
@@ -38,6 +40,7 @@ DB_NAMES = (
     "idx_name",
     "idx_birth",
     "idx_address",
+    "idx_municipality",
     "sequences",
     "applied",
     "outbox",
@@ -172,6 +175,7 @@ class ResidentTxn:
             self.bump_signed(b"records_removed", 1 if record.deleted_flag else -1)
         if previous is not None:
             self._drop_indexes(previous)
+            self._txn.delete(previous.municipality_code.encode() + key, db=self._dbs["idx_municipality"])
             old_number = self.my_number(code)
             if old_number and old_number != my_number:
                 self._txn.delete(self._store.sealer.index_key(old_number), db=self._dbs["my_number_index"])
@@ -181,6 +185,22 @@ class ResidentTxn:
             self._txn.put(key, self._store.sealer.seal(code, my_number), db=self._dbs["my_numbers"])
             self._txn.put(self._store.sealer.index_key(my_number), key, db=self._dbs["my_number_index"])
         self._put_indexes(record)
+        self._txn.put(
+            record.municipality_code.encode() + key,
+            record_digest(record, my_number),
+            db=self._dbs["idx_municipality"],
+        )
+
+    def municipality_digests(self, municipality_code: str) -> Iterator[tuple[str, bytes]]:
+        """(resident code, record digest) of every record of a municipality, in code order."""
+        prefix = municipality_code.encode()
+        with self._txn.cursor(db=self._dbs["idx_municipality"]) as cur:
+            if not cur.set_range(prefix):
+                return
+            for key, value in cur:
+                if not key.startswith(prefix):
+                    return
+                yield bytes(key[len(prefix) :]).decode(), bytes(value)
 
     def add_history(self, record: records_pb2.ResidentRecord, my_number: str) -> None:
         """Keep a previous version (with its sealed My Number) as history."""
@@ -275,6 +295,16 @@ class ResidentStore:
             txn.put(b"schema_version", SCHEMA_VERSION, db=meta)
         elif bytes(version) != SCHEMA_VERSION:
             raise RuntimeError(f"store schema {bytes(version)!r} is not {SCHEMA_VERSION!r}")
+        by_municipality = self.env.dbs["idx_municipality"]
+        if txn.stat(by_municipality)["entries"] == 0 and txn.stat(self.env.dbs["records"])["entries"]:
+            # a store from before the 整合 index: build it once from the records
+            tx = ResidentTxn(self, txn)
+            with txn.cursor(db=self.env.dbs["records"]) as cur:
+                for key, raw in cur:
+                    record = records_pb2.ResidentRecord()
+                    record.ParseFromString(raw)
+                    digest = record_digest(record, tx.my_number(record.resident_code))
+                    txn.put(record.municipality_code.encode() + bytes(key), digest, db=by_municipality)
 
     def reader(self) -> _ReadScope:
         return _ReadScope(self)

@@ -268,12 +268,64 @@ class DiscloseResponse(_message.Message):
     def __init__(self, record: _Optional[_Union[_records_pb2.ResidentView, _Mapping]] = ..., provisions: _Optional[_Iterable[_Union[ProvisionEntry, _Mapping]]] = ...) -> None: ...
 
 class ReconcileRequest(_message.Message):
-    __slots__ = ("municipality_code", "record")
-    MUNICIPALITY_CODE_FIELD_NUMBER: _ClassVar[int]
+    __slots__ = ("ranges", "record")
+    RANGES_FIELD_NUMBER: _ClassVar[int]
     RECORD_FIELD_NUMBER: _ClassVar[int]
-    municipality_code: str
+    ranges: ReconcileRanges
     record: _records_pb2.ResidentRecord
-    def __init__(self, municipality_code: _Optional[str] = ..., record: _Optional[_Union[_records_pb2.ResidentRecord, _Mapping]] = ...) -> None: ...
+    def __init__(self, ranges: _Optional[_Union[ReconcileRanges, _Mapping]] = ..., record: _Optional[_Union[_records_pb2.ResidentRecord, _Mapping]] = ...) -> None: ...
+
+class RangeDigest(_message.Message):
+    __slots__ = ("prefix", "digest", "count")
+    PREFIX_FIELD_NUMBER: _ClassVar[int]
+    DIGEST_FIELD_NUMBER: _ClassVar[int]
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    prefix: str
+    digest: bytes
+    count: int
+    def __init__(self, prefix: _Optional[str] = ..., digest: _Optional[bytes] = ..., count: _Optional[int] = ...) -> None: ...
+
+class ReconcileRanges(_message.Message):
+    __slots__ = ("municipality_code", "prefix_length", "ranges")
+    MUNICIPALITY_CODE_FIELD_NUMBER: _ClassVar[int]
+    PREFIX_LENGTH_FIELD_NUMBER: _ClassVar[int]
+    RANGES_FIELD_NUMBER: _ClassVar[int]
+    municipality_code: str
+    prefix_length: int
+    ranges: _containers.RepeatedCompositeFieldContainer[RangeDigest]
+    def __init__(self, municipality_code: _Optional[str] = ..., prefix_length: _Optional[int] = ..., ranges: _Optional[_Iterable[_Union[RangeDigest, _Mapping]]] = ...) -> None: ...
+
+class ReconcileSummary(_message.Message):
+    __slots__ = ("ranges", "ranges_differing", "records_received", "missing_here", "missing_there", "items_differ")
+    RANGES_FIELD_NUMBER: _ClassVar[int]
+    RANGES_DIFFERING_FIELD_NUMBER: _ClassVar[int]
+    RECORDS_RECEIVED_FIELD_NUMBER: _ClassVar[int]
+    MISSING_HERE_FIELD_NUMBER: _ClassVar[int]
+    MISSING_THERE_FIELD_NUMBER: _ClassVar[int]
+    ITEMS_DIFFER_FIELD_NUMBER: _ClassVar[int]
+    ranges: int
+    ranges_differing: int
+    records_received: int
+    missing_here: int
+    missing_there: int
+    items_differ: int
+    def __init__(self, ranges: _Optional[int] = ..., ranges_differing: _Optional[int] = ..., records_received: _Optional[int] = ..., missing_here: _Optional[int] = ..., missing_there: _Optional[int] = ..., items_differ: _Optional[int] = ...) -> None: ...
+
+class ReconcileResponse(_message.Message):
+    __slots__ = ("send_ranges", "difference", "summary")
+    SEND_RANGES_FIELD_NUMBER: _ClassVar[int]
+    DIFFERENCE_FIELD_NUMBER: _ClassVar[int]
+    SUMMARY_FIELD_NUMBER: _ClassVar[int]
+    send_ranges: RangeRequest
+    difference: ReconcileDifference
+    summary: ReconcileSummary
+    def __init__(self, send_ranges: _Optional[_Union[RangeRequest, _Mapping]] = ..., difference: _Optional[_Union[ReconcileDifference, _Mapping]] = ..., summary: _Optional[_Union[ReconcileSummary, _Mapping]] = ...) -> None: ...
+
+class RangeRequest(_message.Message):
+    __slots__ = ("prefixes",)
+    PREFIXES_FIELD_NUMBER: _ClassVar[int]
+    prefixes: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, prefixes: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class ReconcileDifference(_message.Message):
     __slots__ = ("resident_code", "kind", "items")

@@ -72,7 +72,7 @@ class PrefectureStub:
         self.Reconcile = channel.stream_stream(
                 '/juki.v1.Prefecture/Reconcile',
                 request_serializer=juki_dot_v1_dot_prefecture__pb2.ReconcileRequest.SerializeToString,
-                response_deserializer=juki_dot_v1_dot_prefecture__pb2.ReconcileDifference.FromString,
+                response_deserializer=juki_dot_v1_dot_prefecture__pb2.ReconcileResponse.FromString,
                 _registered_method=True)
         self.QueryNational = channel.unary_unary(
                 '/juki.v1.Prefecture/QueryNational',
@@ -165,8 +165,11 @@ class PrefectureServicer:
         raise NotImplementedError('Method not implemented!')
 
     def Reconcile(self, request_iterator, context):
-        """整合: a municipality streams its view of its residents; the server answers the differences for that
-        municipality only. Caller: municipal-cs. Not built yet: UNIMPLEMENTED.
+        """整合: compare a municipality's view of its residents with ours, for that municipality only.
+        Caller: municipal-cs. The first message carries digests per range of 住民票コード (ranges); the server
+        answers with the ranges whose digests differ; the caller then sends the records of those ranges only
+        and half-closes; the server streams each difference (missing here, missing there, items that differ)
+        and ends with a summary. Records of another municipality are refused (PERMISSION_DENIED).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -236,7 +239,7 @@ def add_PrefectureServicer_to_server(servicer, server):
             'Reconcile': grpc.stream_stream_rpc_method_handler(
                     servicer.Reconcile,
                     request_deserializer=juki_dot_v1_dot_prefecture__pb2.ReconcileRequest.FromString,
-                    response_serializer=juki_dot_v1_dot_prefecture__pb2.ReconcileDifference.SerializeToString,
+                    response_serializer=juki_dot_v1_dot_prefecture__pb2.ReconcileResponse.SerializeToString,
             ),
             'QueryNational': grpc.unary_unary_rpc_method_handler(
                     servicer.QueryNational,
@@ -469,7 +472,7 @@ class Prefecture:
             target,
             '/juki.v1.Prefecture/Reconcile',
             juki_dot_v1_dot_prefecture__pb2.ReconcileRequest.SerializeToString,
-            juki_dot_v1_dot_prefecture__pb2.ReconcileDifference.FromString,
+            juki_dot_v1_dot_prefecture__pb2.ReconcileResponse.FromString,
             options,
             channel_credentials,
             insecure,
