@@ -8,6 +8,7 @@ revocation list and the policy without dropping connections.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 from collections.abc import Awaitable, Callable
@@ -33,6 +34,7 @@ from server.audit.keys import AuditKeys
 from server.audit.query import provisions_of
 from server.audit.trail import AuditTrail
 from server.domain import operators
+from server.domain.retention import erase_expired_persons
 from server.domain.search import PageTokens
 from server.identity.peers import PeerIdentities, RevocationList
 from server.identity.pki import Pki, SpiffeId
@@ -178,6 +180,9 @@ async def _start(
     running.background.append(
         asyncio.create_task(refresh_loop(store, services[0].name.lower(), every=5.0, stop=stop_gauges))
     )
+    running.background.append(
+        asyncio.create_task(retention_schedule(store, every=settings.retention_interval, stop=stop_gauges))
+    )
 
     async def end_gauges() -> None:
         stop_gauges.set()
@@ -194,6 +199,19 @@ async def _start(
         )
         running.metrics.start()
     return running
+
+
+async def retention_schedule(store: ResidentStore, *, every: float, stop: asyncio.Event) -> None:
+    """Erase removed persons past their 150 years (SPEC §6.4), off the event loop, every `every` seconds."""
+    loop = asyncio.get_running_loop()
+    while not stop.is_set():
+        today = jst_now().date()
+        try:
+            await loop.run_in_executor(None, erase_expired_persons, store, today)
+        except Exception:  # a failed run is retried at the next interval; the server keeps serving
+            log.exception("retention run failed")
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), every)
 
 
 def _open_trail(settings: Settings, directory: Path, keys_file: Path, auditor_file: Path) -> AuditTrail:

@@ -57,6 +57,7 @@ class Settings:
     audit_checkpoint_interval: float = 60.0
     audit_flush_interval: float = 0.1  # the window in which written entries may not yet be on disk
     audit_retention_years: int = 7  # provision records (and the rest of the trail) kept this long
+    retention_interval: float = 86_400.0  # how often removed persons past 150 years are erased
     # /metrics (HTTPS, monitor client certificate); a negative port disables it
     prefecture_metrics_port: int = 50061
     national_metrics_port: int = 50063

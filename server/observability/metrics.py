@@ -58,3 +58,6 @@ AUDIT_WRITE_FAILURES = Counter(
     "juki_audit_write_failures",
     "Audit entries (or flushes) that could not be written; their calls failed closed",
 )
+RETENTION_ERASED = Counter(
+    "juki_retention_erased", "Records erased at the end of their retention, by kind", ["kind"]
+)

@@ -10,6 +10,7 @@ Named databases of one environment:
   idx_birth        YYYYMMDD + sex + 住民票コード → the same
   idx_address      address + NUL + 住民票コード → the same
   idx_municipality 市町村コード + 住民票コード → record digest (整合, server.domain.reconcile)
+  idx_removed      removal date YYYYMMDD + 住民票コード → "" (消除者, for the 150-year retention)
   sequences        市町村コード → last applied 更新順番号 (u64)
   applied          市町村コード + u64 sequence → notice digest + ApplyResult (for idempotent replay)
   outbox           u64 counter → applied ChangeNotice (sealed), for the national server (SPEC §6.2)
@@ -41,6 +42,7 @@ DB_NAMES = (
     "idx_birth",
     "idx_address",
     "idx_municipality",
+    "idx_removed",
     "sequences",
     "applied",
     "outbox",
@@ -176,6 +178,8 @@ class ResidentTxn:
         if previous is not None:
             self._drop_indexes(previous)
             self._txn.delete(previous.municipality_code.encode() + key, db=self._dbs["idx_municipality"])
+            if previous.deleted_flag:
+                self._txn.delete(_dob_key(previous.removed_date) + key, db=self._dbs["idx_removed"])
             old_number = self.my_number(code)
             if old_number and old_number != my_number:
                 self._txn.delete(self._store.sealer.index_key(old_number), db=self._dbs["my_number_index"])
@@ -190,6 +194,41 @@ class ResidentTxn:
             record_digest(record, my_number),
             db=self._dbs["idx_municipality"],
         )
+        if record.deleted_flag:
+            self._txn.put(_dob_key(record.removed_date) + key, b"", db=self._dbs["idx_removed"])
+
+    def removed_before(self, cutoff: str) -> Iterator[str]:
+        """Codes of persons removed before `cutoff` (YYYY-MM-DD), oldest removal first."""
+        stop = _dob_key(cutoff)
+        with self._txn.cursor(db=self._dbs["idx_removed"]) as cur:
+            if not cur.first():
+                return
+            for key in cur.iternext(keys=True, values=False):
+                if bytes(key[:8]) >= stop:
+                    return
+                yield bytes(key[8:]).decode()
+
+    def erase_person(self, resident_code: str) -> int:
+        """Erase a removed person wholly (record, My Number, indexes, history); how many history entries."""
+        record = self.get(resident_code)
+        if record is None or not record.deleted_flag:
+            return 0
+        key = resident_code.encode()
+        number = self.my_number(resident_code)
+        if number:
+            self._txn.delete(self._store.sealer.index_key(number), db=self._dbs["my_number_index"])
+        self._drop_indexes(record)
+        self._txn.delete(record.municipality_code.encode() + key, db=self._dbs["idx_municipality"])
+        self._txn.delete(_dob_key(record.removed_date) + key, db=self._dbs["idx_removed"])
+        self._txn.delete(key, db=self._dbs["my_numbers"])
+        self._txn.delete(key, db=self._dbs["records"])
+        self.bump_signed(b"records_removed", -1)
+        erased = 0
+        with self._txn.cursor(db=self._dbs["history"]) as cur:
+            while cur.set_range(key) and bytes(cur.key()).startswith(key):
+                cur.delete()
+                erased += 1
+        return erased
 
     def municipality_digests(self, municipality_code: str) -> Iterator[tuple[str, bytes]]:
         """(resident code, record digest) of every record of a municipality, in code order."""
@@ -305,6 +344,10 @@ class ResidentStore:
                     record.ParseFromString(raw)
                     digest = record_digest(record, tx.my_number(record.resident_code))
                     txn.put(record.municipality_code.encode() + bytes(key), digest, db=by_municipality)
+                    if record.deleted_flag:
+                        txn.put(
+                            _dob_key(record.removed_date) + bytes(key), b"", db=self.env.dbs["idx_removed"]
+                        )
 
     def reader(self) -> _ReadScope:
         return _ReadScope(self)
