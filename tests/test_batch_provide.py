@@ -184,3 +184,55 @@ def test_the_csv_client_streams_conditions_to_result_rows(
     assert [r["id"] for r in results] == [r["id"] for r in rows]
     assert results[0]["outcome"] == "FOUND" and results[0]["my_number"] == people[0].my_number
     assert results[-2]["outcome"] == "NOT_FOUND" and results[-1]["resident_code"] == people[9].resident_code
+
+
+def _rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError("no VmRSS")
+
+
+def test_ten_thousand_mixed_conditions_in_order_with_bounded_memory(
+    server: Server, people: list[Any]
+) -> None:
+    conditions: list[dict[str, Any]] = []
+    expected: list[tuple[int, str]] = []
+    for i in range(10_000):
+        person = people[i % len(people)]
+        kind = i % 4
+        if kind == 0:
+            conditions.append({"resident_code": person.resident_code})
+            expected.append((P.BATCH_OUTCOME_FOUND, person.resident_code))
+        elif kind == 1:
+            conditions.append({"my_number": person.my_number})
+            expected.append((P.BATCH_OUTCOME_FOUND, person.resident_code))
+        elif kind == 2:
+            conditions.append({"resident_code": f"{90_000_000_000 + i:011d}"})
+            expected.append((P.BATCH_OUTCOME_NOT_FOUND, ""))
+        else:
+            conditions.append({"resident_code": "1234"})  # malformed: refused, the batch goes on
+            expected.append((P.BATCH_OUTCOME_REFUSED, ""))
+    token = approve(server, "spiffe://juki.mie/agency/police", POLICE[1], len(conditions))
+    assert server.proc is not None
+    before = _rss_kib(server.proc.pid)
+
+    def requests() -> Iterator[Any]:
+        for i, condition in enumerate(conditions):
+            extra = (
+                {"purpose": POLICE[1], "declared_count": len(conditions), "approval_token": token}
+                if i == 0
+                else {}
+            )
+            yield P.BatchProvideRequest(condition_id=str(i), **condition, **extra)
+
+    count = 0
+    peak = before
+    for i, result in enumerate(server.stub(POLICE[0]).BatchProvide(requests(), timeout=120)):
+        assert result.condition_id == str(i)
+        assert (result.outcome, result.record.resident_code) == expected[i]
+        count += 1
+        if i % 1000 == 0:
+            peak = max(peak, _rss_kib(server.proc.pid))
+    assert count == len(conditions)
+    assert peak - before < 64 * 1024, f"server RSS grew by {(peak - before) // 1024} MiB"

@@ -7,10 +7,9 @@ import time
 from prometheus_client.metrics import MetricWrapperBase
 
 from server.observability import metrics
-from server.services.call_facts import CallFacts
+from server.services.call_facts import PROVISION_METHODS, CallFacts
 
 PROVISION_ROLES = frozenset({"agency", "department"})
-PROVISION_METHODS = frozenset({"/juki.v1.Prefecture/Provide", "/juki.v1.Prefecture/BatchProvide"})
 
 
 def is_provision(facts: CallFacts) -> bool:

@@ -14,7 +14,9 @@ from google.protobuf.message import Message
 
 from server.identity.pki import SpiffeId
 
-MAX_SUBJECTS = 1000  # per entry; a larger call records its count and the first subjects
+MAX_SUBJECTS = 1000  # per entry of most calls; a larger call records its count and the first subjects
+# A provision's entry names every resident provided (the resident's disclosure is built from it).
+PROVISION_METHODS = frozenset({"/juki.v1.Prefecture/Provide", "/juki.v1.Prefecture/BatchProvide"})
 
 # ResidentView field → the SPEC §3.3 item it carries
 _ITEMS = (
@@ -43,8 +45,13 @@ class CallFacts:
     started: float = field(default_factory=time.perf_counter)
     meter: Any = None  # the method's metrics (observability.calls.MethodMetrics)
 
+    def __post_init__(self) -> None:
+        self._seen: set[str] = set()
+        self._cap = None if self.method in PROVISION_METHODS else MAX_SUBJECTS
+
     def add_code(self, code: str) -> None:
-        if code and len(self.resident_codes) < MAX_SUBJECTS and code not in self.resident_codes:
+        if code and code not in self._seen and (self._cap is None or len(self.resident_codes) < self._cap):
+            self._seen.add(code)
             self.resident_codes.append(code)
 
     def add_request(self, request: Any) -> None:
