@@ -33,7 +33,10 @@ _KEY_HELP = f"backup key file [default: {DEFAULT_KEY} under home]"
 
 
 def _key_path(settings: Settings, key_file: Path | None) -> Path:
-    return key_file if key_file is not None else settings.path(DEFAULT_KEY)
+    if key_file is not None:
+        return key_file
+    configured: Path = getattr(settings, "backup_key_file", None) or DEFAULT_KEY  # once settings has one
+    return settings.path(configured)
 
 
 def _load_key(path: Path) -> bytes:

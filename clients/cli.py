@@ -9,6 +9,7 @@ import click
 from clients import (
     admin_cmds,
     audit_cmds,
+    backup_cmds,
     batch_cmd,
     operator_cmds,
     peer_cmds,
@@ -47,6 +48,7 @@ cli.add_command(admin_cmds.admin)
 cli.add_command(batch_cmd.agency)
 cli.add_command(operator_cmds.operator)
 cli.add_command(audit_cmds.audit)
+cli.add_command(backup_cmds.backup)
 
 
 def main() -> None:

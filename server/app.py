@@ -33,6 +33,7 @@ from juki.v1 import (
 from server.audit.keys import AuditKeys
 from server.audit.query import provisions_of
 from server.audit.trail import AuditTrail
+from server.backup import BackupKey, backup_schedule
 from server.domain import operators
 from server.domain.retention import erase_expired_persons
 from server.domain.search import PageTokens
@@ -201,6 +202,32 @@ async def _start(
     return running
 
 
+def _attach_backup(running: RunningServer, settings: Settings, name: str, data_dir: Path) -> None:
+    """Daily encrypted backup of this server's environment (SPEC §4.3), made by a child process (an LMDB
+    environment may be opened once per process, and this one is open for serving)."""
+    if not settings.backup_enabled:
+        return
+    key = BackupKey.load_or_create(settings.path(settings.backup_key_file)).secret
+    task = asyncio.create_task(
+        backup_schedule(
+            {name: data_dir},
+            settings.path(settings.backup_dir) / name,
+            key,
+            every=settings.backup_interval,
+            keep=settings.backup_keep,
+            stop=asyncio.Event(),
+        ),
+        name=f"backup-{name}",
+    )
+
+    async def end_backup() -> None:
+        task.cancel()  # a run under way is stopped; its child removes the partial archive
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    running.on_stop.append(end_backup)
+
+
 async def retention_schedule(store: ResidentStore, *, every: float, stop: asyncio.Event) -> None:
     """Erase removed persons past their 150 years (SPEC §6.4), off the event loop, every `every` seconds."""
     loop = asyncio.get_running_loop()
@@ -316,6 +343,7 @@ async def start_prefecture(settings: Settings) -> RunningServer:
         await national.close()
 
     running.on_stop.append(stop_relay)
+    _attach_backup(running, settings, "prefecture", settings.data_path)
     await running.set_health(True)
     return running
 
@@ -369,6 +397,7 @@ async def start_national(settings: Settings) -> RunningServer:
         auditor=TrailAuditor(trail),
     )
     _attach_audit(running, trail, settings)
+    _attach_backup(running, settings, "national", settings.path(settings.national_data_dir))
     await running.set_health(True)
     return running
 

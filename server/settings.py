@@ -58,6 +58,12 @@ class Settings:
     audit_flush_interval: float = 0.1  # the window in which written entries may not yet be on disk
     audit_retention_years: int = 7  # provision records (and the rest of the trail) kept this long
     retention_interval: float = 86_400.0  # how often removed persons past 150 years are erased
+    # encrypted backups (SPEC §4.3); the key lives outside every data directory
+    backup_enabled: bool = True
+    backup_dir: Path = Path("var/backups")
+    backup_key_file: Path = Path("var/keys/backup.key")
+    backup_interval: float = 86_400.0  # daily
+    backup_keep: int = 7
     # /metrics (HTTPS, monitor client certificate); a negative port disables it
     prefecture_metrics_port: int = 50061
     national_metrics_port: int = 50063

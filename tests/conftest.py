@@ -136,6 +136,7 @@ def make_server(
         "prefecture_metrics_port": free_port(),
         "national_metrics_port": free_port(),
         "relay_backoff_max": 1.0,
+        "backup_enabled": False,  # tests of backups turn it on
     }
     settings = Settings(home=base, pki_dir=pki, **{**options, **overrides})
     if seeded:

@@ -23,7 +23,13 @@ from server.backup.archive import (
     verify_backup,
 )
 from server.backup.keys import BackupKey, key_id
-from server.backup.schedule import archive_name, backup_schedule, prune_archives, scheduled_archives
+from server.backup.schedule import (
+    archive_name,
+    backup_schedule,
+    create_backup_in_child,
+    prune_archives,
+    scheduled_archives,
+)
 
 __all__ = [
     "DEFAULT_CHUNK_SIZE",
@@ -37,6 +43,7 @@ __all__ = [
     "archive_name",
     "backup_schedule",
     "create_backup",
+    "create_backup_in_child",
     "is_tempstore",
     "key_id",
     "mark_tempstore",

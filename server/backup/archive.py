@@ -258,7 +258,10 @@ class _Snapshot:
                 str(path), readonly=True, lock=True, subdir=True, create=False, max_dbs=0, max_readers=1024
             )
         except lmdb.Error as exc:
-            raise BackupError(f"cannot open the LMDB environment in {path}: {exc}") from None
+            hint = ""
+            if "already open" in str(exc):  # py-lmdb: one handle per environment and process
+                hint = " (the server holds it open: back it up from another process, as backup_schedule does)"
+            raise BackupError(f"cannot open the LMDB environment in {path}: {exc}{hint}") from None
         self.path = path
         self.txn_id = 0
         self._error: BaseException | None = None
@@ -350,14 +353,18 @@ def create_backup(
     chunk_size: int = DEFAULT_CHUNK_SIZE,
 ) -> Manifest:
     """Snapshot each named environment directory (e.g. {"prefecture": var/data/prefecture}) into one sealed
-    archive at `out`, while the servers keep running; written to a temporary file, fsynced, then renamed.
-    `progress` is called with the snapshot bytes each chunk adds."""
+    archive at `out`, while the servers keep running; written to a temporary file beside it, fsynced, then
+    renamed over `out`. `progress` is called with the snapshot bytes each chunk adds.
+
+    Run it in a process that does not hold the environments open (py-lmdb opens one once per process): the
+    CLI, or `create_backup_in_child` from inside a server."""
     _check_key(key)
     _check_sources(sources)
     if not 0 < chunk_size <= _MAX_CHUNK_SIZE:
         raise BackupError(f"chunk size must be between 1 and {_MAX_CHUNK_SIZE} bytes")
     header = _Header(chunk_size, MANIFEST_AREA, secrets.token_bytes(16), key_id(key), secrets.token_bytes(4))
     sealer = _Sealer(key, header)
+    started = datetime.now(UTC)
     out.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     partial = out.with_name(f".{out.name}.{header.backup_id.hex()[:12]}.partial")
     fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -375,7 +382,7 @@ def create_backup(
             manifest = Manifest(
                 backup_id=header.backup_id.hex(),
                 key_id=header.key_id.hex(),
-                created_at=datetime.now(UTC),
+                created_at=started,
                 source_host=socket.gethostname(),
                 chunk_size=chunk_size,
                 environments=tuple(environments),

@@ -1,8 +1,11 @@
 """The daily backup inside the server: an archive every `every` seconds, the newest `keep` kept.
 
-The copy runs in a worker thread (it reads and seals the whole store), never on the event loop. A failed run
-is logged and retried at the next interval; it never stops the server. After a restart the schedule keeps
-its rhythm: the next archive is due `every` seconds after the newest one already in the directory.
+Each archive is made by a child process (`python -m server.backup`), awaited without blocking the event
+loop: py-lmdb opens an environment only once per process and the server holds its own open, while a second
+process may read beside the writer. The snapshot's reading and sealing thus take none of the server's CPU
+or GIL either. A failed run is logged and tried again at the next interval; it never stops the server.
+After a restart the schedule keeps its rhythm: the next archive is due `every` seconds after the newest one
+already in the directory.
 """
 
 from __future__ import annotations
@@ -10,12 +13,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import re
+import sys
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from server.backup.archive import create_backup
+import server
+from server.backup.archive import BackupError, Manifest
 
 log = logging.getLogger(__name__)
 
@@ -68,9 +74,41 @@ def _first_delay(out_dir: Path, every: float, now: datetime) -> float:
     return max(0.0, min(every, (due - now).total_seconds()))
 
 
-def _run_once(sources: Mapping[str, Path], target: Path, key: bytes, keep: int) -> None:
-    manifest = create_backup(sources, target, key)
-    removed = prune_archives(target.parent, keep)
+async def create_backup_in_child(sources: Mapping[str, Path], out: Path, key: bytes) -> Manifest:
+    """`create_backup` in a child process (see the module docstring); cancelled, the child is stopped and
+    leaves no partial archive."""
+    root = str(Path(server.__file__).resolve().parent.parent)  # where `server` is importable from
+    path = os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH", "")) if p)
+    args = [f"{name}={directory.absolute()}" for name, directory in sources.items()]
+    child = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "server.backup",
+        "create",
+        str(out.absolute()),
+        *args,
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env={**os.environ, "PYTHONPATH": path},
+    )
+    try:
+        stdout, stderr = await child.communicate(key)
+    except BaseException:
+        if child.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                child.terminate()  # it removes its partial archive on SIGTERM
+            await asyncio.shield(child.wait())
+        raise
+    if child.returncode != 0:
+        lines = stderr.decode(errors="replace").strip().splitlines()
+        raise BackupError(lines[-1] if lines else f"backup process exited with {child.returncode}")
+    return Manifest.from_json(stdout)
+
+
+async def _run_once(sources: Mapping[str, Path], target: Path, key: bytes, keep: int) -> None:
+    manifest = await create_backup_in_child(sources, target, key)
+    removed = await asyncio.to_thread(prune_archives, target.parent, keep)
     log.info(
         "backup written",
         extra={"archive": target.name, "bytes": manifest.total_size, "pruned": len(removed)},
@@ -89,7 +127,7 @@ async def backup_schedule(
 ) -> None:
     """Until `stop` is set: every `every` seconds an archive `out_dir/backup-<UTC timestamp>.jkb` of
     `sources`, then all but the newest `keep` archives removed. A run under way when `stop` is set is
-    finished first (the copy cannot be interrupted halfway; an archive is whole or absent)."""
+    finished first; cancelling the task instead stops it (an archive is whole or absent, never partial)."""
     if every <= 0:
         raise ValueError("every must be positive")
     if keep < 1:
@@ -105,7 +143,7 @@ async def backup_schedule(
             log.warning("backup skipped: an archive of this second exists", extra={"archive": target.name})
         else:
             try:
-                await asyncio.to_thread(_run_once, sources, target, key, keep)
+                await _run_once(sources, target, key, keep)
             except Exception:
                 log.exception("backup failed", extra={"archive": target.name})
         delay = max(0.0, every - (loop.time() - started))
