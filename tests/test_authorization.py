@@ -172,18 +172,6 @@ def test_updates_are_refused_to_every_role_but_municipal_cs(server: Server) -> N
         assert error.code() == grpc.StatusCode.PERMISSION_DENIED, identity
 
 
-def test_methods_of_later_issues_are_unimplemented_for_allowed_callers(server: Server) -> None:
-    request = prefecture_pb2.FetchMyNumberRequest(
-        purpose="bt6-police-driving-licence", resident_code="12345678901"
-    )
-    assert (
-        refused(server, "fuhyo-server/24", "FetchMyNumber", request).code() == grpc.StatusCode.UNIMPLEMENTED
-    )
-    # … and still denied to a role that may never call them.
-    for identity in ("monitor/monitor-01", "agency/police"):
-        assert refused(server, identity, "FetchMyNumber", request).code() == grpc.StatusCode.PERMISSION_DENIED
-
-
 def test_every_role_may_ping(server: Server) -> None:
     for identity in ("monitor/monitor-01", "auditor/auditor-01", "municipal-cs/245623", "fuhyo-server/24"):
         server.stub(identity).Ping(prefecture_pb2.PingRequest(), timeout=5)

@@ -94,3 +94,6 @@ class CallFacts:
                         self.add_code(getattr(element, "resident_code", ""))
         if "result" in descriptor.fields_by_name and response.HasField("result"):
             self.add_code(response.result.resident_code)
+        if "my_number" in descriptor.fields_by_name and response.my_number:  # the restricted link's answer
+            self.items.add("my_number")
+            self.count += 1

@@ -18,6 +18,7 @@ from server.domain.minimise import resident_view
 from server.domain.reconcile import differing_items, range_digests, record_items
 from server.domain.search import PageTokens, parse_query, run_search
 from server.domain.updates import Applied, apply_notice, validate_notice
+from server.identity.pki import SpiffeId
 from server.identity.policy import Policy
 from server.observability import metrics
 from server.propagation.national_client import NationalClient
@@ -334,8 +335,39 @@ class PrefectureService(prefecture_pb2_grpc.PrefectureServicer):
             ],
         )
 
-    async def FetchMyNumber(self, request: Any, context: Context) -> Any:
-        await _unimplemented(context, "FetchMyNumber")
+    async def FetchMyNumber(
+        self, request: prefecture_pb2.FetchMyNumberRequest, context: Context
+    ) -> prefecture_pb2.FetchMyNumberResponse:
+        """The restricted link (SPEC §5.3): one person's My Number and nothing else, for the 附票 server only
+        (the policy admits no other caller), for a purpose that allows My Number. Persons living abroad are
+        removed from the resident register but keep their My Number, so removed records answer too."""
+        v = Violations()
+        val.check_resident_code(v, "resident_code", request.resident_code)
+        val.check_ascii_id(v, "request_id", request.request_id, required=True)
+        try:
+            requester = SpiffeId.parse(request.requester)
+            if requester.role not in operators.BULK_ROLES:
+                v.add("requester", "an agency or department")
+        except ValueError:
+            v.add("requester", "the SPIFFE ID of the agency or department asking")
+        try:
+            v.raise_if_any()
+        except DomainError as err:
+            await abort(context, err)
+        if not self._policy().allows_my_number(request.purpose):
+            await abort(
+                context,
+                DomainError(
+                    ErrorKind.PERMISSION_DENIED,
+                    "the purpose does not allow My Number",
+                    "PURPOSE_WITHOUT_MY_NUMBER",
+                ),
+            )
+        with self._store.reader() as tx:
+            number = tx.my_number(request.resident_code) if tx.get(request.resident_code) is not None else ""
+        if not number:
+            await abort(context, _nobody())
+        return prefecture_pb2.FetchMyNumberResponse(my_number=number)
 
     async def BatchProvide(
         self, request_iterator: AsyncIterator[prefecture_pb2.BatchProvideRequest], context: Context
@@ -517,7 +549,3 @@ def _invalid(field: str, description: str) -> DomainError:
 
 def _nobody() -> DomainError:
     return DomainError(ErrorKind.NOT_FOUND, "nobody matches the condition", reason="NO_RECORD")
-
-
-async def _unimplemented(context: Context, name: str) -> None:
-    await context.abort(grpc.StatusCode.UNIMPLEMENTED, f"Prefecture.{name} is not built yet")
