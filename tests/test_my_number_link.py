@@ -57,7 +57,7 @@ def test_any_other_certificate_is_refused_with_no_digits(
     with pytest.raises(grpc.RpcError) as info:
         fetch(server, identity, person.resident_code)
     assert info.value.code() == grpc.StatusCode.PERMISSION_DENIED
-    text = (info.value.details() or "") + repr(info.value.trailing_metadata())  # type: ignore[attr-defined]
+    text = (info.value.details() or "") + repr(info.value.trailing_metadata())
     assert person.my_number not in text and person.my_number[:6] not in text
 
 
