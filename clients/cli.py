@@ -11,6 +11,7 @@ from clients import (
     audit_cmds,
     backup_cmds,
     batch_cmd,
+    fuhyo_cmds,
     operator_cmds,
     peer_cmds,
     pki_cmds,
@@ -45,6 +46,8 @@ cli.add_command(peer_cmds.provide)
 cli.add_command(peer_cmds.ping)
 cli.add_command(peer_cmds.bench)
 cli.add_command(admin_cmds.admin)
+for command in (fuhyo_cmds.provide, fuhyo_cmds.redeliver, fuhyo_cmds.ack):
+    batch_cmd.agency.add_command(command)
 cli.add_command(batch_cmd.agency)
 cli.add_command(operator_cmds.operator)
 cli.add_command(audit_cmds.audit)

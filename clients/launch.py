@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import grpc
-from juki.v1 import national_pb2_grpc, prefecture_pb2, prefecture_pb2_grpc
+from juki.v1 import fuhyo_pb2_grpc, national_pb2_grpc, prefecture_pb2, prefecture_pb2_grpc
 
 from clients.channel import secure_channel
 from server.identity.pki import Pki
@@ -59,6 +59,15 @@ def wait_serving(settings: Settings, identity: str, *, timeout: float = 30.0) ->
     channel = secure_channel(Pki(settings.pki_path), identity, settings.prefecture_target)
     try:
         _wait(prefecture_pb2_grpc.PrefectureStub(channel), settings.prefecture_target, timeout)  # type: ignore[no-untyped-call]
+    finally:
+        channel.close()
+
+
+def wait_fuhyo(settings: Settings, identity: str, *, timeout: float = 30.0) -> None:
+    """Block until a Ping of the 附票 server over mTLS succeeds as `identity`."""
+    channel = secure_channel(Pki(settings.pki_path), identity, settings.fuhyo_target)
+    try:
+        _wait(fuhyo_pb2_grpc.FuhyoStub(channel), settings.fuhyo_target, timeout)  # type: ignore[no-untyped-call]
     finally:
         channel.close()
 

@@ -15,20 +15,23 @@ from clients.launch import start_server_process, wait_national, write_settings
 from clients.pki_cmds import ensure_dev_pki
 from server.app import (
     RunningServer,
+    open_fuhyo_store,
     open_national_store,
     open_store,
     register_dev_operators,
     serve,
+    start_fuhyo,
     start_national,
     start_prefecture,
 )
 from server.seed.elsewhere import generate_elsewhere
+from server.seed.fuhyo import generate_fuhyo, load_fuhyo
 from server.seed.load import load
 from server.seed.population import SeedEntry, generate
 from server.settings import Settings
 from server.storage.residents import ResidentStore
 
-SERVERS = ("prefecture", "national")
+SERVERS = ("prefecture", "national", "fuhyo")
 
 
 def _seed(store: ResidentStore, entries: Iterable[SeedEntry], count: int, label: str) -> None:
@@ -46,6 +49,8 @@ def _resident_count(store: ResidentStore) -> int:
 
 
 def _open(settings: Settings, server: str) -> ResidentStore:
+    if server == "fuhyo":
+        return open_fuhyo_store(settings)
     return open_national_store(settings) if server == "national" else open_store(settings)
 
 
@@ -65,7 +70,11 @@ def seed(settings: Settings, server: str, count: int | None, seed_number: int, i
             return
         if existing:
             raise click.ClickException(f"store already holds {existing:,} residents (seed an empty data dir)")
-        if server == "national":
+        if server == "fuhyo":
+            n = count or 100_000
+            written = load_fuhyo(store, generate_fuhyo(n, seed_number))
+            click.echo(f"seeded {written:,} 附票 records (the same people as Mie's first {n:,})")
+        elif server == "national":
             n = count or settings.national_seed_count
             _seed(store, generate_elsewhere(n), n, "other-prefecture")
         else:
@@ -110,6 +119,16 @@ def serve_prefecture_cmd(settings: Settings, port: int | None) -> None:
     asyncio.run(
         serve(settings, start_prefecture, on_ready=lambda r: _announce(settings, "prefecture", r, None))
     )
+
+
+@serve_group.command("fuhyo")
+@click.option("--port", type=int, help="listen port (default from settings)")
+@click.pass_obj
+def serve_fuhyo_cmd(settings: Settings, port: int | None) -> None:
+    """The 附票 prefectural server (附票都道府県サーバ)."""
+    if port is not None:
+        settings = settings.replace(fuhyo_port=port)
+    asyncio.run(serve(settings, start_fuhyo, on_ready=lambda r: _announce(settings, "fuhyo", r, None)))
 
 
 @serve_group.command("national")
@@ -169,25 +188,33 @@ def run(settings: Settings, count: int) -> None:
         )
     national.env.close()
     added = register_dev_operators(settings)
+    register_dev_operators(settings, opener=open_fuhyo_store)
     if added:
         click.echo(f"dev operators registered: {', '.join(added)}")
     store = open_store(settings)
     if _resident_count(store) == 0:
         _seed(store, generate(count, 1), count, "Mie")
+    fuhyo = open_fuhyo_store(settings)
+    if _resident_count(fuhyo) == 0:
+        click.echo(f"seeded {load_fuhyo(fuhyo, generate_fuhyo(count, 1)):,} 附票 records")
+    fuhyo.env.close()
     sample = _first_code(store)
     store.env.close()
 
     config = write_settings(settings, settings.path(settings.data_dir).parent / "run-settings.toml")
-    peer = start_server_process(config, "national")
+    peers = [start_server_process(config, "national"), start_server_process(config, "fuhyo")]
     try:
         wait_national(settings, "prefectural-server/" + settings.prefecture_code)
         click.echo(f"national server (juki.v1.National, mTLS) listening on {settings.national_target}")
+        click.echo(f"附票 server (juki.v1.Fuhyo, mTLS) listening on {settings.fuhyo_target}")
         asyncio.run(
             serve(settings, start_prefecture, on_ready=lambda r: _announce(settings, "prefecture", r, sample))
         )
     finally:
-        peer.terminate()
-        try:
-            peer.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            peer.kill()
+        for peer in peers:
+            peer.terminate()
+        for peer in peers:
+            try:
+                peer.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                peer.kill()

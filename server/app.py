@@ -24,6 +24,8 @@ from grpc_reflection.v1alpha import reflection
 from juki.v1 import (
     admin_pb2,
     admin_pb2_grpc,
+    fuhyo_pb2,
+    fuhyo_pb2_grpc,
     national_pb2,
     national_pb2_grpc,
     prefecture_pb2,
@@ -42,11 +44,13 @@ from server.identity.pki import Pki, SpiffeId
 from server.identity.policy import Policy, PolicyError
 from server.observability.endpoint import MetricsEndpoint
 from server.observability.gauges import refresh_loop, set_static
+from server.propagation.my_number_link import MyNumberLink
 from server.propagation.national_client import NationalClient
 from server.propagation.relay import OutboxRelay
 from server.services.admin import AdminService
 from server.services.auditing import TrailAuditor, housekeeping, monthly_statistics
 from server.services.chain import AccessInterceptor, CallAuditor, OperatorLookup, purpose_methods
+from server.services.fuhyo import FuhyoService
 from server.services.national import NationalService
 from server.services.prefecture import PrefectureService, jst_now
 from server.settings import Settings
@@ -55,12 +59,14 @@ from server.storage.lmdbenv import LmdbEnv
 from server.storage.registry import Registry
 from server.storage.residents import DB_NAMES, ResidentStore
 from server.storage.sealing import DataKeys, MyNumberSealer
+from server.tempstore import TempStore
 
 log = logging.getLogger(__name__)
 
 PREFECTURE_SERVICE = prefecture_pb2.DESCRIPTOR.services_by_name["Prefecture"]
 NATIONAL_SERVICE = national_pb2.DESCRIPTOR.services_by_name["National"]
 ADMIN_SERVICE = admin_pb2.DESCRIPTOR.services_by_name["Admin"]
+FUHYO_SERVICE = fuhyo_pb2.DESCRIPTOR.services_by_name["Fuhyo"]
 HEALTH_SERVICE = health_pb2.DESCRIPTOR.services_by_name["Health"]
 
 
@@ -88,13 +94,27 @@ def client_channel(pki: Pki, identity: str, target: str) -> grpc.aio.Channel:
 
 
 def open_store(
-    settings: Settings, *, data_dir: Path | None = None, keys_file: Path | None = None
+    settings: Settings,
+    *,
+    data_dir: Path | None = None,
+    keys_file: Path | None = None,
+    extra_dbs: tuple[str, ...] = (),
 ) -> ResidentStore:
     """The prefectural store by default; the national one with its own directories."""
     data = settings.path(data_dir) if data_dir else settings.data_path
     keys = settings.path(keys_file) if keys_file else settings.keys_path
-    env = LmdbEnv(data, DB_NAMES + registry_dbs.DB_NAMES, map_size=settings.map_size)
+    env = LmdbEnv(data, DB_NAMES + registry_dbs.DB_NAMES + extra_dbs, map_size=settings.map_size)
     return ResidentStore(env, MyNumberSealer(DataKeys.load_or_create(keys)))
+
+
+def open_fuhyo_store(settings: Settings) -> ResidentStore:
+    """The 附票 store: the shared record machinery over its own environment, plus the full 附票 records."""
+    return open_store(
+        settings,
+        data_dir=settings.fuhyo_data_dir,
+        keys_file=settings.fuhyo_keys_file,
+        extra_dbs=("fuhyo_records",),
+    )
 
 
 def open_national_store(settings: Settings) -> ResidentStore:
@@ -349,10 +369,12 @@ async def start_prefecture(settings: Settings) -> RunningServer:
 
 
 def register_dev_operators(
-    settings: Settings, operator_ids: tuple[str, ...] = ("op-0001", "op-0002")
+    settings: Settings,
+    operator_ids: tuple[str, ...] = ("op-0001", "op-0002"),
+    opener: Callable[[Settings], ResidentStore] = open_store,
 ) -> list[str]:
     """Offline bootstrap for the embedded default: register the dev operators with every operator grant."""
-    store = open_store(settings)
+    store = opener(settings)
     registry = Registry(store.env)
     policy = Policy.load(settings.policy_path)
     bootstrap = SpiffeId(settings.trust_domain, "admin", "bootstrap")
@@ -371,6 +393,77 @@ def register_dev_operators(
     finally:
         store.env.close()
     return added
+
+
+async def start_fuhyo(settings: Settings) -> RunningServer:
+    """The 附票 server: its own store, temporary area, link to the prefectural server, audit trail."""
+    store = open_fuhyo_store(settings)
+    trail = _open_trail(
+        settings, settings.fuhyo_audit_dir, settings.fuhyo_audit_keys_file, settings.fuhyo_auditor_keys_file
+    )
+    pki = Pki(settings.pki_path)
+    tempstore = TempStore(settings.path(settings.tempstore_dir), ttl=settings.tempstore_ttl)
+    link = MyNumberLink(
+        lambda: client_channel(pki, settings.fuhyo_identity, settings.prefecture_target),
+        timeout=settings.national_timeout,
+    )
+    registry = Registry(store.env)
+    policy_ref: list[AccessInterceptor] = []
+    service = FuhyoService(
+        store,
+        lambda: policy_ref[0].policy,
+        PageTokens(store.sealer.index_key("page-token-secret")),
+        link,
+        tempstore,
+        now=jst_now,
+        batch_size=settings.apply_batch_size,
+        page_size=settings.search_page_size,
+        scan_limit=settings.search_scan_limit,
+        max_results=settings.search_max_results,
+    )
+    admin = AdminService(
+        registry,
+        lambda: policy_ref[0].policy,
+        lambda month: monthly_statistics(trail.directory, month),
+        now=jst_now,
+    )
+
+    def add(server: grpc.aio.Server) -> None:
+        fuhyo_pb2_grpc.add_FuhyoServicer_to_server(service, server)  # type: ignore[no-untyped-call]
+        admin_pb2_grpc.add_AdminServicer_to_server(admin, server)  # type: ignore[no-untyped-call]
+
+    running = await _start(
+        settings,
+        identity=settings.fuhyo_identity,
+        port=settings.fuhyo_port,
+        store=store,
+        services=(FUHYO_SERVICE, ADMIN_SERVICE),
+        add_servicers=add,
+        metrics_port=settings.fuhyo_metrics_port,
+        operators=registry.operator,
+        auditor=TrailAuditor(trail),
+    )
+    policy_ref.append(running.access)
+    _attach_audit(running, trail, settings)
+    stop_expiry = asyncio.Event()
+    running.background.append(asyncio.create_task(tempstore.run_expiry(every=1.0, stop=stop_expiry)))
+
+    async def end() -> None:
+        stop_expiry.set()
+        await link.close()
+
+    running.on_stop.append(end)
+
+    def close_tempstore() -> None:
+        tempstore.erase_all("shutdown")  # the keys die with the process anyway; leave no sealed bytes either
+        tempstore.close()
+
+    running.after_stop.append(close_tempstore)
+    _attach_backup(
+        running, settings, "fuhyo", settings.path(settings.fuhyo_data_dir)
+    )  # never the temporary area
+    await running.set_health(True)
+    return running
 
 
 async def start_national(settings: Settings) -> RunningServer:

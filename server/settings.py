@@ -40,6 +40,19 @@ class Settings:
     national_keys_file: Path = Path("var/keys/national.keys.json")
     national_seed_count: int = 30_000  # synthetic residents of other prefectures
     national_timeout: float = 5.0
+    # the 附票 server (SPEC §5.2) and its temporary area (§5.3)
+    fuhyo_port: int = 50052
+    fuhyo_identity: str = "fuhyo-server/24"
+    fuhyo_data_dir: Path = Path("var/data/fuhyo")
+    fuhyo_keys_file: Path = Path(
+        "var/keys/fuhyo.keys.json"
+    )  # page tokens only: the 附票 server holds no My Number
+    tempstore_dir: Path = Path("var/tempstore/fuhyo")  # its own directory, never backed up
+    tempstore_ttl: float = 300.0  # long enough for a recipient to ask again, short enough to hold little
+    fuhyo_audit_dir: Path = Path("var/audit/fuhyo")
+    fuhyo_audit_keys_file: Path = Path("var/keys/fuhyo.audit.json")
+    fuhyo_auditor_keys_file: Path = Path("var/keys/fuhyo.auditor.json")
+    fuhyo_metrics_port: int = 50062
     # propagation (outbox relay, SPEC §6.2)
     relay_enabled: bool = True
     relay_batch_size: int = 500
@@ -91,6 +104,10 @@ class Settings:
     @property
     def prefecture_target(self) -> str:
         return f"{self.host}:{self.prefecture_port}"
+
+    @property
+    def fuhyo_target(self) -> str:
+        return f"{self.host}:{self.fuhyo_port}"
 
     @property
     def national_target(self) -> str:

@@ -15,10 +15,11 @@ import pytest
 from juki.v1 import prefecture_pb2, prefecture_pb2_grpc
 
 from clients.channel import secure_channel
-from clients.launch import start_server_process, wait_national, wait_serving, write_settings
-from server.app import open_national_store, open_store, register_dev_operators
+from clients.launch import start_server_process, wait_fuhyo, wait_national, wait_serving, write_settings
+from server.app import open_fuhyo_store, open_national_store, open_store, register_dev_operators
 from server.identity.pki import DEV_IDENTITIES, Pki
 from server.seed.elsewhere import generate_elsewhere
+from server.seed.fuhyo import generate_fuhyo, load_fuhyo
 from server.seed.load import load
 from server.seed.population import generate
 from server.settings import Settings
@@ -52,8 +53,10 @@ class Server:
     config: Path
     log: Path
     with_national: bool = True
+    with_fuhyo: bool = False
     proc: subprocess.Popen[bytes] | None = None
     national_proc: subprocess.Popen[bytes] | None = None
+    fuhyo_proc: subprocess.Popen[bytes] | None = None
     _channels: list[grpc.Channel] = field(default_factory=list)
 
     def start(self) -> None:
@@ -65,6 +68,22 @@ class Server:
         except TimeoutError:
             self.stop()
             raise AssertionError("server did not start:\n" + self.log.read_text()[-3000:]) from None
+        if self.with_fuhyo and (self.fuhyo_proc is None or self.fuhyo_proc.poll() is not None):
+            self.start_fuhyo()
+
+    def start_fuhyo(self) -> None:
+        log = self.log.with_name("fuhyo.log")
+        self.fuhyo_proc = start_server_process(self.config, "fuhyo", log=log)
+        try:
+            wait_fuhyo(self.settings, "monitor/monitor-01")
+        except TimeoutError:
+            raise AssertionError("fuhyo server did not start:\n" + log.read_text()[-3000:]) from None
+
+    def stop_fuhyo(self, sig: int = signal.SIGTERM) -> int:
+        assert self.fuhyo_proc is not None
+        if self.fuhyo_proc.poll() is None:
+            self.fuhyo_proc.send_signal(sig)
+        return self.fuhyo_proc.wait(timeout=30)
 
     def start_national(self) -> None:
         self.national_proc = start_server_process(
@@ -93,6 +112,8 @@ class Server:
         return code
 
     def stop_all(self) -> None:
+        if self.fuhyo_proc is not None:
+            self.stop_fuhyo()
         if self.proc is not None:
             self.stop()
         if self.national_proc is not None:
@@ -125,6 +146,7 @@ def make_server(
     seeded: int = SEEDED,
     elsewhere: int = ELSEWHERE,
     with_national: bool = True,
+    with_fuhyo: bool = False,
     **overrides: Any,
 ) -> Server:
     """A prefectural server (seeded with Mie's first `seeded` residents) and its national peer (seeded with
@@ -135,6 +157,8 @@ def make_server(
         "national_port": free_port(),
         "prefecture_metrics_port": free_port(),
         "national_metrics_port": free_port(),
+        "fuhyo_port": free_port(),
+        "fuhyo_metrics_port": free_port(),
         "relay_backoff_max": 1.0,
         "backup_enabled": False,  # tests of backups turn it on
     }
@@ -148,8 +172,13 @@ def make_server(
         load(national, generate_elsewhere(elsewhere))
         national.env.close()
     register_dev_operators(settings)
+    if with_fuhyo:
+        fuhyo = open_fuhyo_store(settings)
+        load_fuhyo(fuhyo, generate_fuhyo(seeded, 1))
+        fuhyo.env.close()
+        register_dev_operators(settings, opener=open_fuhyo_store)
     config = write_settings(settings, base / "juki.toml")
-    return Server(settings, config, base / "server.log", with_national=with_national)
+    return Server(settings, config, base / "server.log", with_national=with_national, with_fuhyo=with_fuhyo)
 
 
 @pytest.fixture(scope="module")

@@ -12,6 +12,7 @@ import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from google.protobuf.message import Message
 from juki.v1 import national_pb2, prefecture_pb2, records_pb2
 
 from server.domain import validation as val
@@ -49,7 +50,7 @@ class Applied:
     replayed: bool
 
 
-def notice_digest(notice: prefecture_pb2.ChangeNotice) -> bytes:
+def notice_digest(notice: Message) -> bytes:
     return hashlib.sha256(notice.SerializeToString(deterministic=True)).digest()
 
 
@@ -149,22 +150,22 @@ def _refuse(kind: ErrorKind, message: str, reason: str, **metadata: str) -> Doma
     return DomainError(kind, message, reason=reason, metadata=dict(metadata))
 
 
-def _check_sequence(
-    tx: ResidentTxn, notice: prefecture_pb2.ChangeNotice, digest: bytes
+def check_sequence(
+    tx: ResidentTxn, municipality_code: str, sequence: int, digest: bytes
 ) -> prefecture_pb2.ApplyResult | None:
     """The first result of a replayed notice, None for the next notice; refuses gaps and conflicts."""
-    last = tx.last_sequence(notice.municipality_code)
+    last = tx.last_sequence(municipality_code)
     expected = str(last + 1)
-    if notice.sequence == last + 1:
+    if sequence == last + 1:
         return None
-    if notice.sequence > last + 1:
+    if sequence > last + 1:
         raise _refuse(
             ErrorKind.FAILED_PRECONDITION,
             f"sequence gap: expected sequence {expected}",
             "SEQUENCE_GAP",
             expected_sequence=expected,
         )
-    applied = tx.applied(notice.municipality_code, notice.sequence)
+    applied = tx.applied(municipality_code, sequence)
     if applied is None or applied[0] != digest:
         raise _refuse(
             ErrorKind.FAILED_PRECONDITION,
@@ -200,7 +201,7 @@ def apply_notice(
             "OTHER_MUNICIPALITY",
         )
     digest = notice_digest(notice)
-    first = _check_sequence(tx, notice, digest)
+    first = check_sequence(tx, notice.municipality_code, notice.sequence, digest)
     if first is not None:
         return Applied(first, replayed=True)
 

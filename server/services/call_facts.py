@@ -16,7 +16,9 @@ from server.identity.pki import SpiffeId
 
 MAX_SUBJECTS = 1000  # per entry of most calls; a larger call records its count and the first subjects
 # A provision's entry names every resident provided (the resident's disclosure is built from it).
-PROVISION_METHODS = frozenset({"/juki.v1.Prefecture/Provide", "/juki.v1.Prefecture/BatchProvide"})
+PROVISION_METHODS = frozenset(
+    {"/juki.v1.Prefecture/Provide", "/juki.v1.Prefecture/BatchProvide", "/juki.v1.Fuhyo/Provide"}
+)
 
 # ResidentView field → the SPEC §3.3 item it carries
 _ITEMS = (
@@ -72,7 +74,7 @@ class CallFacts:
         self.add_code(view.resident_code)
         self.count += 1
         for name, item in _ITEMS:
-            if getattr(view, name):
+            if getattr(view, name, None):  # a 附票 view has fewer items than a resident's
                 self.items.add(item)
 
     def add_response(self, response: Any) -> None:
@@ -88,7 +90,7 @@ class CallFacts:
         for name in ("records", "results"):
             if name in descriptor.fields_by_name:
                 for element in getattr(response, name):
-                    if element.DESCRIPTOR.name == "ResidentView":
+                    if element.DESCRIPTOR.name in ("ResidentView", "FuhyoView"):
                         self.add_view(element)
                     else:
                         self.add_code(getattr(element, "resident_code", ""))

@@ -284,6 +284,14 @@ class ResidentTxn:
             self._txn.delete(key, db=self._dbs["outbox"])
         self.bump(b"outbox_delivered", len(keys))
 
+    def put_raw(self, db: str, key: bytes, value: bytes) -> None:
+        """A value in one of the environment's other databases (e.g. the 附票 server's full records)."""
+        self._txn.put(key, value, db=self._store.env.dbs[db])
+
+    def get_raw(self, db: str, key: bytes) -> bytes | None:
+        raw = self._txn.get(key, db=self._store.env.dbs[db])
+        return None if raw is None else bytes(raw)
+
     def counter(self, name: bytes) -> int:
         raw = self._txn.get(name, db=self._dbs["meta"])
         return 0 if raw is None else int(_U64.unpack(raw)[0])

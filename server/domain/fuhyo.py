@@ -1,0 +1,164 @@
+"""附票 rules (SPEC §3.2, §5.2): applying change notices and what a 附票 record shows.
+
+The 附票 store reuses the resident store's machinery: each FuhyoRecord is kept whole in `fuhyo_records`
+and projected onto a ResidentRecord (4情報, managing municipality, state) for the shared indexes, search,
+sequences and history — so 4情報 search folds and limits exactly as on the prefectural server. The
+projection never carries a My Number.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable
+from typing import Any
+
+from juki.v1 import fuhyo_pb2, prefecture_pb2, records_pb2
+
+from server.domain import validation as val
+from server.domain.errors import DomainError, ErrorKind, Violations
+from server.domain.updates import Applied, check_sequence, notice_digest
+from server.storage.residents import ResidentTxn
+
+STATE_DOMESTIC = 1  # 附票本人確認情報状態区分: 国内
+STATE_ABROAD = 2  # 国外転出者: address holds the last domestic address
+K = fuhyo_pb2
+
+
+def validate_fuhyo_notice(notice: fuhyo_pb2.FuhyoNotice, *, today: dt.date, path: str = "notice") -> None:
+    v = Violations()
+    val.check_municipality(v, f"{path}.managing_municipality_code", notice.managing_municipality_code)
+    if notice.sequence < 1:
+        v.add(f"{path}.sequence", "must be 1 or more")
+    if notice.kind not in (
+        K.FUHYO_CHANGE_KIND_CREATE,
+        K.FUHYO_CHANGE_KIND_MODIFY,
+        K.FUHYO_CHANGE_KIND_REMOVE,
+    ):
+        v.add(f"{path}.kind", "required: CREATE, MODIFY or REMOVE")
+    val.check_date(v, f"{path}.change_date", notice.change_date, today=today)
+    r = notice.record
+    p = f"{path}.record"
+    val.check_resident_code(v, f"{p}.resident_code", r.resident_code)
+    if r.managing_municipality_code != notice.managing_municipality_code:
+        v.add(f"{p}.managing_municipality_code", "must be the notice's managing municipality")
+    if notice.kind != K.FUHYO_CHANGE_KIND_REMOVE:
+        val.check_text(v, f"{p}.name_kanji", r.name_kanji, max_len=100)
+        val.check_kana(v, f"{p}.name_kana", r.name_kana)
+        val.check_date(v, f"{p}.birth_date", r.birth_date, today=today)
+        val.check_sex(v, f"{p}.sex", r.sex)
+        if r.state_kind not in (STATE_DOMESTIC, STATE_ABROAD):
+            v.add(f"{p}.state_kind", "1 (domestic) or 2 (abroad)")
+        address = r.last_address if r.state_kind == STATE_ABROAD else r.address
+        val.check_text(
+            v, f"{p}.{'last_address' if r.state_kind == STATE_ABROAD else 'address'}", address, max_len=200
+        )
+    v.raise_if_any()
+
+
+def projection(record: records_pb2.FuhyoRecord, *, removed: bool) -> records_pb2.ResidentRecord:
+    """The ResidentRecord the shared indexes see: 4情報 (the last domestic address for a person abroad)."""
+    abroad = record.state_kind == STATE_ABROAD
+    out = records_pb2.ResidentRecord(
+        resident_code=record.resident_code,
+        municipality_code=record.managing_municipality_code,
+        change_date=record.change_date,
+        deleted_flag=removed,
+        removed_date=record.change_date if removed else "",
+        state=records_pb2.RECORD_STATE_REMOVED if removed else records_pb2.RECORD_STATE_ACTIVE,
+        retention_flag=abroad,  # marks 国外転出者 in the projection (the view shows `abroad`)
+    )
+    out.four_info.name_kanji = record.name_kanji
+    out.four_info.name_kana = record.name_kana
+    out.four_info.birth_date = record.birth_date
+    out.four_info.sex = record.sex
+    out.four_info.address = record.last_address if abroad else record.address
+    return out
+
+
+def fuhyo_view(record: records_pb2.ResidentRecord) -> fuhyo_pb2.FuhyoView:
+    info = record.four_info
+    return fuhyo_pb2.FuhyoView(
+        resident_code=record.resident_code,
+        name_kanji=info.name_kanji,
+        name_kana=info.name_kana,
+        birth_date=info.birth_date,
+        sex=info.sex,
+        address=info.address,
+        abroad=record.retention_flag,
+        state=records_pb2.RECORD_STATE_REMOVED if record.deleted_flag else records_pb2.RECORD_STATE_ACTIVE,
+    )
+
+
+def _refuse(kind: ErrorKind, message: str, reason: str) -> DomainError:
+    return DomainError(kind, message, reason=reason)
+
+
+def apply_fuhyo_notice(
+    tx: ResidentTxn,
+    notice: fuhyo_pb2.FuhyoNotice,
+    *,
+    caller_municipality: str,
+    now: Callable[[], dt.datetime],
+    put_full: Callable[[records_pb2.FuhyoRecord], None],
+) -> Applied:
+    """Apply one validated 附票 notice inside a write transaction, or raise and write nothing."""
+    if notice.managing_municipality_code != caller_municipality:
+        raise _refuse(
+            ErrorKind.PERMISSION_DENIED,
+            "a municipal CS may only send notices it manages",
+            "OTHER_MUNICIPALITY",
+        )
+    digest = notice_digest(notice)
+    first = check_sequence(tx, notice.managing_municipality_code, notice.sequence, digest)
+    if first is not None:
+        return Applied(first, replayed=True)
+    code = notice.record.resident_code
+    current = tx.get(code)
+    kind = notice.kind
+    if current is not None and current.municipality_code != caller_municipality and not current.deleted_flag:
+        raise _refuse(
+            ErrorKind.PERMISSION_DENIED, "the record is managed by another municipality", "OTHER_MUNICIPALITY"
+        )
+    if kind == K.FUHYO_CHANGE_KIND_CREATE and current is not None and not current.deleted_flag:
+        raise _refuse(
+            ErrorKind.ALREADY_EXISTS, "the resident code is held by an active 附票 record", "ACTIVE_CODE"
+        )
+    if kind != K.FUHYO_CHANGE_KIND_CREATE:
+        if current is None:
+            raise _refuse(ErrorKind.NOT_FOUND, "no 附票 record with this resident code", "NO_RECORD")
+        if current.deleted_flag:
+            raise _refuse(
+                ErrorKind.FAILED_PRECONDITION, "the 附票 record is already removed", "ALREADY_REMOVED"
+            )
+    record = records_pb2.FuhyoRecord()
+    record.CopyFrom(notice.record)
+    record.change_date = notice.change_date
+    if kind == K.FUHYO_CHANGE_KIND_REMOVE and current is not None:
+        new = records_pb2.ResidentRecord()
+        new.CopyFrom(current)
+        new.deleted_flag, new.state = True, records_pb2.RECORD_STATE_REMOVED
+        new.removed_date = new.change_date = notice.change_date
+    else:
+        new = projection(record, removed=False)
+        put_full(record)
+    new.sequence = notice.sequence
+    new.notified_date = now().date().isoformat()
+    if current is not None:
+        tx.add_history(current, "")
+    tx.put_record(new, "")
+    applied_at = now()
+    result = prefecture_pb2.ApplyResult(
+        municipality_code=notice.managing_municipality_code,
+        sequence=notice.sequence,
+        resident_code=code,
+        applied_at=applied_at.isoformat(timespec="milliseconds"),
+    )
+    tx.set_last_sequence(notice.managing_municipality_code, notice.sequence)
+    tx.record_applied(notice.managing_municipality_code, notice.sequence, digest, result.SerializeToString())
+    return Applied(result, replayed=False)
+
+
+def full_record(raw: Any) -> records_pb2.FuhyoRecord:
+    record = records_pb2.FuhyoRecord()
+    record.ParseFromString(raw)
+    return record

@@ -1,0 +1,221 @@
+"""The `Fuhyo` servicer (附票都道府県サーバ): translates calls to the 附票 rules, the shared search, the
+restricted link and the temporary area. It never writes a My Number anywhere but the temporary area."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import grpc
+from juki.v1 import fuhyo_pb2, fuhyo_pb2_grpc, prefecture_pb2, records_pb2
+
+from server.domain import validation as val
+from server.domain.errors import DomainError, ErrorKind, Violations
+from server.domain.finding import MAX_MATCHES, find, parse_condition, too_many
+from server.domain.fuhyo import apply_fuhyo_notice, fuhyo_view, validate_fuhyo_notice
+from server.domain.search import PageTokens, parse_query, run_search
+from server.identity.policy import Policy
+from server.propagation.my_number_link import MyNumberLink
+from server.services.applying import NoticeApplier
+from server.services.chain import current_caller
+from server.services.status import abort
+from server.storage.residents import ResidentStore, ResidentTxn
+from server.tempstore import NotHeld, TempStore, TempStoreError, WrongOwner
+
+Context = grpc.aio.ServicerContext[Any, Any]
+FULL_RECORDS = "fuhyo_records"
+
+
+class FuhyoService(fuhyo_pb2_grpc.FuhyoServicer):
+    def __init__(
+        self,
+        store: ResidentStore,
+        policy: Callable[[], Policy],
+        tokens: PageTokens,
+        link: MyNumberLink,
+        tempstore: TempStore,
+        *,
+        now: Callable[[], dt.datetime],
+        batch_size: int = 256,
+        page_size: int = 20,
+        scan_limit: int = 50_000,
+        max_results: int = 1000,
+    ) -> None:
+        self._store = store
+        self._policy = policy
+        self._tokens = tokens
+        self._link = link
+        self._tempstore = tempstore
+        self._now = now
+        self._page_size, self._scan_limit, self._max_results = page_size, scan_limit, max_results
+        self._applier = NoticeApplier(
+            store,
+            validate=lambda notice, today, path: validate_fuhyo_notice(notice, today=today, path=path),
+            apply=self._apply_one,
+            batch_size=batch_size,
+            now=now,
+        )
+
+    def _apply_one(self, tx: ResidentTxn, notice: fuhyo_pb2.FuhyoNotice, caller: str) -> Any:
+        def put_full(record: records_pb2.FuhyoRecord) -> None:
+            tx.put_raw(FULL_RECORDS, record.resident_code.encode(), record.SerializeToString())
+
+        return apply_fuhyo_notice(tx, notice, caller_municipality=caller, now=self._now, put_full=put_full)
+
+    async def ApplyUpdate(
+        self, request: fuhyo_pb2.FuhyoApplyRequest, context: Context
+    ) -> prefecture_pb2.ApplyUpdateResponse:
+        return await self._applier.unary(request.notice, context)
+
+    async def ApplyUpdates(
+        self, request_iterator: AsyncIterator[fuhyo_pb2.FuhyoApplyRequest], context: Context
+    ) -> prefecture_pb2.ApplyUpdatesResponse:
+        return await self._applier.stream(request_iterator, context)
+
+    async def Lookup(
+        self, request: fuhyo_pb2.FuhyoLookupRequest, context: Context
+    ) -> fuhyo_pb2.FuhyoLookupResponse:
+        v = Violations()
+        val.check_resident_code(v, "resident_code", request.resident_code)
+        val.check_request_id(v, "request_id", request.request_id)
+        try:
+            v.raise_if_any()
+        except DomainError as err:
+            await abort(context, err)
+        with self._store.reader() as tx:
+            record = tx.get(request.resident_code)
+        if record is None:
+            await abort(context, _nobody())
+        return fuhyo_pb2.FuhyoLookupResponse(record=fuhyo_view(record))
+
+    async def Search(
+        self, request: prefecture_pb2.SearchRequest, context: Context
+    ) -> fuhyo_pb2.FuhyoSearchResponse:
+        try:
+            query = parse_query(request, today=self._now().date())
+            cursor = self._tokens.open(query, request.page_token) if request.page_token else None
+        except DomainError as err:
+            await abort(context, err)
+        with self._store.reader() as tx:
+            page = run_search(
+                tx,
+                query,
+                cursor,
+                page_size=request.page_size or self._page_size,
+                scan_limit=self._scan_limit,
+                max_results=self._max_results,
+            )
+        return fuhyo_pb2.FuhyoSearchResponse(
+            results=[fuhyo_view(r) for r in page.records],
+            next_page_token=self._tokens.seal(query, page.next_cursor) if page.next_cursor else "",
+            capped=page.capped,
+        )
+
+    async def Provide(
+        self, request: fuhyo_pb2.FuhyoProvideRequest, context: Context
+    ) -> fuhyo_pb2.FuhyoProvideResponse:
+        try:
+            v = Violations()
+            val.check_ascii_id(v, "request_id", request.request_id, required=request.include_my_number)
+            v.raise_if_any()
+            condition = parse_condition(
+                request.WhichOneof("condition"),
+                request.resident_code,
+                "",
+                request.four_info,
+                today=self._now().date(),
+            )
+        except DomainError as err:
+            await abort(context, err)
+        if request.include_my_number and not self._policy().allows_my_number(request.purpose):
+            await abort(
+                context,
+                DomainError(
+                    ErrorKind.PERMISSION_DENIED,
+                    "the purpose does not allow My Number",
+                    "PURPOSE_WITHOUT_MY_NUMBER",
+                ),
+            )
+        with self._store.reader() as tx:
+            records = find(tx, condition)
+        if len(records) > MAX_MATCHES:
+            await abort(context, too_many())
+        if not records:
+            await abort(context, _nobody())
+        views = [fuhyo_view(r) for r in records]
+        answer = fuhyo_pb2.FuhyoProvideResponse(records=views, request_id=request.request_id)
+        if not request.include_my_number:
+            return answer
+        if len(records) != 1:
+            await abort(
+                context,
+                DomainError(
+                    ErrorKind.FAILED_PRECONDITION, "My Number is given for one person only", "AMBIGUOUS"
+                ),
+            )
+        caller = current_caller().uri
+        try:
+            answer.my_number = await self._link.fetch(
+                records[0].resident_code,
+                purpose=request.purpose,
+                requester=caller,
+                request_id=request.request_id,
+            )
+            await self._tempstore.put_async(request.request_id, caller, answer.SerializeToString())
+        except DomainError as err:
+            await abort(context, err)
+        except TempStoreError:
+            await abort(
+                context,
+                DomainError(
+                    ErrorKind.ALREADY_EXISTS, "this request id is held already: redeliver it", "HELD"
+                ),
+            )
+        return answer
+
+    async def Redeliver(
+        self, request: fuhyo_pb2.RedeliverRequest, context: Context
+    ) -> fuhyo_pb2.FuhyoProvideResponse:
+        payload = await self._held(context, request.request_id, ack=False)
+        answer = fuhyo_pb2.FuhyoProvideResponse()
+        answer.ParseFromString(payload)
+        return answer
+
+    async def AckDelivery(
+        self, request: fuhyo_pb2.AckDeliveryRequest, context: Context
+    ) -> fuhyo_pb2.AckDeliveryResponse:
+        await self._held(context, request.request_id, ack=True)
+        return fuhyo_pb2.AckDeliveryResponse()
+
+    async def _held(self, context: Context, request_id: str, *, ack: bool) -> bytes:
+        v = Violations()
+        val.check_ascii_id(v, "request_id", request_id, required=True)
+        try:
+            v.raise_if_any()
+        except DomainError as err:
+            await abort(context, err)
+        caller = current_caller().uri
+        try:
+            if ack:
+                await self._tempstore.ack_async(request_id, caller)
+                return b""
+            return self._tempstore.get(request_id, caller)
+        except WrongOwner:
+            await abort(
+                context, DomainError(ErrorKind.PERMISSION_DENIED, "held for another caller", "WRONG_OWNER")
+            )
+        except NotHeld:
+            await abort(
+                context, DomainError(ErrorKind.NOT_FOUND, "nothing held under this request id", "NOT_HELD")
+            )
+        raise AssertionError("unreachable")
+
+    async def Ping(
+        self, request: prefecture_pb2.PingRequest, context: Context
+    ) -> prefecture_pb2.PingResponse:
+        return prefecture_pb2.PingResponse()
+
+
+def _nobody() -> DomainError:
+    return DomainError(ErrorKind.NOT_FOUND, "nobody matches the condition", reason="NO_RECORD")

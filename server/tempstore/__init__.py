@@ -1,0 +1,27 @@
+"""The 附票 server's temporary area (一時保存領域, SPEC §5.3): My Numbers held only until delivered.
+
+`TempStore` keeps each answer sealed under its own key, held only in process memory, in an LMDB environment
+of its own that no backup includes; `ack`, the end of the TTL or a restart erase an entry beyond recovery.
+"""
+
+from server.tempstore.store import (
+    CAUSES,
+    DEFAULT_TTL,
+    AlreadyHeld,
+    NotHeld,
+    TempStore,
+    TempStoreError,
+    WrongOwner,
+    check_request_id,
+)
+
+__all__ = [
+    "CAUSES",
+    "DEFAULT_TTL",
+    "AlreadyHeld",
+    "NotHeld",
+    "TempStore",
+    "TempStoreError",
+    "WrongOwner",
+    "check_request_id",
+]
