@@ -208,6 +208,17 @@ def bench_propagation(settings: Settings, changes: int, out: Path | None) -> Non
     _report(run_propagation_bench(settings, changes), out)
 
 
+@bench.command("fuhyo")
+@click.option("--calls", default=1000, show_default=True, help="calls of each kind")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), help="write JSON results here")
+@click.pass_obj
+def bench_fuhyo(settings: Settings, calls: int, out: Path | None) -> None:
+    """Fuhyo.Provide with and without My Number next to the empty RPC, one run."""
+    from bench.fuhyo import run_fuhyo_bench
+
+    _report(run_fuhyo_bench(settings, calls), out)
+
+
 def _report(result: dict[str, Any], out: Path | None) -> None:
     text = json.dumps(result, indent=2)
     click.echo(text)
