@@ -156,9 +156,10 @@ def scrape_jobs() -> dict[str, str]:
 def test_the_scrape_jobs_use_the_servers_metrics_ports_over_https() -> None:
     settings = Settings(home=ROOT)
     jobs = scrape_jobs()
-    assert set(jobs) == {"juki-prefecture", "juki-national"}
+    assert set(jobs) == {"juki-prefecture", "juki-fuhyo", "juki-national"}
     for job, port in (
         ("juki-prefecture", settings.prefecture_metrics_port),
+        ("juki-fuhyo", settings.fuhyo_metrics_port),
         ("juki-national", settings.national_metrics_port),
     ):
         assert f'"{settings.host}:{port}"' in jobs[job]
