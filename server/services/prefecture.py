@@ -17,11 +17,11 @@ from server.domain.finding import MAX_MATCHES, Condition, find, parse_condition,
 from server.domain.minimise import resident_view
 from server.domain.reconcile import differing_items, range_digests, record_items
 from server.domain.search import PageTokens, parse_query, run_search
-from server.domain.updates import Applied, apply_notice, validate_notice
+from server.domain.updates import apply_notice, validate_notice
 from server.identity.pki import SpiffeId
 from server.identity.policy import Policy
-from server.observability import metrics
 from server.propagation.national_client import NationalClient
+from server.services.applying import NoticeApplier
 from server.services.chain import current_caller
 from server.services.status import abort
 from server.storage.registry import Registry
@@ -55,98 +55,35 @@ class PrefectureService(prefecture_pb2_grpc.PrefectureServicer):
         provisions: Callable[[str], list[dict[str, Any]]] | None = None,
     ) -> None:
         self._provisions = provisions
+        self._applier = NoticeApplier(
+            store,
+            validate=lambda notice, today, path: validate_notice(notice, today=today, path=path),
+            apply=lambda tx, notice, caller: apply_notice(tx, notice, caller_municipality=caller, now=now),
+            batch_size=batch_size,
+            now=now,
+            on_applied=on_applied,
+        )
         self._registry = registry
         self._batch_threshold = batch_threshold
         self._national = national
-        self._on_applied = on_applied
         self._store = store
         self._policy = policy
         self._tokens = tokens
-        self._batch_size = batch_size
         self._page_size = page_size
         self._scan_limit = scan_limit
         self._max_results = max_results
         self._now = now
 
     # updates (SPEC §6.1) ---------------------------------------------------------------------------
-    async def _apply(
-        self, notices: list[prefecture_pb2.ChangeNotice]
-    ) -> tuple[list[Applied], DomainError | None]:
-        """Apply notices in order in one write transaction; stop at the first refused one, keep the rest."""
-        caller = current_caller().id
-
-        def work(txn: Any) -> tuple[list[Applied], DomainError | None]:
-            tx = self._store.bind(txn)
-            done: list[Applied] = []
-            for notice in notices:
-                try:
-                    done.append(apply_notice(tx, notice, caller_municipality=caller, now=self._now))
-                except DomainError as err:
-                    return done, err
-            return done, None
-
-        done, refused = await self._store.env.write(work)
-        applied = sum(1 for a in done if not a.replayed)
-        if applied:
-            metrics.UPDATES_APPLIED.labels(caller).inc(applied)
-            self._on_applied()
-        if refused is not None:
-            metrics.UPDATES_REJECTED.labels(refused.reason or refused.kind.value).inc()
-        return done, refused
-
     async def ApplyUpdate(
         self, request: prefecture_pb2.ApplyUpdateRequest, context: Context
     ) -> prefecture_pb2.ApplyUpdateResponse:
-        try:
-            validate_notice(request.notice, today=self._now().date())
-        except DomainError as err:
-            metrics.UPDATES_REJECTED.labels(err.reason).inc()
-            await abort(context, err)
-        done, refused = await self._apply([request.notice])
-        if refused is not None:
-            await abort(context, refused)
-        return prefecture_pb2.ApplyUpdateResponse(result=done[0].result, replayed=done[0].replayed)
+        return await self._applier.unary(request.notice, context)
 
     async def ApplyUpdates(
         self, request_iterator: AsyncIterator[prefecture_pb2.ApplyUpdateRequest], context: Context
     ) -> prefecture_pb2.ApplyUpdatesResponse:
-        results: list[Applied] = []
-        pending: list[prefecture_pb2.ChangeNotice] = []
-        failure: DomainError | None = None
-        index = 0
-        async for request in request_iterator:
-            try:
-                validate_notice(request.notice, today=self._now().date(), path=f"notices[{index}]")
-            except DomainError as err:
-                metrics.UPDATES_REJECTED.labels(err.reason).inc()
-                failure = err
-                break
-            pending.append(request.notice)
-            index += 1
-            if len(pending) >= self._batch_size:
-                done, failure = await self._apply(pending)
-                results.extend(done)
-                pending = []
-                if failure is not None:
-                    break
-        if pending:
-            done, refused = await self._apply(pending)
-            results.extend(done)
-            failure = failure or refused
-        last = self._last_sequence(current_caller().id)
-        if failure is not None:
-            failure.metadata["last_applied_sequence"] = str(last)
-            failure.metadata["applied_in_stream"] = str(len(results))
-            await abort(context, failure)
-        return prefecture_pb2.ApplyUpdatesResponse(
-            results=[a.result for a in results],
-            replayed_count=sum(a.replayed for a in results),
-            last_applied_sequence=last,
-        )
-
-    def _last_sequence(self, municipality_code: str) -> int:
-        with self._store.reader() as tx:
-            return tx.last_sequence(municipality_code)
+        return await self._applier.stream(request_iterator, context)
 
     # reads -----------------------------------------------------------------------------------------
     async def Lookup(
