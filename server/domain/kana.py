@@ -31,8 +31,8 @@ def is_kana_text(text: str) -> bool:
     return bool(normalized.strip())
 
 
-def search_kana(text: str) -> str:
-    """Fold a kana name to its 清音化かな search key."""
+def _fold_slowly(text: str) -> str:
+    """The folding spelled out; used once per character to build the table below."""
     # NFKC turns half-width katakana (and ｶﾞ pairs) into full-width composed katakana.
     composed = unicodedata.normalize("NFKC", text).translate(_SPACES)
     katakana = "".join(
@@ -41,3 +41,18 @@ def search_kana(text: str) -> str:
     # NFD splits ガ into カ + U+3099, so dropping the marks leaves the 清音.
     plain = "".join(ch for ch in unicodedata.normalize("NFD", katakana) if ch not in _VOICING_MARKS)
     return unicodedata.normalize("NFC", plain).translate(_SMALL_TO_LARGE)
+
+
+# Every kana (and space) folded once: after NFKC, folding is one str.translate (a C loop), which matters
+# when 2 million names are indexed.
+_FOLD = str.maketrans(
+    {
+        chr(cp): _fold_slowly(chr(cp))
+        for cp in (*range(0x3040, 0x3100), *range(0x30A0, 0x3100), *range(0x31F0, 0x3200), 0x20, 0x3000, 0x09)
+    }
+)
+
+
+def search_kana(text: str) -> str:
+    """Fold a kana name to its 清音化かな search key."""
+    return unicodedata.normalize("NFKC", text).translate(_FOLD)
