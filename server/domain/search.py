@@ -23,7 +23,7 @@ from juki.v1 import prefecture_pb2, records_pb2
 from server.domain import validation as val
 from server.domain.errors import DomainError, ErrorKind, FieldViolation, Violations
 from server.domain.kana import search_kana
-from server.storage.residents import ResidentTxn
+from server.storage.residents import ResidentStore, ResidentTxn
 
 _INDEXES = ("idx_name", "idx_birth", "idx_address")
 _TOKEN_HEAD = struct.Struct(">16sBI")
@@ -142,6 +142,37 @@ def run_search(
         if len(records) >= page_size:
             return SearchPage(records, Cursor(index, returned + len(records), last_key), capped=False)
     return SearchPage(records, None, capped=False)
+
+
+@dataclass(frozen=True)
+class Searcher:
+    """One 4情報 search request, start to finish, for any record server (the prefectural and the 附票)."""
+
+    tokens: PageTokens
+    page_size: int = 20
+    scan_limit: int = 50_000
+    max_results: int = 1000
+
+    def search(
+        self, store: ResidentStore, request: prefecture_pb2.SearchRequest, *, today: dt.date
+    ) -> tuple[list[records_pb2.ResidentRecord], str, bool]:
+        """(records, next page token, capped); DomainError (INVALID_ARGUMENT) for a bad request or token."""
+        query = parse_query(request, today=today)
+        v = Violations()
+        val.check_request_id(v, "request_id", request.request_id)
+        v.raise_if_any()
+        cursor = self.tokens.open(query, request.page_token) if request.page_token else None
+        with store.reader() as tx:
+            page = run_search(
+                tx,
+                query,
+                cursor,
+                page_size=request.page_size or self.page_size,
+                scan_limit=self.scan_limit,
+                max_results=self.max_results,
+            )
+        token = self.tokens.seal(query, page.next_cursor) if page.next_cursor else ""
+        return page.records, token, page.capped
 
 
 class PageTokens:

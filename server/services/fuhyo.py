@@ -14,7 +14,7 @@ from server.domain import validation as val
 from server.domain.errors import DomainError, ErrorKind, Violations
 from server.domain.finding import MAX_MATCHES, find, parse_condition, too_many
 from server.domain.fuhyo import apply_fuhyo_notice, fuhyo_view, validate_fuhyo_notice
-from server.domain.search import PageTokens, parse_query, run_search
+from server.domain.search import PageTokens, Searcher
 from server.identity.policy import Policy
 from server.propagation.my_number_link import MyNumberLink
 from server.services.applying import NoticeApplier
@@ -44,11 +44,10 @@ class FuhyoService(fuhyo_pb2_grpc.FuhyoServicer):
     ) -> None:
         self._store = store
         self._policy = policy
-        self._tokens = tokens
         self._link = link
         self._tempstore = tempstore
         self._now = now
-        self._page_size, self._scan_limit, self._max_results = page_size, scan_limit, max_results
+        self._searcher = Searcher(tokens, page_size, scan_limit, max_results)
         self._applier = NoticeApplier(
             store,
             validate=lambda notice, today, path: validate_fuhyo_notice(notice, today=today, path=path),
@@ -93,23 +92,11 @@ class FuhyoService(fuhyo_pb2_grpc.FuhyoServicer):
         self, request: prefecture_pb2.SearchRequest, context: Context
     ) -> fuhyo_pb2.FuhyoSearchResponse:
         try:
-            query = parse_query(request, today=self._now().date())
-            cursor = self._tokens.open(query, request.page_token) if request.page_token else None
+            records, token, capped = self._searcher.search(self._store, request, today=self._now().date())
         except DomainError as err:
             await abort(context, err)
-        with self._store.reader() as tx:
-            page = run_search(
-                tx,
-                query,
-                cursor,
-                page_size=request.page_size or self._page_size,
-                scan_limit=self._scan_limit,
-                max_results=self._max_results,
-            )
         return fuhyo_pb2.FuhyoSearchResponse(
-            results=[fuhyo_view(r) for r in page.records],
-            next_page_token=self._tokens.seal(query, page.next_cursor) if page.next_cursor else "",
-            capped=page.capped,
+            results=[fuhyo_view(r) for r in records], next_page_token=token, capped=capped
         )
 
     async def Provide(

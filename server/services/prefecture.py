@@ -16,7 +16,7 @@ from server.domain.errors import DomainError, ErrorKind, FieldViolation, Violati
 from server.domain.finding import MAX_MATCHES, Condition, find, parse_condition, too_many
 from server.domain.minimise import resident_view
 from server.domain.reconcile import differing_items, range_digests, record_items
-from server.domain.search import PageTokens, parse_query, run_search
+from server.domain.search import PageTokens, Searcher
 from server.domain.updates import apply_notice, validate_notice
 from server.identity.pki import SpiffeId
 from server.identity.policy import Policy
@@ -68,10 +68,7 @@ class PrefectureService(prefecture_pb2_grpc.PrefectureServicer):
         self._national = national
         self._store = store
         self._policy = policy
-        self._tokens = tokens
-        self._page_size = page_size
-        self._scan_limit = scan_limit
-        self._max_results = max_results
+        self._searcher = Searcher(tokens, page_size, scan_limit, max_results)
         self._now = now
 
     # updates (SPEC §6.1) ---------------------------------------------------------------------------
@@ -214,26 +211,11 @@ class PrefectureService(prefecture_pb2_grpc.PrefectureServicer):
         self, request: prefecture_pb2.SearchRequest, context: Context
     ) -> prefecture_pb2.SearchResponse:
         try:
-            query = parse_query(request, today=self._now().date())
-            v = Violations()
-            val.check_request_id(v, "request_id", request.request_id)
-            v.raise_if_any()
-            cursor = self._tokens.open(query, request.page_token) if request.page_token else None
+            records, token, capped = self._searcher.search(self._store, request, today=self._now().date())
         except DomainError as err:
             await abort(context, err)
-        with self._store.reader() as tx:
-            page = run_search(
-                tx,
-                query,
-                cursor,
-                page_size=request.page_size or self._page_size,
-                scan_limit=self._scan_limit,
-                max_results=self._max_results,
-            )
         return prefecture_pb2.SearchResponse(
-            results=[resident_view(r) for r in page.records],
-            next_page_token=self._tokens.seal(query, page.next_cursor) if page.next_cursor else "",
-            capped=page.capped,
+            results=[resident_view(r) for r in records], next_page_token=token, capped=capped
         )
 
     async def Ping(
