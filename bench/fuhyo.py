@@ -20,7 +20,7 @@ from tqdm import tqdm
 
 from bench.lookup import _free_port, _percentiles
 from clients.fuhyo_cmds import fuhyo_stub
-from clients.launch import start_server_process, wait_fuhyo, wait_serving, write_settings
+from clients.launch import start_server_process, wait_ready, write_settings
 from server.app import open_fuhyo_store, open_store, register_dev_operators
 from server.identity.pki import DEV_IDENTITIES, Pki
 from server.seed.fuhyo import generate_fuhyo, load_fuhyo
@@ -52,8 +52,8 @@ def run_fuhyo_bench(settings: Settings, calls: int, residents: int = 20_000) -> 
             start_server_process(config, "fuhyo", log=Path(tmp) / "fuhyo.log"),
         ]
         try:
-            wait_serving(s, "monitor/monitor-01")
-            wait_fuhyo(s, "monitor/monitor-01")
+            wait_ready(s, "prefecture", "monitor/monitor-01")
+            wait_ready(s, "fuhyo", "monitor/monitor-01")
             stub = fuhyo_stub(s, CALLER)
             times: dict[str, list[float]] = {"ping": [], "provide": [], "provide_with_my_number": []}
             for i in tqdm(range(calls), desc="interleaved", unit="triple", file=sys.stderr):

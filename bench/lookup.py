@@ -25,7 +25,7 @@ from juki.v1 import prefecture_pb2, prefecture_pb2_grpc
 from tqdm import tqdm
 
 from clients.channel import aio_channel, secure_channel
-from clients.launch import start_prefecture_process, wait_serving, write_settings
+from clients.launch import start_server_process, wait_ready, write_settings
 from server.app import open_store
 from server.identity.pki import DEV_IDENTITIES, Pki
 from server.seed.load import load
@@ -135,11 +135,10 @@ def run_lookup_bench(settings: Settings, calls: int, residents: int = 100_000) -
             report = load(store, generate(residents, 1), progress=bar.update)
         store.env.close()
         codes = _sample_codes(s, 10_000)
-        proc = start_prefecture_process(
-            write_settings(s, Path(tmp) / "juki.toml"), log=Path(tmp) / "server.log"
-        )
+        config = write_settings(s, Path(tmp) / "juki.toml")
+        proc = start_server_process(config, "prefecture", log=Path(tmp) / "server.log")
         try:
-            wait_serving(s, CALLER)
+            wait_ready(s, "prefecture", CALLER)
             sequential = _sequential(s, codes, calls)
             concurrent = asyncio.run(_in_flight(s, codes, calls * 2, 32))
         finally:

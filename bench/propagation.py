@@ -22,7 +22,7 @@ from tqdm import tqdm
 
 from bench.lookup import _free_port
 from clients.channel import secure_channel
-from clients.launch import start_server_process, wait_national, wait_serving, write_settings
+from clients.launch import start_server_process, wait_ready, write_settings
 from server.app import open_store
 from server.domain.codes import MIE_MUNICIPALITIES, my_number_check_digit
 from server.identity.pki import DEV_IDENTITIES, Pki
@@ -74,7 +74,7 @@ def run_propagation_bench(settings: Settings, changes: int) -> dict[str, Any]:
         prefecture = start_server_process(config, "prefecture", log=Path(tmp) / "prefecture.log")
         national = None
         try:
-            wait_serving(s, "monitor/monitor-01")
+            wait_ready(s, "prefecture", "monitor/monitor-01")
             towns = list(MIE_MUNICIPALITIES)
             per_town = changes // len(towns)
             started = time.perf_counter()
@@ -86,7 +86,7 @@ def run_propagation_bench(settings: Settings, changes: int) -> dict[str, Any]:
             apply_seconds = time.perf_counter() - started
             backlog = _depth(s)
             national = start_server_process(config, "national", log=Path(tmp) / "national.log")
-            wait_national(s, "monitor/monitor-01")
+            wait_ready(s, "national", "monitor/monitor-01")
             started = time.perf_counter()
             first_delivery = None
             with tqdm(total=backlog, desc="draining", unit="chg", file=sys.stderr) as bar:

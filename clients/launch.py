@@ -38,44 +38,28 @@ def start_server_process(config: Path, server: str, *, log: Path | None = None) 
     )
 
 
-def start_prefecture_process(config: Path, *, log: Path | None = None) -> subprocess.Popen[bytes]:
-    return start_server_process(config, "prefecture", log=log)
+_STUBS = {
+    "prefecture": (prefecture_pb2_grpc.PrefectureStub, "prefecture_target"),
+    "fuhyo": (fuhyo_pb2_grpc.FuhyoStub, "fuhyo_target"),
+    "national": (national_pb2_grpc.NationalStub, "national_target"),
+}
 
 
-def _wait(stub: Any, target: str, timeout: float) -> None:
+def wait_ready(settings: Settings, server: str, identity: str, *, timeout: float = 30.0) -> None:
+    """Block until a Ping of `server` (prefecture, fuhyo, national) over mTLS succeeds as `identity`."""
+    stub_class, target_name = _STUBS[server]
+    target = getattr(settings, target_name)
+    channel = secure_channel(Pki(settings.pki_path), identity, target)
+    stub: Any = stub_class(channel)  # type: ignore[no-untyped-call]
     deadline = time.monotonic() + timeout
-    while True:
-        try:
-            stub.Ping(prefecture_pb2.PingRequest(), timeout=1.0)
-            return
-        except grpc.RpcError:
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"server at {target} did not come up") from None
-            time.sleep(0.1)
-
-
-def wait_serving(settings: Settings, identity: str, *, timeout: float = 30.0) -> None:
-    """Block until a Ping of the prefectural server over mTLS succeeds as `identity`."""
-    channel = secure_channel(Pki(settings.pki_path), identity, settings.prefecture_target)
     try:
-        _wait(prefecture_pb2_grpc.PrefectureStub(channel), settings.prefecture_target, timeout)  # type: ignore[no-untyped-call]
-    finally:
-        channel.close()
-
-
-def wait_fuhyo(settings: Settings, identity: str, *, timeout: float = 30.0) -> None:
-    """Block until a Ping of the 附票 server over mTLS succeeds as `identity`."""
-    channel = secure_channel(Pki(settings.pki_path), identity, settings.fuhyo_target)
-    try:
-        _wait(fuhyo_pb2_grpc.FuhyoStub(channel), settings.fuhyo_target, timeout)  # type: ignore[no-untyped-call]
-    finally:
-        channel.close()
-
-
-def wait_national(settings: Settings, identity: str, *, timeout: float = 30.0) -> None:
-    """Block until a Ping of the national server over mTLS succeeds as `identity`."""
-    channel = secure_channel(Pki(settings.pki_path), identity, settings.national_target)
-    try:
-        _wait(national_pb2_grpc.NationalStub(channel), settings.national_target, timeout)  # type: ignore[no-untyped-call]
+        while True:
+            try:
+                stub.Ping(prefecture_pb2.PingRequest(), timeout=1.0)
+                return
+            except grpc.RpcError:
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"server at {target} did not come up") from None
+                time.sleep(0.1)
     finally:
         channel.close()

@@ -11,7 +11,7 @@ from collections.abc import Iterable
 import click
 from tqdm import tqdm
 
-from clients.launch import start_server_process, wait_national, write_settings
+from clients.launch import start_server_process, wait_ready, write_settings
 from clients.pki_cmds import ensure_dev_pki
 from server.app import (
     RunningServer,
@@ -204,7 +204,7 @@ def run(settings: Settings, count: int) -> None:
     config = write_settings(settings, settings.path(settings.data_dir).parent / "run-settings.toml")
     peers = [start_server_process(config, "national"), start_server_process(config, "fuhyo")]
     try:
-        wait_national(settings, "prefectural-server/" + settings.prefecture_code)
+        wait_ready(settings, "national", "prefectural-server/" + settings.prefecture_code)
         click.echo(f"national server (juki.v1.National, mTLS) listening on {settings.national_target}")
         click.echo(f"附票 server (juki.v1.Fuhyo, mTLS) listening on {settings.fuhyo_target}")
         asyncio.run(

@@ -38,7 +38,7 @@ from server.audit.trail import AuditTrail
 from server.backup import BackupKey, backup_schedule
 from server.domain import operators
 from server.domain.retention import erase_expired_persons
-from server.domain.search import PageTokens
+from server.domain.search import PageTokens, Searcher
 from server.identity.peers import PeerIdentities, RevocationList
 from server.identity.pki import Pki, SpiffeId
 from server.identity.policy import Policy, PolicyError
@@ -105,6 +105,14 @@ def open_store(
     keys = settings.path(keys_file) if keys_file else settings.keys_path
     env = LmdbEnv(data, DB_NAMES + registry_dbs.DB_NAMES + extra_dbs, map_size=settings.map_size)
     return ResidentStore(env, MyNumberSealer(DataKeys.load_or_create(keys)))
+
+
+def _searcher(settings: Settings, store: ResidentStore) -> Searcher:
+    """4情報 search with the settings' limits; page tokens sealed with a key derived from the store's."""
+    tokens = PageTokens(store.sealer.index_key("page-token-secret"))
+    return Searcher(
+        tokens, settings.search_page_size, settings.search_scan_limit, settings.search_max_results
+    )
 
 
 def open_fuhyo_store(settings: Settings) -> ResidentStore:
@@ -320,11 +328,8 @@ async def start_prefecture(settings: Settings) -> RunningServer:
     service = PrefectureService(
         store,
         lambda: policy_ref[0].policy,
-        PageTokens(store.sealer.index_key("page-token-secret")),
+        _searcher(settings, store),
         batch_size=settings.apply_batch_size,
-        page_size=settings.search_page_size,
-        scan_limit=settings.search_scan_limit,
-        max_results=settings.search_max_results,
         national=national,
         on_applied=relay.notify,
         registry=registry,
@@ -412,14 +417,11 @@ async def start_fuhyo(settings: Settings) -> RunningServer:
     service = FuhyoService(
         store,
         lambda: policy_ref[0].policy,
-        PageTokens(store.sealer.index_key("page-token-secret")),
+        _searcher(settings, store),
         link,
         tempstore,
         now=jst_now,
         batch_size=settings.apply_batch_size,
-        page_size=settings.search_page_size,
-        scan_limit=settings.search_scan_limit,
-        max_results=settings.search_max_results,
     )
     admin = AdminService(
         registry,

@@ -15,7 +15,7 @@ import pytest
 from juki.v1 import prefecture_pb2, prefecture_pb2_grpc
 
 from clients.channel import secure_channel
-from clients.launch import start_server_process, wait_fuhyo, wait_national, wait_serving, write_settings
+from clients.launch import start_server_process, wait_ready, write_settings
 from server.app import open_fuhyo_store, open_national_store, open_store, register_dev_operators
 from server.identity.pki import DEV_IDENTITIES, Pki
 from server.seed.elsewhere import generate_elsewhere
@@ -64,7 +64,7 @@ class Server:
             self.start_national()
         self.proc = start_server_process(self.config, "prefecture", log=self.log)
         try:
-            wait_serving(self.settings, "monitor/monitor-01")
+            wait_ready(self.settings, "prefecture", "monitor/monitor-01")
         except TimeoutError:
             self.stop()
             raise AssertionError("server did not start:\n" + self.log.read_text()[-3000:]) from None
@@ -75,7 +75,7 @@ class Server:
         log = self.log.with_name("fuhyo.log")
         self.fuhyo_proc = start_server_process(self.config, "fuhyo", log=log)
         try:
-            wait_fuhyo(self.settings, "monitor/monitor-01")
+            wait_ready(self.settings, "fuhyo", "monitor/monitor-01")
         except TimeoutError:
             raise AssertionError("fuhyo server did not start:\n" + log.read_text()[-3000:]) from None
 
@@ -90,7 +90,7 @@ class Server:
             self.config, "national", log=self.log.with_name("national.log")
         )
         try:
-            wait_national(self.settings, "monitor/monitor-01")
+            wait_ready(self.settings, "national", "monitor/monitor-01")
         except TimeoutError:
             self.stop_national()
             raise AssertionError("national server did not start") from None

@@ -16,7 +16,7 @@ from juki.v1 import fuhyo_pb2, prefecture_pb2, records_pb2
 
 from server.domain import validation as val
 from server.domain.errors import DomainError, ErrorKind, Violations
-from server.domain.updates import Applied, check_sequence, notice_digest
+from server.domain.updates import Applied, check_sequence, conclude, notice_digest
 from server.storage.residents import ResidentTxn
 
 STATE_DOMESTIC = 1  # 附票本人確認情報状態区分: 国内
@@ -153,8 +153,7 @@ def apply_fuhyo_notice(
         resident_code=code,
         applied_at=applied_at.isoformat(timespec="milliseconds"),
     )
-    tx.set_last_sequence(notice.managing_municipality_code, notice.sequence)
-    tx.record_applied(notice.managing_municipality_code, notice.sequence, digest, result.SerializeToString())
+    conclude(tx, result, digest)
     return Applied(result, replayed=False)
 
 

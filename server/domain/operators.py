@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 import secrets
+from dataclasses import dataclass
 
 from juki.v1 import admin_pb2
 
@@ -22,19 +23,30 @@ BULK_ROLES = frozenset({"agency", "department"})
 BATCH_METHOD = "/juki.v1.Prefecture/BatchProvide"
 
 
+@dataclass(frozen=True)
+class OperatorRefusal:
+    unauthenticated: bool  # not registered or revoked (else: outside the registration)
+    message: str
+
+
+def short_method(method: str) -> str:
+    """'/juki.v1.Prefecture/Lookup' → 'Prefecture.Lookup', the form registrations are written in."""
+    return method.removeprefix("/juki.v1.").replace("/", ".")
+
+
 def operator_refusal(
     entry: admin_pb2.OperatorEntry | None, method: str | None, purpose: str | None
-) -> str | None:
-    """Why a registered-operator check fails ('unauthenticated: …' / 'denied: …'), or None.
-    `method` None: a call that is no data method (Ping, health): only the registration counts."""
+) -> OperatorRefusal | None:
+    """Why a registered-operator check fails, or None. `method` (full name) None: a call that is no data
+    method (Ping, health): only the registration counts."""
     if entry is None or entry.state != admin_pb2.OPERATOR_STATE_ACTIVE:
-        return "unauthenticated: operator not registered or revoked"
+        return OperatorRefusal(True, "operator not registered or revoked")
     if method is None:
         return None
-    if method not in {full_method(m) for m in entry.methods}:
-        return "denied: method not in the operator's registration"
+    if short_method(method) not in entry.methods:
+        return OperatorRefusal(False, "method not in the operator's registration")
     if purpose is not None and purpose not in entry.purposes:
-        return "denied: purpose not in the operator's registration"
+        return OperatorRefusal(False, "purpose not in the operator's registration")
     return None
 
 
@@ -48,12 +60,14 @@ def registration(
     if not request.methods:
         v.add("methods", "at least one method")
     purposes: set[str] = set()
+    methods: set[str] = set()
     for i, method in enumerate(request.methods):
         try:
             name = full_method(method)
         except ValueError:
             v.add(f"methods[{i}]", "must be <Service>.<Method>")
             continue
+        methods.add(short_method(name))
         if name not in granted:
             v.add(f"methods[{i}]", "not a method the policy grants operators")
         purposes |= policy.purposes_of("operator", name)
@@ -65,7 +79,7 @@ def registration(
     v.raise_if_any()
     return admin_pb2.OperatorEntry(
         operator_id=request.operator_id,
-        methods=sorted(set(request.methods)),
+        methods=sorted(methods),
         purposes=sorted(set(request.purposes)),
         state=admin_pb2.OPERATOR_STATE_ACTIVE,
         registered_at=now.isoformat(timespec="seconds"),
@@ -78,11 +92,10 @@ def full_registration(
     policy: Policy, operator_id: str, *, admin: SpiffeId, now: dt.datetime, note: str = "dev operator"
 ) -> admin_pb2.OperatorEntry:
     """A registration with every data method and purpose the policy grants operators."""
-    prefix = "/juki.v1."
     methods = sorted(
-        m[len(prefix) :].replace("/", ".")
+        short_method(m)
         for m in policy.methods_of("operator")
-        if m.startswith(prefix) and policy.purposes_of("operator", m)
+        if m.startswith("/juki.v1.") and policy.purposes_of("operator", m)
     )
     purposes = sorted({p for m in policy.methods_of("operator") for p in policy.purposes_of("operator", m)})
     request = admin_pb2.RegisterOperatorRequest(

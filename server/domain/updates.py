@@ -178,6 +178,12 @@ def check_sequence(
     return result
 
 
+def conclude(tx: ResidentTxn, result: prefecture_pb2.ApplyResult, digest: bytes) -> None:
+    """The notice is applied: move the municipality's sequence and keep its first result for replays."""
+    tx.set_last_sequence(result.municipality_code, result.sequence)
+    tx.record_applied(result.municipality_code, result.sequence, digest, result.SerializeToString())
+
+
 def _check_my_number_free(tx: ResidentTxn, my_number: str, resident_code: str) -> None:
     holder = tx.code_by_my_number(my_number)
     if holder is not None and holder != resident_code:
@@ -275,8 +281,7 @@ def apply_notice(
         change_reason=reason,
         applied_at=applied_at.isoformat(timespec="milliseconds"),
     )
-    tx.set_last_sequence(notice.municipality_code, notice.sequence)
-    tx.record_applied(notice.municipality_code, notice.sequence, digest, result.SerializeToString())
+    conclude(tx, result, digest)
     change = national_pb2.PropagatedChange(
         file=national_pb2.CHANGE_FILE_RESIDENT, notice=notice, applied_at=result.applied_at
     )

@@ -15,7 +15,6 @@ import threading
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 
 from server.identity.pki import SpiffeId, load_crl, peer_of_pem
@@ -83,7 +82,7 @@ class PeerIdentities:
     def __init__(self, trust_domain: str, revocations: RevocationList) -> None:
         self.trust_domain = trust_domain
         self.revocations = revocations
-        self._cache: dict[bytes, tuple[SpiffeId, int, datetime] | None] = {}
+        self._cache: dict[bytes, tuple[SpiffeId, int, float] | None] = {}  # … not-after as epoch seconds
 
     def identify(self, auth_context: Mapping[str, Iterable[bytes]]) -> SpiffeId | Refusal:
         pem = next(iter(auth_context.get("x509_pem_cert", ())), None)
@@ -99,17 +98,17 @@ class PeerIdentities:
         if parsed is None:
             return Refusal("certificate carries no identity of this deployment")
         spiffe, serial, not_after = parsed
-        if datetime.now(UTC) > not_after:
+        if time.time() > not_after:
             return Refusal("certificate expired")
         if self.revocations.is_revoked(serial):
             return Refusal("certificate revoked")
         return spiffe
 
-    def _parse(self, pem: bytes) -> tuple[SpiffeId, int, datetime] | None:
+    def _parse(self, pem: bytes) -> tuple[SpiffeId, int, float] | None:
         try:
             spiffe, serial, not_after = peer_of_pem(pem)
         except ValueError:
             return None
         if spiffe.trust_domain != self.trust_domain:
             return None
-        return spiffe, serial, not_after
+        return spiffe, serial, not_after.timestamp()

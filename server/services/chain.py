@@ -104,12 +104,12 @@ class AccessInterceptor(grpc.aio.ServerInterceptor):
             data_method = method if method in self.with_purpose else None
             refusal = operator_refusal(self.operators(who.id), data_method, purpose)
             if refusal is not None:
-                kind, _, message = refusal.partition(": ")
-                unauthenticated = kind == "unauthenticated"
-                return (
-                    grpc.StatusCode.UNAUTHENTICATED if unauthenticated else grpc.StatusCode.PERMISSION_DENIED,
-                    message,
+                code = (
+                    grpc.StatusCode.UNAUTHENTICATED
+                    if refusal.unauthenticated
+                    else grpc.StatusCode.PERMISSION_DENIED
                 )
+                return code, refusal.message
         caller_var.set(who)
         return None
 

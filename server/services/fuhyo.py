@@ -14,7 +14,7 @@ from server.domain import validation as val
 from server.domain.errors import DomainError, ErrorKind, Violations
 from server.domain.finding import MAX_MATCHES, find, parse_condition, too_many
 from server.domain.fuhyo import apply_fuhyo_notice, fuhyo_view, validate_fuhyo_notice
-from server.domain.search import PageTokens, Searcher
+from server.domain.search import Searcher
 from server.identity.policy import Policy
 from server.propagation.my_number_link import MyNumberLink
 from server.services.applying import NoticeApplier
@@ -32,22 +32,19 @@ class FuhyoService(fuhyo_pb2_grpc.FuhyoServicer):
         self,
         store: ResidentStore,
         policy: Callable[[], Policy],
-        tokens: PageTokens,
+        searcher: Searcher,
         link: MyNumberLink,
         tempstore: TempStore,
         *,
         now: Callable[[], dt.datetime],
         batch_size: int = 256,
-        page_size: int = 20,
-        scan_limit: int = 50_000,
-        max_results: int = 1000,
     ) -> None:
         self._store = store
         self._policy = policy
         self._link = link
         self._tempstore = tempstore
         self._now = now
-        self._searcher = Searcher(tokens, page_size, scan_limit, max_results)
+        self._searcher = searcher
         self._applier = NoticeApplier(
             store,
             validate=lambda notice, today, path: validate_fuhyo_notice(notice, today=today, path=path),

@@ -16,7 +16,7 @@ from server.domain.errors import DomainError, ErrorKind, FieldViolation, Violati
 from server.domain.finding import MAX_MATCHES, Condition, find, parse_condition, too_many
 from server.domain.minimise import resident_view
 from server.domain.reconcile import differing_items, range_digests, record_items
-from server.domain.search import PageTokens, Searcher
+from server.domain.search import Searcher
 from server.domain.updates import apply_notice, validate_notice
 from server.identity.pki import SpiffeId
 from server.identity.policy import Policy
@@ -41,12 +41,9 @@ class PrefectureService(prefecture_pb2_grpc.PrefectureServicer):
         self,
         store: ResidentStore,
         policy: Callable[[], Policy],
-        tokens: PageTokens,
+        searcher: Searcher,
         *,
         batch_size: int = 256,
-        page_size: int = 20,
-        scan_limit: int = 50_000,
-        max_results: int = 1000,
         now: Callable[[], dt.datetime] = jst_now,
         national: NationalClient | None = None,
         on_applied: Callable[[], None] = lambda: None,
@@ -68,7 +65,7 @@ class PrefectureService(prefecture_pb2_grpc.PrefectureServicer):
         self._national = national
         self._store = store
         self._policy = policy
-        self._searcher = Searcher(tokens, page_size, scan_limit, max_results)
+        self._searcher = searcher
         self._now = now
 
     # updates (SPEC §6.1) ---------------------------------------------------------------------------
