@@ -8,12 +8,15 @@ import json
 import os
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import grpc
 import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 from juki.v1 import admin_pb2, admin_pb2_grpc, prefecture_pb2, records_pb2
 
 from clients.channel import secure_channel
@@ -187,6 +190,7 @@ def test_a_full_audit_disk_fails_calls_closed_and_recovers(
         stub = srv.stub("agency/police")
         lookup = P.LookupRequest(purpose="bt6-police-driving-licence", resident_code=code)
         assert stub.Lookup(lookup, timeout=5).record.resident_code == code
+        watch = _HealthWatch(srv)  # opened while the trail is writable, it hears every change of status
         filler = small_disk / "filler"
         with filler.open("wb") as f, contextlib.suppress(OSError):
             while True:
@@ -208,9 +212,49 @@ def test_a_full_audit_disk_fails_calls_closed_and_recovers(
         assert info.value.code() == grpc.StatusCode.UNAVAILABLE
         assert _metric(srv, "juki_audit_write_failures_total") >= 1
         filler.unlink()
+        watch.wait_for(NOT_SERVING)  # the server said so while the trail could not be written
         assert stub.Lookup(lookup, timeout=5).record.resident_code == code  # recovered
+        watch.wait_for(SERVING, after=NOT_SERVING)
+        watch.close()
     finally:
         srv.stop_all()
+
+
+SERVING, NOT_SERVING = health_pb2.HealthCheckResponse.SERVING, health_pb2.HealthCheckResponse.NOT_SERVING
+
+
+class _HealthWatch:
+    """A grpc.health.v1 Watch stream on the prefectural service, its statuses collected by a thread."""
+
+    def __init__(self, server: Server) -> None:
+        self._channel = secure_channel(
+            Pki(server.settings.pki_path), "monitor/monitor-01", server.settings.prefecture_target
+        )
+        request = health_pb2.HealthCheckRequest(service="juki.v1.Prefecture")
+        self._stream = health_pb2_grpc.HealthStub(self._channel).Watch(request)
+        self.statuses: list[int] = []
+        self._thread = threading.Thread(target=self._collect, daemon=True)
+        self._thread.start()
+
+    def _collect(self) -> None:
+        with contextlib.suppress(grpc.RpcError):
+            for reply in self._stream:
+                self.statuses.append(reply.status)
+
+    def wait_for(self, status: int, *, after: int | None = None, timeout: float = 10.0) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            seen = (
+                self.statuses[self.statuses.index(after) + 1 :] if after in self.statuses else self.statuses
+            )
+            if status in seen and (after is None or after in self.statuses):
+                return
+            assert time.monotonic() < deadline, f"health never became {status}: {self.statuses}"
+            time.sleep(0.05)
+
+    def close(self) -> None:
+        self._stream.cancel()
+        self._channel.close()
 
 
 def _seeded(n: int) -> list[Any]:

@@ -199,3 +199,19 @@ def test_sigterm_drains_in_flight_calls_refuses_new_ones_and_exits_0(tmp_path: P
     assert srv.proc.wait(timeout=30) == 0
     checkpoints = (srv.settings.path(srv.settings.audit_dir) / "checkpoints.log").read_text().splitlines()
     assert json.loads(checkpoints[-1])["kind"] == "shutdown"
+
+
+def test_reflection_lists_the_services_over_mtls(server: Server) -> None:
+    from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+    channel = secure_channel(
+        Pki(server.settings.pki_path), "monitor/monitor-01", server.settings.prefecture_target
+    )
+    try:
+        stub: Any = reflection_pb2_grpc.ServerReflectionStub(channel)
+        request = reflection_pb2.ServerReflectionRequest(list_services="")
+        (reply,) = list(stub.ServerReflectionInfo(iter([request]), timeout=5))
+        names = {s.name for s in reply.list_services_response.service}
+        assert {"juki.v1.Prefecture", "juki.v1.Admin", "grpc.health.v1.Health"} <= names
+    finally:
+        channel.close()

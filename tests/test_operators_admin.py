@@ -124,6 +124,20 @@ def test_only_an_admin_administers(server: Server, identity: str) -> None:
         admin_stub(server, identity).ListOperators(admin_pb2.ListOperatorsRequest(), timeout=5)
 
 
+def test_a_registration_may_name_methods_by_their_full_path(
+    server: Server, seeded_records: list[Any], pki_dir: Path
+) -> None:
+    Pki(pki_dir).issue("operator", "op-0104", overwrite=True)
+    entry = admin_stub(server).RegisterOperator(
+        admin_pb2.RegisterOperatorRequest(
+            operator_id="op-0104", methods=["/juki.v1.Prefecture/Lookup"], purposes=["identity-check"]
+        )
+    )
+    assert list(entry.methods) == ["Prefecture.Lookup"]
+    code = code_of(seeded_records)
+    assert lookup(server.stub("operator/op-0104"), code).record.resident_code == code
+
+
 def test_the_inventory_lists_revoked_operators_too(server: Server, pki_dir: Path) -> None:
     admin = admin_stub(server)
     admin.RegisterOperator(

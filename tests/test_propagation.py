@@ -19,6 +19,7 @@ from tests.notices import Municipality, fresh_resident
 
 R = records_pb2
 OWASE = "242098"
+POLICE_URI = "spiffe://juki.mie/agency/police"
 
 
 def notices(town: Municipality, count: int) -> list[Any]:
@@ -206,6 +207,23 @@ def test_provide_for_a_resident_of_another_prefecture_is_forwarded_and_marked(se
     assert plain.source == prefecture_pb2.RECORD_SOURCE_NATIONAL and plain.records[0].my_number == ""
     by_number = provide(server, "department/tax", "bt5-tax-vehicle", my_number=other.my_number)
     assert by_number.records[0].resident_code == other.resident_code
+
+
+def test_a_forwarded_provision_is_audited_like_a_local_one(server: Server, seeded_records: list[Any]) -> None:
+    from server.audit.query import query
+
+    directory = server.settings.path(server.settings.audit_dir)
+    other = elsewhere_record(4)
+    mine = next(r for r in seeded_records if not r.deleted_flag)
+    for code in (other.resident_code, mine.resident_code):
+        provide(server, "agency/police", "bt6-police-driving-licence", resident_code=code, request_id="aud-1")
+    forwarded, local = list(query(directory, method="/juki.v1.Prefecture/Provide", caller=POLICE_URI))[-2:]
+    assert (forwarded["source"], local["source"]) == ("NATIONAL", "LOCAL")
+    for entry in (forwarded, local):
+        assert entry["kind"] == "provision" and entry["outcome"] == "OK" and entry["request_id"] == "aud-1"
+        assert entry["purpose"] == "bt6-police-driving-licence" and "my_number" in entry["items"]
+        assert entry["count"] == 1 and len(entry["subjects"]) == 1
+    assert forwarded["subjects"] != local["subjects"]
 
 
 def test_provide_for_a_mie_resident_is_answered_locally(server: Server, seeded_records: list[Any]) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import inspect
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, Protocol
@@ -205,6 +206,23 @@ def _wrap(gate: AccessInterceptor, method: str, handler: Handler) -> Handler:
 
         return grpc.unary_unary_rpc_method_handler(
             unary_unary, handler.request_deserializer, handler.response_serializer
+        )
+    if handler.unary_stream and not inspect.isasyncgenfunction(handler.unary_stream):
+        inner_uw = handler.unary_stream
+
+        async def unary_stream_writer(request: Any, context: Context) -> None:
+            """A response stream written with context.write (e.g. grpc.health.v1 Watch), not yielded."""
+            facts = gate.facts(method, "server_stream")
+            facts.add_request(request)
+            denial = gate.admit(method, request, context, facts) or (
+                None if gate.audit_ready() else AUDIT_DOWN
+            )
+            if denial:
+                await _refuse(gate, context, facts, denial)
+            await _audited(gate, context, facts, inner_uw(request, context))
+
+        return grpc.unary_stream_rpc_method_handler(
+            unary_stream_writer, handler.request_deserializer, handler.response_serializer
         )
     if handler.unary_stream:
         inner_us = handler.unary_stream
