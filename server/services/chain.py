@@ -15,19 +15,20 @@ import contextvars
 import inspect
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, Protocol
+from typing import Any, NoReturn, Protocol
 
 import grpc
 from google.protobuf.descriptor import ServiceDescriptor
 from juki.v1 import admin_pb2
 
+from server.domain.errors import DomainError
 from server.domain.operators import operator_refusal
 from server.identity.peers import PeerIdentities, Refusal
 from server.identity.pki import SpiffeId
 from server.identity.policy import Decision, Policy
 from server.observability.calls import MethodMetrics, finish
 from server.services.call_facts import CallFacts
-from server.services.status import status_metadata
+from server.services.status import CODES, answer, status_metadata
 
 log = logging.getLogger(__name__)
 
@@ -175,10 +176,22 @@ async def _refuse(gate: AccessInterceptor, context: Context, facts: CallFacts, d
     await _deny(context, denial)
 
 
+async def _refused_by_handler(
+    gate: AccessInterceptor, context: Context, facts: CallFacts, err: DomainError
+) -> NoReturn:
+    """A handler ended the call with a domain error: its entry is written before the status is sent."""
+    facts.outcome = CODES[err.kind].name
+    if not gate.audit(facts):
+        await _deny(context, AUDIT_DOWN)
+    await answer(context, err)
+
+
 async def _audited(gate: AccessInterceptor, context: Context, facts: CallFacts, call: Awaitable[Any]) -> Any:
     """Run the handler; write its entry; return its response only when the entry is written."""
     try:
         response = await call
+    except DomainError as err:
+        await _refused_by_handler(gate, context, facts, err)
     except BaseException as exc:
         facts.outcome = _outcome(context, exc)
         if not gate.audit(facts):
@@ -273,6 +286,8 @@ async def _audited_stream(
         async for response in responses:
             _add_streamed(facts, response)
             yield response
+    except DomainError as err:
+        await _refused_by_handler(gate, context, facts, err)
     except BaseException as exc:
         facts.outcome = _outcome(context, exc)
         if not gate.audit(facts):

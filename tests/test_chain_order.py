@@ -1,0 +1,103 @@
+"""The chain's order of effects (SPEC §4.4): a call's audit entry is written before its caller learns the
+outcome, also when the handler refuses the call (grpc's abort sends a status at once, so the chain must
+write the entry first and only then answer)."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+from juki.v1 import prefecture_pb2
+
+from clients.channel import secure_channel
+from server.app import server_credentials
+from server.domain.errors import DomainError, ErrorKind
+from server.identity.peers import PeerIdentities, RevocationList
+from server.identity.pki import Pki
+from server.identity.policy import Policy
+from server.services.call_facts import CallFacts
+from server.services.chain import AccessInterceptor, purpose_methods
+
+SLOW_WRITE = 0.3
+
+
+class SlowTrail:
+    """Records outcomes; each write takes SLOW_WRITE seconds, so a status sent before it shows."""
+
+    def __init__(self) -> None:
+        self.outcomes: list[str] = []
+
+    def record(self, facts: CallFacts) -> None:
+        time.sleep(SLOW_WRITE)
+        self.outcomes.append(facts.outcome)
+
+    def ready(self) -> bool:
+        return True
+
+
+async def _refuse_lookup(request: Any, context: Any) -> Any:
+    raise DomainError(ErrorKind.NOT_FOUND, "no such resident", "NOT_FOUND")
+
+
+@pytest.fixture
+def chain_server(pki_dir: Path) -> Iterator[tuple[str, SlowTrail]]:
+    trail = SlowTrail()
+    pki = Pki(pki_dir)
+    loop = asyncio.new_event_loop()
+    started = threading.Event()
+    stop = asyncio.Event()
+    port: list[int] = []
+
+    async def serve() -> None:
+        access = AccessInterceptor(
+            PeerIdentities("juki.mie", RevocationList(pki.crl_path, pki.ca_cert_path)),
+            Policy.load(),
+            purpose_methods(prefecture_pb2.DESCRIPTOR.services_by_name["Prefecture"]),
+            auditor=trail,
+        )
+        server = grpc.aio.server(interceptors=[access])
+        handler = grpc.unary_unary_rpc_method_handler(
+            _refuse_lookup,
+            prefecture_pb2.LookupRequest.FromString,
+            prefecture_pb2.LookupResponse.SerializeToString,
+        )
+        server.add_generic_rpc_handlers(
+            [grpc.method_handlers_generic_handler("juki.v1.Prefecture", {"Lookup": handler})]
+        )
+        port.append(server.add_secure_port("127.0.0.1:0", server_credentials(pki, "prefectural-server/24")))
+        await server.start()
+        started.set()
+        await stop.wait()
+        await server.stop(None)
+
+    thread = threading.Thread(target=loop.run_until_complete, args=(serve(),), daemon=True)
+    thread.start()
+    assert started.wait(10)
+    yield f"127.0.0.1:{port[0]}", trail
+    loop.call_soon_threadsafe(stop.set)
+    thread.join(10)
+    loop.close()
+
+
+def test_a_handler_refusal_is_recorded_before_the_caller_sees_it(
+    chain_server: tuple[str, SlowTrail], pki_dir: Path
+) -> None:
+    target, trail = chain_server
+    with secure_channel(Pki(pki_dir), "agency/police", target) as channel:
+        lookup = channel.unary_unary(
+            "/juki.v1.Prefecture/Lookup",
+            request_serializer=prefecture_pb2.LookupRequest.SerializeToString,
+            response_deserializer=prefecture_pb2.LookupResponse.FromString,
+        )
+        request = prefecture_pb2.LookupRequest(purpose="bt6-police-driving-licence", resident_code="1" * 11)
+        with pytest.raises(grpc.RpcError) as info:
+            lookup(request, timeout=5)
+        seen = list(trail.outcomes)
+    assert info.value.code() == grpc.StatusCode.NOT_FOUND
+    assert seen == ["NOT_FOUND"]
