@@ -6,12 +6,12 @@ JUKI   := $(VENV)/bin/juki
 STAMP  := $(VENV)/.installed
 PROTOS := $(wildcard proto/juki/v1/*.proto)
 
-.PHONY: run test lint typecheck pytest proto proto-check install clean bench-lookup
+.PHONY: run test lint typecheck pytest proto proto-check install clean bench bench-deps bench-lookup
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet -e '.[dev,bench]'
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -49,7 +49,20 @@ proto-check: $(STAMP)
 	done; \
 	rm -rf $$tmp; echo "generated code is current"
 
-## A first Lookup latency next to an empty RPC (full harness: later issue).
+## The lookup benchmark of SPEC §8: 2 million residents (cached in var/bench-cache), every scenario next to
+## the empty RPC at 1/8/32/128 in flight, 2 server processes, PostgreSQL and Redis peers. Writes
+## bench/results/lookup-2M.{json,md,png}. About 20 minutes on 2 cores (first run: + building the dataset).
+bench: $(STAMP) bench-deps
+	$(JUKI) bench run
+
+## Debian's PostgreSQL and Redis for the benchmark's peers (skipped, with a message, when they cannot be had).
+bench-deps:
+	@if ! command -v redis-server >/dev/null 2>&1 || ! ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1; then \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql redis-server >/dev/null) \
+	    || echo "PostgreSQL/Redis not installed: the benchmark will skip its peers"; \
+	fi
+
+## A first Lookup latency next to an empty RPC (one process, sequential and 32 in flight).
 bench-lookup: $(STAMP)
 	$(JUKI) bench lookup
 

@@ -6,11 +6,13 @@ from __future__ import annotations
 import datetime as dt
 import json
 import sys
+from dataclasses import asdict
 from pathlib import Path
 
 import click
 
 from server.audit import AuditorKeys, monthly_report, query, verify
+from server.audit.entries import trail_directories
 from server.settings import Settings
 
 SERVERS = ("prefecture", "national")
@@ -47,20 +49,32 @@ def audit() -> None:
 def verify_cmd(
     settings: Settings, server: str, directory: Path | None, keys: Path | None, as_json: bool
 ) -> None:
-    """Check the hash chain and the signed checkpoints; exit 1 and name every problem found."""
+    """Check the hash chain and the signed checkpoints; exit 1 and name every problem found.
+
+    The worker trails inside the directory (`w1`, …: one per extra server process on the port) are checked
+    too, each as its own chain.
+    """
     where, auditor = _where(settings, server, directory, keys)
-    report = verify(where, auditor.public_key)
+    trails = trail_directories(where)
+    reports = {d: verify(d, auditor.public_key) for d in trails}
     if as_json:
-        click.echo(report.to_json())
+        if len(trails) == 1:
+            click.echo(reports[where].to_json())
+        else:
+            by_name = {("." if d == where else d.name): asdict(r) for d, r in reports.items()}
+            click.echo(json.dumps(by_name, ensure_ascii=False, indent=2, sort_keys=True))
     else:
-        for p in report.problems:
-            click.echo(f"{p.kind}: {p.segment} line {p.line} seq {p.seq}: {p.detail}")
-        state = "OK" if report.ok else "FAILED"
-        click.echo(
-            f"{state}: {report.entries} entries in {len(report.segments)} segment(s), "
-            f"last seq {report.last_seq}"
-        )
-    sys.exit(0 if report.ok else 1)
+        for d, report in reports.items():
+            worker = "" if d == where else d.name
+            for p in report.problems:
+                where_in = f"{worker}/{p.segment}" if worker else p.segment
+                click.echo(f"{p.kind}: {where_in} line {p.line} seq {p.seq}: {p.detail}")
+            state = "OK" if report.ok else "FAILED"
+            click.echo(
+                f"{state}: {worker + ': ' if worker else ''}{report.entries} entries in "
+                f"{len(report.segments)} segment(s), last seq {report.last_seq}"
+            )
+    sys.exit(0 if all(r.ok for r in reports.values()) else 1)
 
 
 def _moment(value: str | None) -> dt.datetime | None:

@@ -11,6 +11,7 @@ from clients import (
     audit_cmds,
     backup_cmds,
     batch_cmd,
+    bench_cmds,
     fuhyo_cmds,
     operator_cmds,
     peer_cmds,
@@ -44,7 +45,7 @@ cli.add_command(peer_cmds.lookup)
 cli.add_command(peer_cmds.search)
 cli.add_command(peer_cmds.provide)
 cli.add_command(peer_cmds.ping)
-cli.add_command(peer_cmds.bench)
+cli.add_command(bench_cmds.bench)
 cli.add_command(admin_cmds.admin)
 for command in (fuhyo_cmds.provide, fuhyo_cmds.redeliver, fuhyo_cmds.ack):
     batch_cmd.agency.add_command(command)

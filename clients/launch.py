@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -15,6 +16,7 @@ from juki.v1 import fuhyo_pb2_grpc, national_pb2_grpc, prefecture_pb2, prefectur
 from clients.channel import secure_channel
 from server.identity.pki import Pki
 from server.settings import Settings
+from server.workers import read_workers
 
 
 def write_settings(settings: Settings, path: Path) -> Path:
@@ -23,15 +25,24 @@ def write_settings(settings: Settings, path: Path) -> Path:
     return path
 
 
-def start_server_process(config: Path, server: str, *, log: Path | None = None) -> subprocess.Popen[bytes]:
+def start_server_process(
+    config: Path, server: str, *, log: Path | None = None, workers: int | None = None
+) -> subprocess.Popen[bytes]:
     """`juki --config CONFIG serve SERVER` as a child process (stdout/stderr to `log`).
 
     The config file is complete, so JUKI_* variables of this process are not passed on to override it.
+    `workers` (prefecture only) overrides `prefecture_workers`: with more than one, the child supervises
+    that many server processes on the port; `wait_workers` gives their pids.
     """
     out = open(log, "ab") if log else subprocess.DEVNULL  # noqa: SIM115 - handed to the child
     env = {k: v for k, v in os.environ.items() if not k.startswith("JUKI_")}
+    extra: list[str] = []
+    if workers is not None:
+        if server != "prefecture":
+            raise ValueError("only the prefectural server runs several workers")
+        extra = ["--workers", str(workers)]
     return subprocess.Popen(
-        [sys.executable, "-m", "clients", "--config", str(config), "serve", server],
+        [sys.executable, "-m", "clients", "--config", str(config), "serve", server, *extra],
         stdout=out,
         stderr=subprocess.STDOUT,
         env={**env, "PYTHONUNBUFFERED": "1"},
@@ -63,3 +74,38 @@ def wait_ready(settings: Settings, server: str, identity: str, *, timeout: float
                 time.sleep(0.1)
     finally:
         channel.close()
+
+
+def wait_workers(
+    settings: Settings,
+    proc: subprocess.Popen[bytes],
+    workers: int,
+    *,
+    identity: str = "monitor/monitor-01",
+    timeout: float = 60.0,
+) -> list[int]:
+    """Block until the prefectural server started as `proc` serves with all its `workers`; the pids of the
+    processes serving the port (`[proc.pid]` for one; otherwise read from `<data_dir>/workers.json`, which
+    the supervisor writes once every worker serves)."""
+    if workers <= 1:
+        wait_ready(settings, "prefecture", identity, timeout=timeout)
+        return [proc.pid]
+    deadline = time.monotonic() + timeout
+    while True:
+        current = read_workers(settings)
+        if current is not None and current.parent == proc.pid:
+            return current.workers
+        if proc.poll() is not None:
+            raise RuntimeError(f"the prefectural server exited with {proc.returncode} while starting")
+        if time.monotonic() > deadline:
+            raise TimeoutError("the prefectural workers did not all come up")
+        time.sleep(0.1)
+
+
+def worker_pids(parent_pid: int) -> list[int]:
+    """The direct children of `parent_pid` (Linux /proc): the workers of a running supervisor."""
+    children: list[int] = []
+    for task in Path(f"/proc/{parent_pid}/task").iterdir():
+        with contextlib.suppress(FileNotFoundError):
+            children.extend(int(pid) for pid in (task / "children").read_text().split())
+    return sorted(children)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import click
@@ -178,49 +177,3 @@ def ping(settings: Settings, identity: str) -> None:
     except grpc.RpcError as error:
         _fail(error)
     click.echo("ok")
-
-
-@click.group()
-def bench() -> None:
-    """Benchmarks (the full harness is its own issue)."""
-
-
-@bench.command("lookup")
-@click.option("--calls", default=2000, show_default=True, help="calls of each kind")
-@click.option("--residents", default=100_000, show_default=True, help="residents seeded for the run")
-@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), help="write JSON results here")
-@click.pass_obj
-def bench_lookup(settings: Settings, calls: int, residents: int, out: Path | None) -> None:
-    """First Lookup latency next to an empty RPC, same server, same mTLS transport, one run."""
-    from bench.lookup import run_lookup_bench
-
-    _report(run_lookup_bench(settings, calls, residents), out)
-
-
-@bench.command("propagation")
-@click.option("--changes", default=100_000, show_default=True, help="backlog of changes to drain")
-@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), help="write JSON results here")
-@click.pass_obj
-def bench_propagation(settings: Settings, changes: int, out: Path | None) -> None:
-    """Apply a backlog while the national server is down, then time its drain (changes/s delivered)."""
-    from bench.propagation import run_propagation_bench
-
-    _report(run_propagation_bench(settings, changes), out)
-
-
-@bench.command("fuhyo")
-@click.option("--calls", default=1000, show_default=True, help="calls of each kind")
-@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), help="write JSON results here")
-@click.pass_obj
-def bench_fuhyo(settings: Settings, calls: int, out: Path | None) -> None:
-    """Fuhyo.Provide with and without My Number next to the empty RPC, one run."""
-    from bench.fuhyo import run_fuhyo_bench
-
-    _report(run_fuhyo_bench(settings, calls), out)
-
-
-def _report(result: dict[str, Any], out: Path | None) -> None:
-    text = json.dumps(result, indent=2)
-    click.echo(text)
-    if out:
-        out.write_text(text + "\n")

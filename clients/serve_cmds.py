@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+import os
 import subprocess
 import sys
 import time
 from collections.abc import Iterable
+from pathlib import Path
 
 import click
 from tqdm import tqdm
@@ -14,6 +17,8 @@ from tqdm import tqdm
 from clients.launch import start_server_process, wait_ready, write_settings
 from clients.pki_cmds import ensure_dev_pki
 from server.app import (
+    ADMIN_SERVICE,
+    PREFECTURE_SERVICE,
     RunningServer,
     open_fuhyo_store,
     open_national_store,
@@ -30,6 +35,7 @@ from server.seed.load import load
 from server.seed.population import SeedEntry, generate
 from server.settings import Settings
 from server.storage.residents import ResidentStore
+from server.workers import announce_ready, exit_with_parent, supervise
 
 SERVERS = ("prefecture", "national", "fuhyo")
 
@@ -109,16 +115,83 @@ def _first_code(store: ResidentStore) -> str | None:
         return bytes(cur.key()).decode() if cur.first() else None
 
 
+def _worker_command(config: Path, worker: int, run_dir: Path) -> list[str]:
+    """argv of one worker, built in the supervisor (whose pid the worker watches)."""
+    verbose = ["-v"] if logging.getLogger().isEnabledFor(logging.DEBUG) else []
+    return [
+        sys.executable, "-m", "clients", *verbose, "--config", str(config), "serve", "prefecture",
+        "--worker", str(worker), "--run-dir", str(run_dir), "--supervisor", str(os.getpid()),
+    ]  # fmt: skip
+
+
+def _serve_prefecture(settings: Settings, sample_code: str | None = None) -> None:
+    """One server process, or `prefecture_workers` of them on the port under a supervisor (this process)."""
+    if settings.prefecture_workers <= 1:
+        asyncio.run(
+            serve(
+                settings,
+                start_prefecture,
+                on_ready=lambda r: _announce(settings, "prefecture", r, sample_code),
+            )
+        )
+        return
+
+    def announce(pids: list[int]) -> None:
+        services = f"{PREFECTURE_SERVICE.full_name}, {ADMIN_SERVICE.full_name}"
+        click.echo(
+            f"prefecture server ({services}, mTLS) listening on {settings.prefecture_target} "
+            f"in {len(pids)} worker processes (pids {' '.join(map(str, pids))})"
+        )
+        click.echo("ready")
+        sys.stdout.flush()
+
+    sys.exit(asyncio.run(supervise(settings, _worker_command, on_ready=announce)))
+
+
+def _serve_worker(settings: Settings, worker: int, run_dir: Path, supervisor: int) -> None:
+    """One worker under `supervise` (started by it, never by hand)."""
+    keep: list[asyncio.Task[None]] = []
+
+    async def start(s: Settings) -> RunningServer:
+        return await start_prefecture(s, worker=worker)
+
+    def ready(running: RunningServer) -> None:
+        announce_ready(run_dir, worker)
+        keep.append(asyncio.get_running_loop().create_task(exit_with_parent(supervisor)))
+
+    asyncio.run(serve(settings, start, on_ready=ready))
+
+
 @serve_group.command("prefecture")
 @click.option("--port", type=int, help="listen port (default from settings)")
+@click.option(
+    "--workers",
+    type=click.IntRange(min=1),
+    help="server processes sharing the port (SO_REUSEPORT) [default from settings: prefecture_workers]",
+)
+@click.option("--worker", type=int, hidden=True, help="(internal) run as this worker of a supervisor")
+@click.option("--run-dir", type=click.Path(file_okay=False, path_type=Path), hidden=True)
+@click.option("--supervisor", type=int, hidden=True, help="(internal) pid of the supervisor")
 @click.pass_obj
-def serve_prefecture_cmd(settings: Settings, port: int | None) -> None:
+def serve_prefecture_cmd(
+    settings: Settings,
+    port: int | None,
+    workers: int | None,
+    worker: int | None,
+    run_dir: Path | None,
+    supervisor: int | None,
+) -> None:
     """The prefectural server (都道府県サーバ)."""
     if port is not None:
         settings = settings.replace(prefecture_port=port)
-    asyncio.run(
-        serve(settings, start_prefecture, on_ready=lambda r: _announce(settings, "prefecture", r, None))
-    )
+    if workers is not None:
+        settings = settings.replace(prefecture_workers=workers)
+    if worker is not None:
+        if run_dir is None or supervisor is None:
+            raise click.UsageError("--worker is for the supervisor's use (with --run-dir and --supervisor)")
+        _serve_worker(settings, worker, run_dir, supervisor)
+    else:
+        _serve_prefecture(settings)
 
 
 @serve_group.command("fuhyo")
@@ -207,9 +280,7 @@ def run(settings: Settings, count: int) -> None:
         wait_ready(settings, "national", "prefectural-server/" + settings.prefecture_code)
         click.echo(f"national server (juki.v1.National, mTLS) listening on {settings.national_target}")
         click.echo(f"附票 server (juki.v1.Fuhyo, mTLS) listening on {settings.fuhyo_target}")
-        asyncio.run(
-            serve(settings, start_prefecture, on_ready=lambda r: _announce(settings, "prefecture", r, sample))
-        )
+        _serve_prefecture(settings, sample)
     finally:
         for peer in peers:
             peer.terminate()

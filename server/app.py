@@ -3,6 +3,10 @@
 Every listener is mTLS (client certificate required and verified against the deployment CA) behind the
 same interceptor chain, with health and reflection. SIGTERM/SIGINT drain and stop; SIGHUP reloads the
 revocation list and the policy without dropping connections.
+
+The prefectural server may run as several worker processes on one port (`server.workers`): each worker
+builds its own server here with `start_prefecture(settings, worker=k)`; worker 0 alone runs the singleton
+jobs (outbox relay, backups, retention, store gauges, /metrics).
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from juki.v1 import (
     prefecture_pb2_grpc,
 )
 
+from server.audit.entries import worker_trail_dir
 from server.audit.keys import AuditKeys
 from server.audit.query import provisions_of
 from server.audit.trail import AuditTrail
@@ -163,7 +168,11 @@ async def _start(
     metrics_port: int,
     operators: OperatorLookup | None = None,
     auditor: CallAuditor | None = None,
+    reuse_port: bool = False,
+    singletons: bool = True,
 ) -> RunningServer:
+    """`reuse_port`: share the port with sibling workers (otherwise a second server on it fails to bind);
+    `singletons`: this process runs the jobs that must run once per store (retention, store gauges)."""
     pki = Pki(settings.pki_path)
     revocations = RevocationList(pki.crl_path, pki.ca_cert_path, check_interval=settings.crl_check_interval)
     identities = PeerIdentities(settings.trust_domain, revocations)
@@ -178,7 +187,7 @@ async def _start(
     server = grpc.aio.server(
         interceptors=[access],
         options=[
-            ("grpc.so_reuseport", 0),
+            ("grpc.so_reuseport", 1 if reuse_port else 0),
             ("grpc.max_receive_message_length", 8 * 1024 * 1024),
             ("grpc.keepalive_permit_without_calls", 1),
         ],
@@ -206,12 +215,15 @@ async def _start(
     running = RunningServer(server, store, access, health, bound, reload, services)
     set_static(pki, identity, services[0].name.lower())
     stop_gauges = asyncio.Event()
-    running.background.append(
-        asyncio.create_task(refresh_loop(store, services[0].name.lower(), every=5.0, stop=stop_gauges))
-    )
-    running.background.append(
-        asyncio.create_task(retention_schedule(store, every=settings.retention_interval, stop=stop_gauges))
-    )
+    if singletons:
+        running.background.append(
+            asyncio.create_task(refresh_loop(store, services[0].name.lower(), every=5.0, stop=stop_gauges))
+        )
+        running.background.append(
+            asyncio.create_task(
+                retention_schedule(store, every=settings.retention_interval, stop=stop_gauges)
+            )
+        )
 
     async def end_gauges() -> None:
         stop_gauges.set()
@@ -304,9 +316,32 @@ def _attach_audit(running: RunningServer, trail: AuditTrail, settings: Settings)
     running.after_stop.append(trail.close)
 
 
-async def start_prefecture(settings: Settings) -> RunningServer:
+def prepare_prefecture(settings: Settings) -> None:
+    """Create what the workers would otherwise race to create: the data keys, the environment and its
+    databases, the audit keys, the backup key. Closes everything again (workers are started afresh)."""
+    open_store(settings).env.close()
+    keys = AuditKeys.load_or_create(settings.path(settings.audit_keys_file))
+    if not settings.path(settings.auditor_keys_file).exists():
+        keys.write_auditor_keys(settings.path(settings.auditor_keys_file))
+    if settings.backup_enabled:
+        BackupKey.load_or_create(settings.path(settings.backup_key_file))
+
+
+async def start_prefecture(settings: Settings, *, worker: int = 0) -> RunningServer:
+    """The prefectural server, or worker `worker` of `settings.prefecture_workers` sharing its port.
+
+    Every worker serves every method over its own LMDB environment and writes its own audit trail (worker
+    k > 0 in `<audit_dir>/w<k>`); provisions and statistics are read from all the trails.
+    """
+    singletons = worker == 0
     store = open_store(settings)
-    trail = _open_trail(settings, settings.audit_dir, settings.audit_keys_file, settings.auditor_keys_file)
+    audit_dir = settings.path(settings.audit_dir)
+    trail = _open_trail(
+        settings,
+        worker_trail_dir(audit_dir, worker),
+        settings.audit_keys_file,
+        settings.auditor_keys_file,
+    )
     pki = Pki(settings.pki_path)
 
     def national_channel() -> grpc.aio.Channel:
@@ -334,12 +369,12 @@ async def start_prefecture(settings: Settings) -> RunningServer:
         on_applied=relay.notify,
         registry=registry,
         batch_threshold=settings.batch_threshold,
-        provisions=lambda code: provisions_of(trail.directory, trail.subject_hash(code)),
+        provisions=lambda code: provisions_of(audit_dir, trail.subject_hash(code)),
     )
     admin = AdminService(
         registry,
         lambda: policy_ref[0].policy,
-        lambda month: monthly_statistics(trail.directory, month),
+        lambda month: monthly_statistics(audit_dir, month),
         now=jst_now,
     )
 
@@ -354,13 +389,15 @@ async def start_prefecture(settings: Settings) -> RunningServer:
         store=store,
         services=(PREFECTURE_SERVICE, ADMIN_SERVICE),
         add_servicers=add,
-        metrics_port=settings.prefecture_metrics_port,
+        metrics_port=settings.prefecture_metrics_port if singletons else -1,
         operators=registry.operator,
         auditor=TrailAuditor(trail),
+        reuse_port=settings.prefecture_workers > 1,
+        singletons=singletons,
     )
     _attach_audit(running, trail, settings)
     policy_ref.append(running.access)
-    if settings.relay_enabled:
+    if settings.relay_enabled and singletons:  # other workers' changes reach it at its next poll
         running.background.append(asyncio.create_task(relay.run(), name="outbox-relay"))
 
     async def stop_relay() -> None:
@@ -368,7 +405,8 @@ async def start_prefecture(settings: Settings) -> RunningServer:
         await national.close()
 
     running.on_stop.append(stop_relay)
-    _attach_backup(running, settings, "prefecture", settings.data_path)
+    if singletons:
+        _attach_backup(running, settings, "prefecture", settings.data_path)
     await running.set_health(True)
     return running
 

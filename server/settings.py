@@ -33,6 +33,8 @@ class Settings:
     grace_seconds: float = 5.0
     crl_check_interval: float = 0.25
     prefecture_code: str = "24"  # 三重県
+    # >1: that many prefectural server processes share the port (SO_REUSEPORT) to scale reads (SPEC §10)
+    prefecture_workers: int = 1
     # the national server (J-LIS peer)
     national_port: int = 50053
     national_identity: str = "national/jlis"

@@ -5,6 +5,10 @@ An entry is one line of canonical JSON (sorted keys, compact separators, UTF-8 a
 entry before it (for seq 1: the trail's genesis hash, named by the signed genesis checkpoint). Segments are
 `trail-YYYYMM.log`, one per calendar month (JST) of the entry time; `checkpoints.log` holds the signed
 checkpoints. Nothing here knows about gRPC: the server hands over an `AuditEvent`.
+
+A trail has one writer. When several prefectural server processes share a port, worker k > 0 writes its own
+trail in the subdirectory `w<k>` of the configured trail directory (worker 0 writes the directory itself);
+the readers (`query`, the monthly report, `juki audit verify`) cover those trails too.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ CHECKPOINTS = "checkpoints.log"
 CHECKPOINT_GENESIS_PREV = "0" * 64  # `prev` of the first checkpoint line
 LOCK_FILE = ".lock"
 SEGMENT_RE = re.compile(r"^trail-(\d{4})(0[1-9]|1[0-2])\.log$")
+WORKER_TRAIL_RE = re.compile(r"^w([1-9]\d*)$")  # a worker's own trail, inside the main trail directory
 PROVISION = "provision"  # AuditEvent.kind of 提供 / 移転
 
 # Every key of an entry line, and the type of its value.
@@ -173,6 +178,21 @@ def list_segments(directory: Path) -> list[str]:
     except FileNotFoundError:
         return []
     return sorted(n for n in names if SEGMENT_RE.match(n))
+
+
+def worker_trail_dir(directory: Path, worker: int) -> Path:
+    """The trail directory of server process `worker` (0: the configured directory itself)."""
+    return directory if worker == 0 else directory / f"w{worker}"
+
+
+def trail_directories(directory: Path) -> list[Path]:
+    """The trail in `directory` and the worker trails inside it (`w1`, `w2`, … by number)."""
+    try:
+        subdirs = [p for p in directory.iterdir() if WORKER_TRAIL_RE.match(p.name) and p.is_dir()]
+    except (FileNotFoundError, NotADirectoryError):
+        return [directory]
+    subdirs.sort(key=lambda p: int(p.name[1:]))
+    return [directory, *subdirs]
 
 
 def read_lines(path: Path) -> Iterator[tuple[int, bytes]]:

@@ -3,11 +3,15 @@
 The segments are scanned (a month of entries reads in well under a second); a cheap substring test on each
 raw line skips most lines before any JSON is parsed. Nothing here is an index, so nothing can drift from the
 log. Lines that are not well-formed entries are skipped: `verify()` is where they are reported.
+
+The worker trails inside the directory (`w1`, `w2`, …: one per extra server process on the port) are read
+too and merged by time; their entries carry `"trail": "w<k>"` (the main trail's carry no such key).
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import heapq
 from collections.abc import Iterator
 from json.encoder import encode_basestring as _json_str
 from pathlib import Path
@@ -22,6 +26,7 @@ from server.audit.entries import (
     parse_time,
     read_lines,
     segment_month,
+    trail_directories,
 )
 
 # Entries of a month can sit in the next segment when the clock stepped back across the month's end.
@@ -54,7 +59,8 @@ def query(
     since: dt.datetime | None = None,
     until: dt.datetime | None = None,
 ) -> Iterator[dict[str, Any]]:
-    """Entries matching every filter given, oldest first.
+    """Entries matching every filter given, oldest first, from the trail in `directory` and its worker
+    trails.
 
     `subject` is a subject hash (`AuditKeys.subject_hash(resident_code)`); `since` is inclusive and `until`
     exclusive, both timezone-aware.
@@ -71,6 +77,28 @@ def query(
     needles = [f'"{k}":{_json_str(v)}'.encode() for k, v in exact.items()]
     if subject is not None:
         needles.append(_json_str(subject).encode())
+    trails = trail_directories(directory)
+    if len(trails) == 1:
+        yield from _matching(directory, needles, exact, subject, since, until)
+        return
+    streams = [
+        _matching(d, needles, exact, subject, since, until, trail=d.name if i else None)
+        for i, d in enumerate(trails)
+    ]
+    # entry times are JST ISO strings of one fixed form: they sort as strings
+    yield from heapq.merge(*streams, key=lambda entry: str(entry["time"]))
+
+
+def _matching(
+    directory: Path,
+    needles: list[bytes],
+    exact: dict[str, str],
+    subject: str | None,
+    since: dt.datetime | None,
+    until: dt.datetime | None,
+    *,
+    trail: str | None = None,
+) -> Iterator[dict[str, Any]]:
     for name in _segments_for(directory, since, until):
         for _, raw in read_lines(directory / name):
             if not all(n in raw for n in needles) or not raw.endswith(b"\n"):
@@ -87,6 +115,8 @@ def query(
                     continue
                 if (since is not None and moment < since) or (until is not None and moment >= until):
                     continue
+            if trail is not None:
+                entry["trail"] = trail
             yield entry
 
 

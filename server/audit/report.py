@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from server.audit.entries import CHECKPOINTS, JST, PROVISION, read_lines
+from server.audit.entries import CHECKPOINTS, JST, PROVISION, read_lines, trail_directories
 from server.audit.query import query
 
 SEARCH_SUFFIX = "/Search"
@@ -47,13 +47,17 @@ class MonthlyReport:
     flags: list[dict[str, Any]] = field(default_factory=list)  # caller, reason, count, detail
     # The trail's newest checkpoint when the report was made: keep it, and pass it to verify(known=…).
     checkpoint: dict[str, Any] | None = None
+    # The same for each worker trail ("w1", …) when several server processes shared the port.
+    worker_checkpoints: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), ensure_ascii=False, indent=2, sort_keys=True)
 
     def to_markdown(self) -> str:
         out = [f"# 監査証跡 月次報告 {self.month}", ""]
-        span = f"seq {self.first_seq}–{self.last_seq}" if self.entries else "no entries"
+        span = f"seq {self.first_seq}–{self.last_seq}" if self.first_seq is not None else "no entries"
+        if self.worker_checkpoints:
+            span = f"main trail: {span}; worker trails: {', '.join(self.worker_checkpoints)}"
         out += [
             f"- 件数 (entries): {self.entries} ({span})",
             f"- 勤務時間 (office hours): {self.office_hours}",
@@ -96,6 +100,13 @@ class MonthlyReport:
                 f"- hash `{cp.get('hash')}`",
             ]
             out += [f"- sig `{cp.get('sig')}`", ""]
+        for trail, cp in self.worker_checkpoints.items():
+            out += [
+                f"- {trail}: seq {cp.get('seq')}, {cp.get('kind')}, {cp.get('time')}",
+                f"  hash `{cp.get('hash')}`, sig `{cp.get('sig')}`",
+            ]
+        if self.worker_checkpoints:
+            out.append("")
         return "\n".join(out)
 
 
@@ -192,8 +203,9 @@ def monthly_report(
     for entry in query(directory, since=start, until=end):
         caller, method, outcome = entry["caller"], entry["method"], entry["outcome"]
         report.entries += 1
-        report.first_seq = entry["seq"] if report.first_seq is None else report.first_seq
-        report.last_seq = entry["seq"]
+        if "trail" not in entry:  # seqs count per trail: the span shown is the main trail's
+            report.first_seq = entry["seq"] if report.first_seq is None else report.first_seq
+            report.last_seq = entry["seq"]
         roles.setdefault(caller, entry["role"])
         stats = callers[caller]
         stats["calls"] += 1
@@ -243,6 +255,9 @@ def monthly_report(
     report.searches = {c: {k: searches[c][k] for k in search_keys} for c in sorted(searches)}
     report.flags = _flags(report, unfollowed_threshold, refusal_threshold, volume_factor)
     report.checkpoint = _last_checkpoint(directory)
+    for worker in trail_directories(directory)[1:]:
+        if (cp := _last_checkpoint(worker)) is not None:
+            report.worker_checkpoints[worker.name] = cp
     return report
 
 

@@ -55,3 +55,8 @@ class Violations:
                 reason="INVALID_FIELDS",
                 violations=list(self.items),
             )
+
+
+def nobody() -> DomainError:
+    """No resident matches what was asked (NOT_FOUND)."""
+    return DomainError(ErrorKind.NOT_FOUND, "nobody matches the condition", reason="NO_RECORD")

@@ -1,18 +1,21 @@
 """`/metrics` over HTTPS with a required client certificate of the `monitor` role (SPEC §7).
 
 The operations contractor scrapes with its own certificate; any other identity (or none) gets nothing.
-A development flag serves plain HTTP, on loopback only.
+A development flag serves plain HTTP, on loopback only. With several server processes on one port, worker 0
+serves the endpoint and shows the sum over every worker (prometheus_client's multiprocess mode).
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import ssl
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector
 
 from server.identity.peers import PeerIdentities, Refusal
 from server.identity.pki import Pki
@@ -20,6 +23,17 @@ from server.identity.pki import Pki
 log = logging.getLogger(__name__)
 
 SCRAPER_ROLES = frozenset({"monitor"})
+
+
+def scrape_registry() -> CollectorRegistry:
+    """What /metrics shows: this process's registry, or, in multiprocess mode (PROMETHEUS_MULTIPROC_DIR set
+    by the supervisor of several workers), every worker's metrics combined from their files."""
+    directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if not directory:
+        return REGISTRY
+    registry = CollectorRegistry()
+    MultiProcessCollector(registry, directory)  # type: ignore[no-untyped-call]
+    return registry
 
 
 class MetricsEndpoint:
@@ -33,10 +47,11 @@ class MetricsEndpoint:
         pki: Pki | None,
         identities: PeerIdentities | None,
         server_identity: str = "",
-        registry: CollectorRegistry = REGISTRY,
+        registry: CollectorRegistry | None = None,
     ) -> None:
         if pki is None and host not in ("127.0.0.1", "localhost", "::1"):
             raise ValueError("plain-HTTP metrics are for loopback only")
+        shown = scrape_registry() if registry is None else registry
         endpoint = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -47,7 +62,7 @@ class MetricsEndpoint:
                 if identities is not None and not endpoint._is_scraper(self.connection):
                     self._reply(403, b"forbidden\n")
                     return
-                self._reply(200, generate_latest(registry), CONTENT_TYPE_LATEST)
+                self._reply(200, generate_latest(shown), CONTENT_TYPE_LATEST)
 
             def _reply(self, status: int, body: bytes, content_type: str = "text/plain") -> None:
                 self.send_response(status)

@@ -28,12 +28,12 @@ def set_static(pki: Pki, identity: str, server: str) -> None:
 
 
 def refresh_store(store: ResidentStore, env_name: str) -> None:
+    with store.reader() as tx:  # first: a read adopts a map that another worker process has grown
+        total = tx.count("records")
+        removed = tx.counter(b"records_removed")
     used, size = store.env.map_use()
     metrics.LMDB_MAP_USED.labels(env_name).set(used)
     metrics.LMDB_MAP_SIZE.labels(env_name).set(size)
-    with store.reader() as tx:
-        total = tx.count("records")
-        removed = tx.counter(b"records_removed")
     metrics.RECORDS.labels("removed").set(removed)
     metrics.RECORDS.labels("active").set(max(0, total - removed))
 

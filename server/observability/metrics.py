@@ -1,5 +1,12 @@
 """Every Prometheus metric of the servers (SPEC §7). Labels never carry personal data: only status codes,
-roles, methods, purposes, reasons, municipality codes and certificate names."""
+roles, methods, purposes, reasons, municipality codes and certificate names.
+
+When several prefectural server processes share a port, prometheus_client runs in multiprocess mode (the
+supervisor sets PROMETHEUS_MULTIPROC_DIR for every worker): counters and histograms are summed over the
+workers, and each gauge says how its per-process values combine (`multiprocess_mode`). Gauges read off the
+shared store or set by a singleton job are set by worker 0 only ("livemostrecent"); the mode is ignored
+in a single process.
+"""
 
 from __future__ import annotations
 
@@ -31,25 +38,45 @@ REFUSALS = Counter(
     "Calls refused by identity or authorization",
     ["role", "method", "grpc_code"],
 )
-RECORDS = Gauge("juki_records", "Records held, by state", ["state"])
-LMDB_MAP_SIZE = Gauge("juki_lmdb_map_size_bytes", "LMDB map size", ["env"])
-LMDB_MAP_USED = Gauge("juki_lmdb_map_used_bytes", "LMDB pages in use", ["env"])
+RECORDS = Gauge("juki_records", "Records held, by state", ["state"], multiprocess_mode="livemostrecent")
+LMDB_MAP_SIZE = Gauge(
+    "juki_lmdb_map_size_bytes", "LMDB map size", ["env"], multiprocess_mode="livemostrecent"
+)
+LMDB_MAP_USED = Gauge(
+    "juki_lmdb_map_used_bytes", "LMDB pages in use", ["env"], multiprocess_mode="livemostrecent"
+)
 CERT_EXPIRY = Gauge(
     "juki_certificate_expiry_timestamp_seconds",
     "Not-after of the server's own and the CA's certificate",
     ["cert"],
+    multiprocess_mode="livemin",  # every worker reads the same files; the earliest expiry if not
 )
-BUILD_INFO = Gauge("juki_build_info", "Version of the running server (always 1)", ["version", "server"])
+BUILD_INFO = Gauge(
+    "juki_build_info",
+    "Version of the running server (always 1)",
+    ["version", "server"],
+    multiprocess_mode="livemax",
+)
 
-OUTBOX_DEPTH = Gauge("juki_outbox_depth", "Applied changes not yet confirmed by the national server")
+OUTBOX_DEPTH = Gauge(
+    "juki_outbox_depth",
+    "Applied changes not yet confirmed by the national server",
+    multiprocess_mode="livemostrecent",  # the relay runs in worker 0 only
+)
 OUTBOX_OLDEST_AGE = Gauge(
-    "juki_outbox_oldest_age_seconds", "Age of the oldest change not yet confirmed by the national server"
+    "juki_outbox_oldest_age_seconds",
+    "Age of the oldest change not yet confirmed by the national server",
+    multiprocess_mode="livemostrecent",
 )
 RELAY_ATTEMPTS = Counter("juki_relay_attempts", "NotifyUpdates calls made by the outbox relay")
 RELAY_FAILURES = Counter("juki_relay_failures", "NotifyUpdates calls that failed, by status code", ["code"])
 RELAY_DELIVERED = Counter("juki_relay_delivered", "Changes confirmed by the national server")
 
-TEMPSTORE_ENTRIES = Gauge("juki_tempstore_entries", "My Numbers held in the 附票 server's temporary area")
+TEMPSTORE_ENTRIES = Gauge(
+    "juki_tempstore_entries",
+    "My Numbers held in the 附票 server's temporary area",
+    multiprocess_mode="livesum",
+)
 TEMPSTORE_ERASURES = Counter("juki_tempstore_erasures", "Temporary-area entries erased, by cause", ["cause"])
 
 AUDIT_ENTRIES = Counter("juki_audit_entries", "Audit entries written")

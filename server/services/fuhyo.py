@@ -11,7 +11,7 @@ import grpc
 from juki.v1 import fuhyo_pb2, fuhyo_pb2_grpc, prefecture_pb2, records_pb2
 
 from server.domain import validation as val
-from server.domain.errors import DomainError, ErrorKind, Violations
+from server.domain.errors import DomainError, ErrorKind, Violations, nobody
 from server.domain.finding import MAX_MATCHES, find, parse_condition, too_many
 from server.domain.fuhyo import apply_fuhyo_notice, fuhyo_view, validate_fuhyo_notice
 from server.domain.search import Searcher
@@ -82,7 +82,7 @@ class FuhyoService(fuhyo_pb2_grpc.FuhyoServicer):
         with self._store.reader() as tx:
             record = tx.get(request.resident_code)
         if record is None:
-            await abort(context, _nobody())
+            await abort(context, nobody())
         return fuhyo_pb2.FuhyoLookupResponse(record=fuhyo_view(record))
 
     async def Search(
@@ -126,7 +126,7 @@ class FuhyoService(fuhyo_pb2_grpc.FuhyoServicer):
         if len(records) > MAX_MATCHES:
             await abort(context, too_many())
         if not records:
-            await abort(context, _nobody())
+            await abort(context, nobody())
         views = [fuhyo_view(r) for r in records]
         answer = fuhyo_pb2.FuhyoProvideResponse(records=views, request_id=request.request_id)
         if not request.include_my_number:
@@ -199,7 +199,3 @@ class FuhyoService(fuhyo_pb2_grpc.FuhyoServicer):
         self, request: prefecture_pb2.PingRequest, context: Context
     ) -> prefecture_pb2.PingResponse:
         return prefecture_pb2.PingResponse()
-
-
-def _nobody() -> DomainError:
-    return DomainError(ErrorKind.NOT_FOUND, "nobody matches the condition", reason="NO_RECORD")

@@ -12,7 +12,7 @@ from juki.v1 import prefecture_pb2, prefecture_pb2_grpc, records_pb2
 
 from server.domain import operators
 from server.domain import validation as val
-from server.domain.errors import DomainError, ErrorKind, FieldViolation, Violations
+from server.domain.errors import DomainError, ErrorKind, FieldViolation, Violations, nobody
 from server.domain.finding import MAX_MATCHES, Condition, find, parse_condition, too_many
 from server.domain.minimise import resident_view
 from server.domain.reconcile import differing_items, range_digests, record_items
@@ -34,6 +34,29 @@ Context = grpc.aio.ServicerContext[Any, Any]  # the aio context, whatever the re
 
 def jst_now() -> dt.datetime:
     return dt.datetime.now(JST)
+
+
+def checked_lookup(request: prefecture_pb2.LookupRequest, policy: Policy) -> tuple[str, bool]:
+    """A Lookup request's key ("resident_code" or "my_number") and whether its purpose allows My Number;
+    DomainError when a field is invalid or the key is a My Number the purpose does not allow."""
+    v = Violations()
+    key = request.WhichOneof("key")
+    if key == "resident_code":
+        val.check_resident_code(v, "resident_code", request.resident_code)
+    elif key == "my_number":
+        val.check_my_number(v, "my_number", request.my_number)
+    else:
+        v.add("key", "required: resident_code or my_number")
+    val.check_request_id(v, "request_id", request.request_id)
+    v.raise_if_any()
+    with_number = policy.allows_my_number(request.purpose)
+    if key == "my_number" and not with_number:
+        raise DomainError(
+            ErrorKind.PERMISSION_DENIED,
+            "looking up by My Number needs a purpose that allows My Number",
+            reason="PURPOSE_WITHOUT_MY_NUMBER",
+        )
+    return str(key), with_number
 
 
 class PrefectureService(prefecture_pb2_grpc.PrefectureServicer):
@@ -83,29 +106,7 @@ class PrefectureService(prefecture_pb2_grpc.PrefectureServicer):
     async def Lookup(
         self, request: prefecture_pb2.LookupRequest, context: Context
     ) -> prefecture_pb2.LookupResponse:
-        v = Violations()
-        key = request.WhichOneof("key")
-        if key == "resident_code":
-            val.check_resident_code(v, "resident_code", request.resident_code)
-        elif key == "my_number":
-            val.check_my_number(v, "my_number", request.my_number)
-        else:
-            v.add("key", "required: resident_code or my_number")
-        val.check_request_id(v, "request_id", request.request_id)
-        try:
-            v.raise_if_any()
-        except DomainError as err:
-            await abort(context, err)
-        with_number = self._policy().allows_my_number(request.purpose)
-        if key == "my_number" and not with_number:
-            await abort(
-                context,
-                DomainError(
-                    ErrorKind.PERMISSION_DENIED,
-                    "looking up by My Number needs a purpose that allows My Number",
-                    reason="PURPOSE_WITHOUT_MY_NUMBER",
-                ),
-            )
+        key, with_number = checked_lookup(request, self._policy())
         with self._store.reader() as tx:
             code = (
                 request.resident_code if key == "resident_code" else tx.code_by_my_number(request.my_number)
@@ -117,7 +118,7 @@ class PrefectureService(prefecture_pb2_grpc.PrefectureServicer):
         condition = Condition(str(key), request.resident_code or request.my_number)
         views = await self._ask_national(context, condition, request.purpose, request.request_id, with_number)
         if not views:
-            await abort(context, _nobody())
+            await abort(context, nobody())
         return prefecture_pb2.LookupResponse(record=views[0], source=NATIONAL)
 
     # provision and forwarding (SPEC §5.1, §5.4) ----------------------------------------------------
@@ -192,7 +193,7 @@ class PrefectureService(prefecture_pb2_grpc.PrefectureServicer):
             context, condition, request.purpose, request.request_id, with_number, request.four_info
         )
         if not forwarded:
-            await abort(context, _nobody())
+            await abort(context, nobody())
         return prefecture_pb2.ProvideResponse(records=forwarded, source=NATIONAL)
 
     async def QueryNational(
@@ -237,7 +238,7 @@ class PrefectureService(prefecture_pb2_grpc.PrefectureServicer):
             record = tx.get(request.resident_code)
             number = tx.my_number(request.resident_code) if record is not None and with_number else ""
         if record is None or self._provisions is None:
-            await abort(context, _nobody())
+            await abort(context, nobody())
         assert self._provisions is not None
         loop = asyncio.get_running_loop()
         entries = await loop.run_in_executor(None, self._provisions, request.resident_code)
@@ -282,7 +283,7 @@ class PrefectureService(prefecture_pb2_grpc.PrefectureServicer):
         with self._store.reader() as tx:
             number = tx.my_number(request.resident_code) if tx.get(request.resident_code) is not None else ""
         if not number:
-            await abort(context, _nobody())
+            await abort(context, nobody())
         return prefecture_pb2.FetchMyNumberResponse(my_number=number)
 
     async def BatchProvide(
@@ -461,7 +462,3 @@ def _invalid(field: str, description: str) -> DomainError:
         reason="INVALID_FIELDS",
         violations=[FieldViolation(field, description)],
     )
-
-
-def _nobody() -> DomainError:
-    return DomainError(ErrorKind.NOT_FOUND, "nobody matches the condition", reason="NO_RECORD")

@@ -1,7 +1,9 @@
 """One LMDB environment: opening, named databases, map growth and the single writer.
 
 Reads run on the caller's thread (they take microseconds); writes go through one writer thread so that an
-fsync never blocks the event loop and LMDB's single-writer rule holds by construction (SPEC §10).
+fsync never blocks the event loop and LMDB's single-writer rule holds by construction (SPEC §10). Several
+processes may open the same environment (prefectural workers on one port): LMDB serialises their writers,
+and a map grown by one is adopted by the others when their next transaction finds it larger.
 """
 
 from __future__ import annotations
@@ -68,8 +70,14 @@ class LmdbEnv:
     @contextmanager
     def read(self) -> Iterator[Any]:
         """A read transaction; keep it short and never await inside it."""
-        with self._gate, self.env.begin(buffers=False) as txn:
-            yield txn
+        with self._gate:
+            try:
+                txn = self.env.begin(buffers=False)
+            except lmdb.MapResizedError:
+                self._adopt_map_size()
+                txn = self.env.begin(buffers=False)
+            with txn:
+                yield txn
 
     def write_sync(self, work: Callable[[Any], T]) -> T:
         """Run `work(txn)` in one write transaction, committed durably; grow the map and retry when full.
@@ -82,20 +90,42 @@ class LmdbEnv:
                     return work(txn)
             except lmdb.MapFullError:
                 self._grow()
+            except lmdb.MapResizedError:
+                with self._gate:
+                    self._adopt_map_size()
 
     async def write(self, work: Callable[[Any], T]) -> T:
         """`write_sync` on the single writer thread."""
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._writer, self.write_sync, work)
 
+    def reserve(self, more: int) -> None:
+        """Grow the map now so that `more` bytes fit beside what is used: a large write then runs once,
+        instead of being aborted by `MapFullError` and run again after each doubling."""
+        used, current = self.map_use()
+        if used + more > current:
+            self._set_map_size(min(max(used + more, current * 2), MAX_MAP_SIZE))
+
+    def _adopt_map_size(self) -> None:
+        """Another process (a worker sharing this environment) grew the map past ours: map the size it
+        committed. LMDB persists only increases and serialises writers across processes, so each process
+        growing its own map on `MapFullError` and adopting on `MapResizedError` is safe. The caller holds
+        the gate (no read transaction of this process is open) and no write transaction is open."""
+        self.env.set_mapsize(0)
+        size = self.env.info()["map_size"]
+        log.info("LMDB map size adopted from another process", extra={"map_size": size})
+
     def _grow(self) -> None:
         current = self.env.info()["map_size"]
         new_size = min(current * 2, MAX_MAP_SIZE)
         if new_size <= current:
             raise lmdb.MapFullError("LMDB map at its maximum size")
+        self._set_map_size(new_size)
+
+    def _set_map_size(self, size: int) -> None:
         with self._gate:
-            self.env.set_mapsize(new_size)
-        log.info("LMDB map grown", extra={"map_size": new_size})
+            self.env.set_mapsize(size)
+        log.info("LMDB map grown", extra={"map_size": size})
 
     def map_use(self) -> tuple[int, int]:
         """(bytes used, map size)."""

@@ -21,9 +21,11 @@ Nothing here knows about gRPC; the domain layer decides what a change may do.
 
 from __future__ import annotations
 
+import functools
 import struct
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from operator import itemgetter
 from typing import Any
 
 from juki.v1 import records_pb2
@@ -50,6 +52,7 @@ DB_NAMES = (
 )
 SCHEMA_VERSION = b"1"
 _U64 = struct.Struct(">Q")
+_U16 = struct.Struct(">H")
 _ACTIVE, _REMOVED = b"A", b"R"
 
 
@@ -69,8 +72,28 @@ def _without_my_number(record: records_pb2.ResidentRecord) -> bytes:
         record.my_number = number
 
 
+def _history_value(sealed: bytes, record: bytes) -> bytes:
+    """A history entry: length of the sealed My Number, the sealed My Number, the record without it."""
+    return _U16.pack(len(sealed)) + sealed + record
+
+
 def _dob_key(iso_date: str) -> bytes:
     return iso_date.replace("-", "").encode()
+
+
+def _index_keys(
+    search_kana: str, birth_date: str, sex: int, address: str, removed: bool, code: bytes
+) -> tuple[bytes, bytes, bytes, bytes]:
+    """The keys of idx_name, idx_birth and idx_address, and the value the three share."""
+    dob = _dob_key(birth_date)
+    sex_byte = bytes((sex,))
+    value = (_REMOVED if removed else _ACTIVE) + sex_byte + dob
+    return (
+        search_kana.encode() + b"\x00" + dob + code,
+        dob + sex_byte + code,
+        address.encode() + b"\x00" + code,
+        value,
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -244,7 +267,7 @@ class ResidentTxn:
     def add_history(self, record: records_pb2.ResidentRecord, my_number: str) -> None:
         """Keep a previous version (with its sealed My Number) as history."""
         sealed = self._store.sealer.seal(record.resident_code, my_number) if my_number else b""
-        value = struct.pack(">H", len(sealed)) + sealed + _without_my_number(record)
+        value = _history_value(sealed, _without_my_number(record))
         counter = self._next_counter(b"history_counter")
         self._txn.put(record.resident_code.encode() + _u64(counter), value, db=self._dbs["history"])
 
@@ -309,13 +332,17 @@ class ResidentTxn:
 
     def _index_entries(self, record: records_pb2.ResidentRecord) -> Iterable[tuple[str, bytes, bytes]]:
         info = record.four_info
-        code = record.resident_code.encode()
-        dob = _dob_key(info.birth_date)
-        sex = bytes((info.sex,))
-        value = (_REMOVED if record.deleted_flag else _ACTIVE) + sex + dob
-        yield "idx_name", record.search_kana.encode() + b"\x00" + dob + code, value
-        yield "idx_birth", dob + sex + code, value
-        yield "idx_address", info.address.encode() + b"\x00" + code, value
+        name, birth, address, value = _index_keys(
+            record.search_kana,
+            info.birth_date,
+            info.sex,
+            info.address,
+            record.deleted_flag,
+            record.resident_code.encode(),
+        )
+        yield "idx_name", name, value
+        yield "idx_birth", birth, value
+        yield "idx_address", address, value
 
     def _put_indexes(self, record: records_pb2.ResidentRecord) -> None:
         for db, key, value in self._index_entries(record):
@@ -324,6 +351,213 @@ class ResidentTxn:
     def _drop_indexes(self, record: records_pb2.ResidentRecord) -> None:
         for db, key, _ in self._index_entries(record):
             self._txn.delete(key, db=self._dbs[db])
+
+
+# What a bulk load writes for one resident, prepared without keys (so another process may do it), in two
+# parts. PreparedRecord: resident code, record (My Number cleared), My Number, idx_removed key (or None),
+# and per earlier version (resident code, My Number, record with My Number cleared): BulkLoad seals the
+# numbers. IndexEntries: the keys of idx_name, idx_birth and idx_address, the value they share, the
+# idx_municipality key and the record digest (its value): IndexLists sorts them, in whichever process
+# prepared them.
+PreparedRecord = tuple[bytes, bytes, str, bytes | None, tuple[tuple[bytes, str, bytes], ...]]
+IndexEntries = tuple[bytes, bytes, bytes, bytes, bytes, bytes]
+INDEX_DATABASES = ("idx_name", "idx_birth", "idx_address", "idx_municipality")
+
+# Folding is pure and names repeat (a population has far fewer distinct names than people).
+_search_kana_cached = functools.lru_cache(maxsize=1 << 16)(search_kana)
+
+
+def prepare_resident(
+    record: records_pb2.ResidentRecord,
+    my_number: str,
+    history: Sequence[records_pb2.ResidentRecord] = (),
+) -> tuple[PreparedRecord, IndexEntries]:
+    """Everything `BulkLoad` writes for a resident that needs no key. Sets the record's search_kana, as
+    `put_record` does."""
+    code = record.resident_code.encode()
+    info = record.four_info
+    kana = _search_kana_cached(info.name_kana)
+    record.search_kana = kana
+    removed = record.deleted_flag
+    name, birth, address, value = _index_keys(kana, info.birth_date, info.sex, info.address, removed, code)
+    older = (
+        tuple((old.resident_code.encode(), old.my_number, _without_my_number(old)) for old in history)
+        if history
+        else ()
+    )
+    return (
+        (
+            code,
+            _without_my_number(record),
+            my_number,
+            _dob_key(record.removed_date) + code if removed else None,
+            older,
+        ),
+        (
+            name,
+            birth,
+            address,
+            value,
+            record.municipality_code.encode() + code,
+            record_digest(record, my_number),
+        ),
+    )
+
+
+_Entry = tuple[bytes, bytes]
+_BY_KEY = itemgetter(0)
+
+
+class IndexLists:
+    """The entries of the 4情報 and municipality indexes (INDEX_DATABASES) of a bulk load, gathered and then
+    sorted, here or in the process that prepared them."""
+
+    def __init__(self) -> None:
+        self._lists: tuple[list[_Entry], ...] = ([], [], [], [])
+
+    def add(self, residents: Iterable[IndexEntries]) -> None:
+        idx_name, idx_birth, idx_address, idx_municipality = self._lists
+        for name, birth, address, value, municipality, digest in residents:
+            idx_name.append((name, value))
+            idx_birth.append((birth, value))
+            idx_address.append((address, value))
+            idx_municipality.append((municipality, digest))
+
+    def sorted(self) -> Iterator[list[_Entry]]:
+        """Each database's entries sorted by key, in the order of INDEX_DATABASES (and let go of here)."""
+        lists, self._lists = list(self._lists), ([], [], [], [])
+        for n, entries in enumerate(lists):
+            lists[n] = []
+            entries.sort(key=_BY_KEY)
+            yield entries
+
+
+class BulkLoad:
+    """New residents for a store that holds none yet (seeding a synthetic population).
+
+    It gathers, per database, what `put_record` (after `add_history` for each earlier version) would write;
+    `write` sorts each database's entries and appends them in key order, all in one durable transaction.
+    Sorted appends fill B-tree pages and write each page once, where puts at random keys touch most pages
+    of every tree again at each commit and leave them half full.
+
+    The result is entry for entry what the per-record path writes (only the random nonces of the sealed
+    My Numbers differ). Resident codes must be distinct, and so must My Numbers; `write` refuses a store
+    that already holds records.
+    """
+
+    def __init__(self, store: ResidentStore) -> None:
+        self._store = store
+        self._databases: dict[str, list[_Entry]] = {
+            name: [] for name in ("records", "my_numbers", "my_number_index", "idx_removed")
+        }
+        # (resident code, n-th history entry of this load, value): the key takes the store's counter later
+        self._history: list[tuple[bytes, int, bytes]] = []
+        self._indexes = IndexLists()
+        self.count = 0
+
+    def add(
+        self,
+        record: records_pb2.ResidentRecord,
+        my_number: str,
+        history: Sequence[records_pb2.ResidentRecord] = (),
+    ) -> None:
+        """A resident's current version and its earlier versions (oldest first, each with the My Number
+        it carries), as `put_record` and `add_history` take them."""
+        prepared, indexes = prepare_resident(record, my_number, history)
+        self.add_prepared((prepared,))
+        self.add_indexes((indexes,))
+
+    def add_prepared(self, residents: Iterable[PreparedRecord]) -> None:
+        """Residents prepared by `prepare_resident` (first part): seal their My Numbers, keep the entries."""
+        sealer = self._store.sealer
+        seal, index_key = sealer.seal, sealer.index_key
+        records, my_numbers, my_number_index, idx_removed = self._databases.values()
+        history = self._history
+        added = len(records)
+        for code, record, number, removed, older in residents:
+            for old_code, old_number, old_record in older:
+                sealed = seal(old_code.decode(), old_number) if old_number else b""
+                history.append((old_code, len(history), _history_value(sealed, old_record)))
+            records.append((code, record))
+            if number:
+                my_numbers.append((code, seal(code.decode(), number)))
+                my_number_index.append((index_key(number), code))
+            if removed is not None:
+                idx_removed.append((removed, b""))
+        self.count += len(records) - added
+
+    def add_indexes(self, residents: Iterable[IndexEntries]) -> None:
+        """Residents' index entries (second part of `prepare_resident`), unless they are sorted elsewhere."""
+        self._indexes.add(residents)
+
+    def write(self, sorted_indexes: Iterator[list[_Entry]] | None = None) -> int:
+        """Write everything in one transaction, durable on return; the number of residents.
+
+        `sorted_indexes` gives the entries of INDEX_DATABASES sorted (in that order) when another process
+        gathered and sorted them (half of all entries) while this one sorts and writes the rest: a list
+        whose entries lie all over memory, as they were added, costs several times more to sort and to
+        write than one just unpacked in key order.
+        """
+        self._history.sort(key=itemgetter(0, 1))
+        for entries in self._databases.values():
+            entries.sort(key=_BY_KEY)
+        history = [(code, value) for code, _, value in self._history]
+        size = sum(_size_estimate(entries, 0) for entries in self._databases.values())
+        size += _size_estimate(history, 8)
+        # Index entries repeat no more of a resident than its record holds, plus fixed-size parts.
+        size += _size_estimate(self._databases["records"], 200)
+        # Room for everything up front: a full map would abort the transaction and start it again.
+        self._store.env.reserve(2 * size)
+        later = _Later(sorted_indexes if sorted_indexes is not None else self._indexes.sorted())
+        self._store.env.write_sync(lambda txn: self._write(txn, later))
+        return self.count
+
+    def _write(self, txn: Any, later: _Later) -> None:
+        tx = ResidentTxn(self._store, txn)
+        if tx.count("records"):
+            raise ValueError("a bulk load needs a store without records")
+        for name, entries in self._databases.items():
+            self._append(txn, name, entries)
+        first = tx.counter(b"history_counter") + 1
+        self._append(txn, "history", [(code + _u64(first + n), value) for code, n, value in self._history])
+        for n, name in enumerate(INDEX_DATABASES):
+            self._append(txn, name, later.get(n))
+        if self._history:
+            tx.bump(b"history_counter", len(self._history))
+        if self._databases["idx_removed"]:
+            tx.bump_signed(b"records_removed", len(self._databases["idx_removed"]))
+
+    def _append(self, txn: Any, name: str, entries: list[_Entry]) -> None:
+        db = self._store.env.dbs[name]
+        # Append (no search, full pages) when the database is empty, as it is in a new store.
+        append = txn.stat(db)["entries"] == 0
+        with txn.cursor(db=db) as cursor:
+            consumed, added = cursor.putmulti(entries, append=append)
+        if added != consumed:
+            raise ValueError(f"a bulk load needs distinct keys: {consumed - added} repeated in {name}")
+
+
+class _Later:
+    """Sorted lists taken from an iterator as they are needed, and kept: a transaction that found the map
+    full runs again."""
+
+    def __init__(self, sorted_lists: Iterator[list[_Entry]]) -> None:
+        self._sorted = sorted_lists
+        self._got: list[list[_Entry]] = []
+
+    def get(self, n: int) -> list[_Entry]:
+        while len(self._got) <= n:
+            self._got.append(next(self._sorted))
+        return self._got[n]
+
+
+def _size_estimate(entries: list[_Entry], extra: int) -> int:
+    """Bytes a database's entries take in full LMDB pages: a sample's mean, `extra` bytes more per entry,
+    plus the node header."""
+    if not entries:
+        return 0
+    sample = entries[:: max(1, len(entries) // 1000)]
+    return len(entries) * (sum(len(k) + len(v) for k, v in sample) // len(sample) + extra + 16)
 
 
 class ResidentStore:

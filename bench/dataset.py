@@ -1,0 +1,170 @@
+"""The benchmark's dataset: a seeded prefectural store (and a 附票 store of the same people), built once per
+population size and reused from a cache directory; each run works on its own copy, so the cache stays as
+built.
+
+A cache entry is complete only once `dataset.json` exists (written last): an interrupted build is
+rebuilt, never reused.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import shutil
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from juki.v1 import records_pb2
+from tqdm import tqdm
+
+from server.app import open_fuhyo_store, open_store
+from server.seed.fuhyo import generate_fuhyo, load_fuhyo
+from server.seed.load import load
+from server.seed.population import generate
+from server.settings import Settings
+
+FORMAT = 2  # bump when the stored layout or the generator changes
+SEED = 1
+SAMPLE_KEYS = 20_000
+FUHYO_MAX = 200_000  # the 附票 file is only driven through Provide; a smaller one keeps the build short
+
+# Where a dataset's parts live, relative to its directory (and to a run's home once copied there).
+LAYOUT = {
+    "data_dir": Path("prefecture"),
+    "keys_file": Path("keys/prefecture.keys.json"),
+    "fuhyo_data_dir": Path("fuhyo"),
+    "fuhyo_keys_file": Path("keys/fuhyo.keys.json"),
+}
+
+
+@dataclass(frozen=True)
+class Dataset:
+    directory: Path
+    residents: int
+    fuhyo_residents: int
+    seed_records_per_s: float
+    built_at: str
+    reused: bool
+    samples: dict[str, Any]
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "residents": self.residents,
+            "fuhyo_residents": self.fuhyo_residents,
+            "seed_records_per_s": round(self.seed_records_per_s),
+            "built_at": self.built_at,
+            "reused_cache": self.reused,
+        }
+
+
+def _layout_settings(base: Settings, home: Path) -> Settings:
+    return base.replace(home=home, **LAYOUT)
+
+
+def _sample(settings: Settings, fuhyo_residents: int) -> dict[str, Any]:
+    """Keys of residents on the register (removed persons would be asked of the national server): random
+    codes, their My Numbers and 4情報; 附票 codes."""
+    store = open_store(settings)
+    try:
+        with store.env.read() as txn, txn.cursor(db=store.env.dbs["records"]) as cur:
+            all_codes = [bytes(k).decode() for k in cur.iternext(keys=True, values=False)]
+        candidates = random.Random(SEED).sample(all_codes, min(2 * SAMPLE_KEYS, len(all_codes)))
+        del all_codes
+        codes, numbers, searches = [], [], []
+        with store.reader() as tx:
+            for code in candidates:
+                record = tx.get(code)
+                if record is None or record.state != records_pb2.RECORD_STATE_ACTIVE:
+                    continue
+                codes.append(code)
+                numbers.append(tx.my_number(code))
+                searches.append([record.four_info.name_kana, record.four_info.birth_date])
+                if len(codes) == SAMPLE_KEYS:
+                    break
+    finally:
+        store.env.close()
+    fuhyo_codes = [
+        r.resident_code for r in generate_fuhyo(min(fuhyo_residents, 5_000), SEED) if r.state_kind == 1
+    ]
+    return {"codes": codes, "my_numbers": numbers, "searches": searches, "fuhyo_codes": fuhyo_codes}
+
+
+def _build(base: Settings, directory: Path, residents: int, fuhyo_residents: int) -> dict[str, Any]:
+    if directory.exists():
+        shutil.rmtree(directory)
+    directory.mkdir(parents=True)
+    s = _layout_settings(base, directory)
+    store = open_store(s)
+    try:
+        with tqdm(
+            total=residents, desc="seeding residents", unit="rec", unit_scale=True, file=sys.stderr
+        ) as bar:
+            report = load(store, generate(residents, SEED), progress=bar.update)
+    finally:
+        store.env.close()
+    fuhyo = open_fuhyo_store(s)
+    try:
+        print(f"seeding {fuhyo_residents:,} 附票 records", file=sys.stderr)
+        load_fuhyo(fuhyo, generate_fuhyo(fuhyo_residents, SEED))
+    finally:
+        fuhyo.env.close()
+    meta = {
+        "format": FORMAT,
+        "residents": residents,
+        "fuhyo_residents": fuhyo_residents,
+        "seed_records_per_s": report.per_second,
+        "built_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "samples": _sample(s, fuhyo_residents),
+    }
+    (directory / "dataset.json").write_text(json.dumps(meta))
+    return meta
+
+
+def ensure_dataset(base: Settings, cache_dir: Path, residents: int, *, rebuild: bool = False) -> Dataset:
+    """The cached dataset of `residents` people, built first when absent, incomplete, stale or `rebuild`."""
+    directory = cache_dir / f"residents-{residents}-seed{SEED}-v{FORMAT}"
+    fuhyo_residents = min(residents, FUHYO_MAX)
+    marker = directory / "dataset.json"
+    reused = marker.exists() and not rebuild
+    meta = json.loads(marker.read_text()) if reused else _build(base, directory, residents, fuhyo_residents)
+    return Dataset(
+        directory=directory,
+        residents=meta["residents"],
+        fuhyo_residents=meta["fuhyo_residents"],
+        seed_records_per_s=meta["seed_records_per_s"],
+        built_at=meta["built_at"],
+        reused=reused,
+        samples=meta["samples"],
+    )
+
+
+def copy_into(dataset: Dataset, base: Settings, home: Path, progress: Callable[[int], None]) -> Settings:
+    """Copy the dataset's stores into `home` (a run's own copy); the settings that point at them."""
+    for name in ("data_dir", "fuhyo_data_dir", "keys_file", "fuhyo_keys_file"):
+        source, target = dataset.directory / LAYOUT[name], home / LAYOUT[name]
+        if source.is_dir():
+            target.mkdir(parents=True, exist_ok=True)
+            for item in source.iterdir():
+                if item.name != "lock.mdb":
+                    _copy_file(item, target / item.name, progress)
+        else:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            _copy_file(source, target, progress)
+    return _layout_settings(base, home)
+
+
+def dataset_bytes(dataset: Dataset) -> int:
+    return sum(p.stat().st_size for p in dataset.directory.rglob("*") if p.is_file() and p.name != "lock.mdb")
+
+
+def _copy_file(source: Path, target: Path, progress: Callable[[int], None]) -> None:
+    chunk = 8 << 20
+    with source.open("rb") as src, target.open("wb") as dst:
+        while block := src.read(chunk):
+            dst.write(block)
+            progress(len(block))
+    shutil.copymode(source, target)
