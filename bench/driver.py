@@ -42,7 +42,6 @@ class Job:
     warmup: float
     duration: float
     samples: dict[str, Any]
-    uvloop: bool = False
 
     @classmethod
     def from_json(cls, text: str) -> Job:
@@ -91,12 +90,7 @@ async def run(job: Job) -> dict[str, Any]:
 
 def main() -> None:
     job = Job.from_json(Path(sys.argv[1]).read_text())
-    if job.uvloop:
-        import uvloop
-
-        result = uvloop.run(run(job))
-    else:
-        result = asyncio.run(run(job))
+    result = asyncio.run(run(job))
     json.dump(result, sys.stdout)
 
 
