@@ -93,6 +93,41 @@ def test_scripted_calls_show_up_per_method_and_code(quiet: Server) -> None:
     assert samples(after, "juki_certificate_expiry_timestamp_seconds", cert="ca") > time.time()
 
 
+def test_labels_never_take_what_a_caller_typed(quiet: Server) -> None:
+    """A refused provision with an invented purpose, or a call to an invented method, is counted under
+    "other" / the unknown method: label values stay bounded whatever callers send."""
+    before = scrape(quiet, "monitor/monitor-01")[1]
+    police = quiet.stub("agency/police")
+    for n in range(3):
+        with pytest.raises(grpc.RpcError) as info:
+            police.Provide(P.ProvideRequest(purpose=f"made-up-{n}", resident_code="12345678901"), timeout=5)
+        assert info.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    with secure_channel(
+        Pki(quiet.settings.pki_path), "agency/police", quiet.settings.prefecture_target
+    ) as ch:
+        invented: Any = ch.unary_unary("/juki.v1.Prefecture/MadeUpMethod")
+        with pytest.raises(grpc.RpcError):
+            invented(b"", timeout=5)
+    after = scrape(quiet, "monitor/monitor-01")[1]
+    assert "made-up" not in after and "MadeUpMethod" not in after
+    refused = samples(
+        after, "juki_provisions_total", role="agency", purpose="other", outcome="PERMISSION_DENIED"
+    )
+    assert (
+        refused
+        - samples(
+            before, "juki_provisions_total", role="agency", purpose="other", outcome="PERMISSION_DENIED"
+        )
+        == 3
+    )
+    unknown = {"role": "agency", "method": "/unknown/unknown", "grpc_code": "PERMISSION_DENIED"}
+    assert (
+        samples(after, "juki_authorization_refusals_total", **unknown)
+        - samples(before, "juki_authorization_refusals_total", **unknown)
+        == 1
+    )
+
+
 @pytest.mark.skipif(
     shutil.which("promtool") is None, reason="promtool (Debian package prometheus) not installed"
 )

@@ -25,6 +25,7 @@ class MethodMetrics:
 
     def __init__(self, method: str, grpc_type: str) -> None:
         service, _, name = method.lstrip("/").partition("/")
+        self.method = method  # a served method's name (every unknown one is metered as /unknown/unknown)
         self._labels = (grpc_type, service, name)
         self.started = metrics.GRPC_STARTED.labels(*self._labels)
         self.handling = metrics.GRPC_HANDLING.labels(*self._labels)
@@ -38,11 +39,13 @@ class MethodMetrics:
         return child
 
 
-def finish(m: MethodMetrics, facts: CallFacts, started: float, code: str) -> None:
+def finish(m: MethodMetrics, facts: CallFacts, started: float, code: str, purpose: str) -> None:
+    """Count a finished call. Labels take bounded values only: `purpose` is a purpose of the policy or
+    "other", the method one the server serves — never what a caller typed."""
     m.handled(code).inc()  # type: ignore[attr-defined]
     m.handling.observe(time.perf_counter() - started)
     role = facts.caller.role if facts.caller else ""
     if code in ("UNAUTHENTICATED", "PERMISSION_DENIED") and facts.count == 0:
-        metrics.REFUSALS.labels(role or "unknown", facts.method, code).inc()
+        metrics.REFUSALS.labels(role or "unknown", m.method, code).inc()
     if is_provision(facts):
-        metrics.PROVISIONS.labels(role, facts.purpose, code).inc()
+        metrics.PROVISIONS.labels(role, purpose, code).inc()

@@ -124,7 +124,8 @@ class AccessInterceptor(grpc.aio.ServerInterceptor):
             except AuditFailure:
                 written = False
         if facts.meter is not None:
-            finish(facts.meter, facts, facts.started, facts.outcome if written else "UNAVAILABLE")
+            purpose = facts.purpose if facts.purpose in self.policy.purposes else "other"
+            finish(facts.meter, facts, facts.started, facts.outcome if written else "UNAVAILABLE", purpose)
         return written
 
     def facts(self, method: str, grpc_type: str) -> CallFacts:
