@@ -6,8 +6,6 @@ call also crosses the restricted link to the prefectural server and writes the t
 
 from __future__ import annotations
 
-import os
-import platform
 import signal
 import sys
 import tempfile
@@ -18,7 +16,9 @@ from typing import Any
 from juki.v1 import fuhyo_pb2, prefecture_pb2
 from tqdm import tqdm
 
-from bench.lookup import _free_port, _percentiles
+from bench.harness import free_port
+from bench.lookup import _percentiles
+from bench.procstat import machine
 from clients.fuhyo_cmds import fuhyo_stub
 from clients.launch import start_server_process, wait_ready, write_settings
 from server.app import open_fuhyo_store, open_store, register_dev_operators
@@ -34,7 +34,7 @@ CALLER, PURPOSE = "agency/police", "bt6-police-driving-licence"
 def run_fuhyo_bench(settings: Settings, calls: int, residents: int = 20_000) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="juki-bench-fuhyo-") as tmp:
         s = settings.replace(
-            home=Path(tmp), prefecture_port=_free_port(), fuhyo_port=_free_port(), national_port=_free_port(),
+            home=Path(tmp), prefecture_port=free_port(), fuhyo_port=free_port(), national_port=free_port(),
             prefecture_metrics_port=-1, fuhyo_metrics_port=-1, backup_enabled=False,
         )  # fmt: skip
         Pki(s.pki_path).ensure_dev(s.trust_domain, DEV_IDENTITIES)
@@ -77,11 +77,7 @@ def run_fuhyo_bench(settings: Settings, calls: int, residents: int = 20_000) -> 
     results = {name: _percentiles(samples) for name, samples in times.items()}
     floor = results["ping"]["p50_us"]
     return {
-        "machine": {
-            "cpus": os.cpu_count(),
-            "python": platform.python_version(),
-            "platform": platform.platform(),
-        },
+        "machine": machine(),
         "residents": residents,
         "calls": calls,
         "sequential": results,

@@ -8,11 +8,8 @@ is the benchmark issue's.
 from __future__ import annotations
 
 import asyncio
-import os
-import platform
 import random
 import signal
-import socket
 import statistics
 import sys
 import tempfile
@@ -24,6 +21,8 @@ from typing import Any
 from juki.v1 import prefecture_pb2, prefecture_pb2_grpc
 from tqdm import tqdm
 
+from bench.harness import free_port
+from bench.procstat import machine
 from clients.channel import aio_channel, secure_channel
 from clients.launch import start_server_process, wait_ready, write_settings
 from server.app import open_store
@@ -34,12 +33,6 @@ from server.settings import Settings
 
 CALLER = "agency/police"
 PURPOSE = "bt6-police-driving-licence"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _percentiles(samples: list[float]) -> dict[str, float]:
@@ -125,8 +118,8 @@ def run_lookup_bench(settings: Settings, calls: int, residents: int = 100_000) -
     with tempfile.TemporaryDirectory(prefix="juki-bench-") as tmp:
         s = settings.replace(
             home=Path(tmp),
-            prefecture_port=_free_port(),
-            national_port=_free_port(),
+            prefecture_port=free_port(),
+            national_port=free_port(),
             prefecture_metrics_port=-1,
         )
         Pki(s.pki_path).ensure_dev(s.trust_domain, DEV_IDENTITIES)
@@ -145,11 +138,7 @@ def run_lookup_bench(settings: Settings, calls: int, residents: int = 100_000) -
             proc.send_signal(signal.SIGTERM)
             proc.wait(timeout=30)
     return {
-        "machine": {
-            "cpus": os.cpu_count(),
-            "python": platform.python_version(),
-            "platform": platform.platform(),
-        },
+        "machine": machine(),
         "residents": residents,
         "seed_records_per_s": round(report.per_second),
         "calls": calls,

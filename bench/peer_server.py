@@ -41,7 +41,6 @@ from server.observability.logs import configure as configure_logs
 from server.services.auditing import TrailAuditor
 from server.services.chain import AccessInterceptor
 from server.services.prefecture import LOCAL, Context, checked_lookup
-from server.services.status import abort
 from server.settings import Settings
 from server.storage import registry as registry_dbs
 from server.storage.lmdbenv import LmdbEnv
@@ -139,7 +138,7 @@ class PeerPrefectureService(prefecture_pb2_grpc.PrefectureServicer):
             raise NotImplementedError("Lookup by my_number on a peer front end")
         stored = await self._source.fetch(request.resident_code, with_number)
         if stored is None:
-            await abort(context, nobody())
+            raise nobody()
         assert stored is not None
         raw, sealed = stored
         record = records_pb2.ResidentRecord()

@@ -22,7 +22,6 @@ import os
 import pwd
 import shutil
 import signal
-import socket
 import stat
 import subprocess
 import sys
@@ -32,20 +31,18 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, Any
 
 import asyncpg  # type: ignore[import-untyped]
 import redis
 import redis.asyncio
 from tqdm import tqdm
 
+from bench.harness import Servers, free_port
 from clients.launch import wait_ready
 from server.storage.lmdbenv import LmdbEnv
 from server.storage.residents import DB_NAMES, ResidentStore
 from server.storage.sealing import DataKeys, MyNumberSealer
-
-if TYPE_CHECKING:
-    from bench.harness import Servers
 
 KINDS = ("redis", "postgres")
 INSTALL_HINT = "apt-get install postgresql redis-server"
@@ -443,12 +440,6 @@ def open_prefecture_reader(data_dir: Path, keys_file: Path) -> ResidentStore:
     return ResidentStore(env, MyNumberSealer(DataKeys.load(keys_file)))
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _stop_process(proc: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
     if proc.poll() is None:
         proc.send_signal(signal.SIGTERM)
@@ -466,7 +457,7 @@ def serving_peer(kind: str, servers: Servers, home: Path) -> Iterator[None]:
     `extra_pids` so that its CPU counts); everything stops on exit."""
     s = servers.settings
     workdir = home / kind
-    with start_peer(kind, workdir, _free_port()) as peer:
+    with start_peer(kind, workdir, free_port()) as peer:
         store = open_prefecture_reader(s.data_path, s.keys_path)
         try:
             with store.reader() as tx:
@@ -477,7 +468,7 @@ def serving_peer(kind: str, servers: Servers, home: Path) -> Iterator[None]:
                 load_peer(kind, peer.url, store, bar.update)
         finally:
             store.env.close()
-        port = _free_port()
+        port = free_port()
         proc = start_front_end(
             servers.config, kind, peer.url, port, workdir / "front", log=servers.logs / f"{kind}.log"
         )

@@ -7,8 +7,6 @@ holds N changes; then it starts, and the drain is timed until the outbox is empt
 
 from __future__ import annotations
 
-import os
-import platform
 import signal
 import sys
 import tempfile
@@ -20,7 +18,8 @@ from typing import Any
 from juki.v1 import prefecture_pb2, prefecture_pb2_grpc, records_pb2
 from tqdm import tqdm
 
-from bench.lookup import _free_port
+from bench.harness import free_port
+from bench.procstat import machine
 from clients.channel import secure_channel
 from clients.launch import start_server_process, wait_ready, write_settings
 from server.app import open_store
@@ -64,8 +63,8 @@ def run_propagation_bench(settings: Settings, changes: int) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="juki-bench-prop-") as tmp:
         s = settings.replace(
             home=Path(tmp),
-            prefecture_port=_free_port(),
-            national_port=_free_port(),
+            prefecture_port=free_port(),
+            national_port=free_port(),
             prefecture_metrics_port=-1,
             national_metrics_port=-1,
         )
@@ -105,11 +104,7 @@ def run_propagation_bench(settings: Settings, changes: int) -> dict[str, Any]:
                     proc.send_signal(signal.SIGTERM)
                     proc.wait(timeout=60)
     return {
-        "machine": {
-            "cpus": os.cpu_count(),
-            "python": platform.python_version(),
-            "platform": platform.platform(),
-        },
+        "machine": machine(),
         "changes": backlog,
         "relay_batch_size": s.relay_batch_size,
         "apply_per_s": round(backlog / apply_seconds),

@@ -13,7 +13,6 @@ from server.domain import operators
 from server.domain.errors import DomainError, ErrorKind
 from server.identity.policy import Policy
 from server.services.chain import current_caller
-from server.services.status import abort
 from server.storage.registry import Registry
 
 Context = grpc.aio.ServicerContext[Any, Any]
@@ -37,10 +36,7 @@ class AdminService(admin_pb2_grpc.AdminServicer):
     async def RegisterOperator(
         self, request: admin_pb2.RegisterOperatorRequest, context: Context
     ) -> admin_pb2.OperatorEntry:
-        try:
-            entry = operators.registration(request, self._policy(), admin=current_caller(), now=self._now())
-        except DomainError as err:
-            await abort(context, err)
+        entry = operators.registration(request, self._policy(), admin=current_caller(), now=self._now())
         await self._registry.env.write(lambda txn: self._registry.put_operator(txn, entry))
         return entry
 
@@ -56,10 +52,7 @@ class AdminService(admin_pb2_grpc.AdminServicer):
             self._registry.put_operator(txn, entry)
             return entry
 
-        try:
-            return await self._registry.env.write(work)
-        except DomainError as err:
-            await abort(context, err)
+        return await self._registry.env.write(work)
 
     async def ListOperators(
         self, request: admin_pb2.ListOperatorsRequest, context: Context
@@ -71,10 +64,7 @@ class AdminService(admin_pb2_grpc.AdminServicer):
     async def IssueApproval(
         self, request: admin_pb2.IssueApprovalRequest, context: Context
     ) -> admin_pb2.Approval:
-        try:
-            token, approval = operators.approval(request, self._policy(), now=self._now())
-        except DomainError as err:
-            await abort(context, err)
+        token, approval = operators.approval(request, self._policy(), now=self._now())
         await self._registry.env.write(lambda txn: self._registry.put_approval(txn, token, approval))
         return approval
 
@@ -83,5 +73,5 @@ class AdminService(admin_pb2_grpc.AdminServicer):
     ) -> admin_pb2.StatisticsResponse:
         month = request.month
         if len(month) != 7 or month[4] != "-" or not (month[:4] + month[5:]).isdigit():
-            await abort(context, DomainError(ErrorKind.INVALID_ARGUMENT, "month: YYYY-MM", "INVALID_FIELDS"))
+            raise DomainError(ErrorKind.INVALID_ARGUMENT, "month: YYYY-MM", "INVALID_FIELDS")
         return self._statistics(month)

@@ -14,7 +14,6 @@ from server.domain.errors import DomainError
 from server.domain.updates import Applied
 from server.observability import metrics
 from server.services.chain import current_caller
-from server.services.status import abort
 from server.storage.residents import ResidentStore, ResidentTxn
 
 Context = grpc.aio.ServicerContext[Any, Any]
@@ -68,10 +67,10 @@ class NoticeApplier:
             self._validate(notice, self._now().date(), "notice")
         except DomainError as err:
             metrics.UPDATES_REJECTED.labels(err.reason).inc()
-            await abort(context, err)
+            raise
         done, refused = await self.apply([notice])
         if refused is not None:
-            await abort(context, refused)
+            raise refused
         return prefecture_pb2.ApplyUpdateResponse(result=done[0].result, replayed=done[0].replayed)
 
     async def stream(
@@ -105,7 +104,7 @@ class NoticeApplier:
         if failure is not None:
             failure.metadata["last_applied_sequence"] = str(last)
             failure.metadata["applied_in_stream"] = str(len(results))
-            await abort(context, failure)
+            raise failure
         return prefecture_pb2.ApplyUpdatesResponse(
             results=[a.result for a in results],
             replayed_count=sum(a.replayed for a in results),

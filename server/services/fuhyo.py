@@ -19,7 +19,6 @@ from server.identity.policy import Policy
 from server.propagation.my_number_link import MyNumberLink
 from server.services.applying import NoticeApplier
 from server.services.chain import current_caller
-from server.services.status import abort
 from server.storage.residents import ResidentStore, ResidentTxn
 from server.tempstore import NotHeld, TempStore, TempStoreError, WrongOwner
 
@@ -75,23 +74,17 @@ class FuhyoService(fuhyo_pb2_grpc.FuhyoServicer):
         v = Violations()
         val.check_resident_code(v, "resident_code", request.resident_code)
         val.check_request_id(v, "request_id", request.request_id)
-        try:
-            v.raise_if_any()
-        except DomainError as err:
-            await abort(context, err)
+        v.raise_if_any()
         with self._store.reader() as tx:
             record = tx.get(request.resident_code)
         if record is None:
-            await abort(context, nobody())
+            raise nobody()
         return fuhyo_pb2.FuhyoLookupResponse(record=fuhyo_view(record))
 
     async def Search(
         self, request: prefecture_pb2.SearchRequest, context: Context
     ) -> fuhyo_pb2.FuhyoSearchResponse:
-        try:
-            records, token, capped = self._searcher.search(self._store, request, today=self._now().date())
-        except DomainError as err:
-            await abort(context, err)
+        records, token, capped = self._searcher.search(self._store, request, today=self._now().date())
         return fuhyo_pb2.FuhyoSearchResponse(
             results=[fuhyo_view(r) for r in records], next_page_token=token, capped=capped
         )
@@ -99,44 +92,35 @@ class FuhyoService(fuhyo_pb2_grpc.FuhyoServicer):
     async def Provide(
         self, request: fuhyo_pb2.FuhyoProvideRequest, context: Context
     ) -> fuhyo_pb2.FuhyoProvideResponse:
-        try:
-            v = Violations()
-            val.check_ascii_id(v, "request_id", request.request_id, required=request.include_my_number)
-            v.raise_if_any()
-            condition = parse_condition(
-                request.WhichOneof("condition"),
-                request.resident_code,
-                "",
-                request.four_info,
-                today=self._now().date(),
-            )
-        except DomainError as err:
-            await abort(context, err)
+        v = Violations()
+        val.check_ascii_id(v, "request_id", request.request_id, required=request.include_my_number)
+        v.raise_if_any()
+        condition = parse_condition(
+            request.WhichOneof("condition"),
+            request.resident_code,
+            "",
+            request.four_info,
+            today=self._now().date(),
+        )
         if request.include_my_number and not self._policy().allows_my_number(request.purpose):
-            await abort(
-                context,
-                DomainError(
-                    ErrorKind.PERMISSION_DENIED,
-                    "the purpose does not allow My Number",
-                    "PURPOSE_WITHOUT_MY_NUMBER",
-                ),
+            raise DomainError(
+                ErrorKind.PERMISSION_DENIED,
+                "the purpose does not allow My Number",
+                "PURPOSE_WITHOUT_MY_NUMBER",
             )
         with self._store.reader() as tx:
             records = find(tx, condition)
         if len(records) > MAX_MATCHES:
-            await abort(context, too_many())
+            raise too_many()
         if not records:
-            await abort(context, nobody())
+            raise nobody()
         views = [fuhyo_view(r) for r in records]
         answer = fuhyo_pb2.FuhyoProvideResponse(records=views, request_id=request.request_id)
         if not request.include_my_number:
             return answer
         if len(records) != 1:
-            await abort(
-                context,
-                DomainError(
-                    ErrorKind.FAILED_PRECONDITION, "My Number is given for one person only", "AMBIGUOUS"
-                ),
+            raise DomainError(
+                ErrorKind.FAILED_PRECONDITION, "My Number is given for one person only", "AMBIGUOUS"
             )
         caller = current_caller().uri
         try:
@@ -147,15 +131,10 @@ class FuhyoService(fuhyo_pb2_grpc.FuhyoServicer):
                 request_id=request.request_id,
             )
             await self._tempstore.put_async(request.request_id, caller, answer.SerializeToString())
-        except DomainError as err:
-            await abort(context, err)
         except TempStoreError:
-            await abort(
-                context,
-                DomainError(
-                    ErrorKind.ALREADY_EXISTS, "this request id is held already: redeliver it", "HELD"
-                ),
-            )
+            raise DomainError(
+                ErrorKind.ALREADY_EXISTS, "this request id is held already: redeliver it", "HELD"
+            ) from None
         return answer
 
     async def Redeliver(
@@ -175,10 +154,7 @@ class FuhyoService(fuhyo_pb2_grpc.FuhyoServicer):
     async def _held(self, context: Context, request_id: str, *, ack: bool) -> bytes:
         v = Violations()
         val.check_ascii_id(v, "request_id", request_id, required=True)
-        try:
-            v.raise_if_any()
-        except DomainError as err:
-            await abort(context, err)
+        v.raise_if_any()
         caller = current_caller().uri
         try:
             if ack:
@@ -186,14 +162,9 @@ class FuhyoService(fuhyo_pb2_grpc.FuhyoServicer):
                 return b""
             return self._tempstore.get(request_id, caller)
         except WrongOwner:
-            await abort(
-                context, DomainError(ErrorKind.PERMISSION_DENIED, "held for another caller", "WRONG_OWNER")
-            )
+            raise DomainError(ErrorKind.PERMISSION_DENIED, "held for another caller", "WRONG_OWNER") from None
         except NotHeld:
-            await abort(
-                context, DomainError(ErrorKind.NOT_FOUND, "nothing held under this request id", "NOT_HELD")
-            )
-        raise AssertionError("unreachable")
+            raise DomainError(ErrorKind.NOT_FOUND, "nothing held under this request id", "NOT_HELD") from None
 
     async def Ping(
         self, request: prefecture_pb2.PingRequest, context: Context

@@ -16,7 +16,6 @@ from server.domain.minimise import resident_view
 from server.domain.national import absorb_change, validate_changes
 from server.services.chain import current_caller
 from server.services.prefecture import jst_now
-from server.services.status import abort
 from server.storage.residents import ResidentStore
 
 Context = grpc.aio.ServicerContext[Any, Any]
@@ -30,10 +29,7 @@ class NationalService(national_pb2_grpc.NationalServicer):
     async def NotifyUpdates(
         self, request: national_pb2.NotifyUpdatesRequest, context: Context
     ) -> national_pb2.NotifyUpdatesResponse:
-        try:
-            validate_changes(request, caller_prefecture=current_caller().id, today=self._now().date())
-        except DomainError as err:
-            await abort(context, err)
+        validate_changes(request, caller_prefecture=current_caller().id, today=self._now().date())
         received_on = self._now().date().isoformat()
 
         def work(txn: Any) -> tuple[int, int, DomainError | None]:
@@ -52,30 +48,27 @@ class NationalService(national_pb2_grpc.NationalServicer):
         accepted, duplicates, refused = await self._store.env.write(work)
         if refused is not None:
             refused.metadata["accepted"] = str(accepted)
-            await abort(context, refused)
+            raise refused
         return national_pb2.NotifyUpdatesResponse(accepted=accepted, duplicates=duplicates)
 
     async def Query(
         self, request: national_pb2.NationalQueryRequest, context: Context
     ) -> national_pb2.NationalQueryResponse:
-        try:
-            condition = parse_condition(
-                request.WhichOneof("key"),
-                request.resident_code,
-                request.my_number,
-                request.four_info,
-                today=self._now().date(),
-            )
-            v = Violations()
-            val.check_request_id(v, "request_id", request.request_id)
-            v.raise_if_any()
-        except DomainError as err:
-            await abort(context, err)
+        condition = parse_condition(
+            request.WhichOneof("key"),
+            request.resident_code,
+            request.my_number,
+            request.four_info,
+            today=self._now().date(),
+        )
+        v = Violations()
+        val.check_request_id(v, "request_id", request.request_id)
+        v.raise_if_any()
         with self._store.reader() as tx:
             records = find(tx, condition, include_removed=True)
             views = [resident_view(r, tx.my_number(r.resident_code)) for r in records[:MAX_MATCHES]]
         if len(records) > MAX_MATCHES:
-            await abort(context, too_many())
+            raise too_many()
         return national_pb2.NationalQueryResponse(records=views)
 
     async def Ping(

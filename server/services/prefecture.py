@@ -23,7 +23,6 @@ from server.identity.policy import Policy
 from server.propagation.national_client import NationalClient
 from server.services.applying import NoticeApplier
 from server.services.chain import current_caller
-from server.services.status import abort
 from server.storage.registry import Registry
 from server.storage.residents import ResidentStore
 
@@ -118,7 +117,7 @@ class PrefectureService(prefecture_pb2_grpc.PrefectureServicer):
         condition = Condition(str(key), request.resident_code or request.my_number)
         views = await self._ask_national(context, condition, request.purpose, request.request_id, with_number)
         if not views:
-            await abort(context, nobody())
+            raise nobody()
         return prefecture_pb2.LookupResponse(record=views[0], source=NATIONAL)
 
     # provision and forwarding (SPEC §5.1, §5.4) ----------------------------------------------------
@@ -132,20 +131,15 @@ class PrefectureService(prefecture_pb2_grpc.PrefectureServicer):
         four_info: prefecture_pb2.FourInfoQuery | None = None,
     ) -> list[records_pb2.ResidentView]:
         """The national server's answer, minimised here by this caller's purpose."""
-        try:
-            if self._national is None:
-                raise DomainError(
-                    ErrorKind.UNAVAILABLE, "no national server configured", "NATIONAL_UNAVAILABLE"
-                )
-            views = await self._national.query(
-                condition,
-                purpose=purpose,
-                requester=current_caller().uri,
-                request_id=request_id,
-                four_info=four_info,
-            )
-        except DomainError as err:
-            await abort(context, err)
+        if self._national is None:
+            raise DomainError(ErrorKind.UNAVAILABLE, "no national server configured", "NATIONAL_UNAVAILABLE")
+        views = await self._national.query(
+            condition,
+            purpose=purpose,
+            requester=current_caller().uri,
+            request_id=request_id,
+            four_info=four_info,
+        )
         if not with_number:
             for view in views:
                 view.my_number = ""
@@ -153,28 +147,22 @@ class PrefectureService(prefecture_pb2_grpc.PrefectureServicer):
 
     async def _parse_condition(self, context: Context, request: Any, oneof: str) -> tuple[Condition, bool]:
         """The request's condition, and whether its purpose allows My Number (a My Number condition must)."""
-        try:
-            v = Violations()
-            val.check_request_id(v, "request_id", request.request_id)
-            v.raise_if_any()
-            condition = parse_condition(
-                request.WhichOneof(oneof),
-                request.resident_code,
-                request.my_number,
-                request.four_info,
-                today=self._now().date(),
-            )
-        except DomainError as err:
-            await abort(context, err)
+        v = Violations()
+        val.check_request_id(v, "request_id", request.request_id)
+        v.raise_if_any()
+        condition = parse_condition(
+            request.WhichOneof(oneof),
+            request.resident_code,
+            request.my_number,
+            request.four_info,
+            today=self._now().date(),
+        )
         with_number = self._policy().allows_my_number(request.purpose)
         if condition.uses_my_number() and not with_number:
-            await abort(
-                context,
-                DomainError(
-                    ErrorKind.PERMISSION_DENIED,
-                    "a My Number condition needs a purpose that allows My Number",
-                    reason="PURPOSE_WITHOUT_MY_NUMBER",
-                ),
+            raise DomainError(
+                ErrorKind.PERMISSION_DENIED,
+                "a My Number condition needs a purpose that allows My Number",
+                reason="PURPOSE_WITHOUT_MY_NUMBER",
             )
         return condition, with_number
 
@@ -186,14 +174,14 @@ class PrefectureService(prefecture_pb2_grpc.PrefectureServicer):
             records = find(tx, condition)
             views = [resident_view(r, tx.my_number(r.resident_code) if with_number else "") for r in records]
         if len(views) > MAX_MATCHES:
-            await abort(context, too_many())
+            raise too_many()
         if views:
             return prefecture_pb2.ProvideResponse(records=views, source=LOCAL)
         forwarded = await self._ask_national(
             context, condition, request.purpose, request.request_id, with_number, request.four_info
         )
         if not forwarded:
-            await abort(context, nobody())
+            raise nobody()
         return prefecture_pb2.ProvideResponse(records=forwarded, source=NATIONAL)
 
     async def QueryNational(
@@ -208,10 +196,7 @@ class PrefectureService(prefecture_pb2_grpc.PrefectureServicer):
     async def Search(
         self, request: prefecture_pb2.SearchRequest, context: Context
     ) -> prefecture_pb2.SearchResponse:
-        try:
-            records, token, capped = self._searcher.search(self._store, request, today=self._now().date())
-        except DomainError as err:
-            await abort(context, err)
+        records, token, capped = self._searcher.search(self._store, request, today=self._now().date())
         return prefecture_pb2.SearchResponse(
             results=[resident_view(r) for r in records], next_page_token=token, capped=capped
         )
@@ -229,16 +214,13 @@ class PrefectureService(prefecture_pb2_grpc.PrefectureServicer):
         v = Violations()
         val.check_resident_code(v, "resident_code", request.resident_code)
         val.check_request_id(v, "request_id", request.request_id)
-        try:
-            v.raise_if_any()
-        except DomainError as err:
-            await abort(context, err)
+        v.raise_if_any()
         with_number = self._policy().allows_my_number(request.purpose)
         with self._store.reader() as tx:
             record = tx.get(request.resident_code)
             number = tx.my_number(request.resident_code) if record is not None and with_number else ""
         if record is None or self._provisions is None:
-            await abort(context, nobody())
+            raise nobody()
         assert self._provisions is not None
         loop = asyncio.get_running_loop()
         entries = await loop.run_in_executor(None, self._provisions, request.resident_code)
@@ -267,23 +249,17 @@ class PrefectureService(prefecture_pb2_grpc.PrefectureServicer):
                 v.add("requester", "an agency or department")
         except ValueError:
             v.add("requester", "the SPIFFE ID of the agency or department asking")
-        try:
-            v.raise_if_any()
-        except DomainError as err:
-            await abort(context, err)
+        v.raise_if_any()
         if not self._policy().allows_my_number(request.purpose):
-            await abort(
-                context,
-                DomainError(
-                    ErrorKind.PERMISSION_DENIED,
-                    "the purpose does not allow My Number",
-                    "PURPOSE_WITHOUT_MY_NUMBER",
-                ),
+            raise DomainError(
+                ErrorKind.PERMISSION_DENIED,
+                "the purpose does not allow My Number",
+                "PURPOSE_WITHOUT_MY_NUMBER",
             )
         with self._store.reader() as tx:
             number = tx.my_number(request.resident_code) if tx.get(request.resident_code) is not None else ""
         if not number:
-            await abort(context, nobody())
+            raise nobody()
         return prefecture_pb2.FetchMyNumberResponse(my_number=number)
 
     async def BatchProvide(
@@ -300,23 +276,21 @@ class PrefectureService(prefecture_pb2_grpc.PrefectureServicer):
                 await self._admit_batch(context, request)
                 with_number = self._policy().allows_my_number(purpose)
             elif request.purpose and request.purpose != purpose:
-                await abort(context, _invalid("purpose", "must not change within a batch"))
+                raise _invalid("purpose", "must not change within a batch")
             count += 1
             if count > declared:
-                await abort(
-                    context, _invalid("declared_count", "the stream carries more conditions than declared")
-                )
+                raise _invalid("declared_count", "the stream carries more conditions than declared")
             yield self._batch_result(request, today, with_number)
 
     async def _admit_batch(self, context: Context, first: prefecture_pb2.BatchProvideRequest) -> None:
         if not 1 <= first.declared_count <= 10_000_000:
-            await abort(context, _invalid("declared_count", "required in the first message: 1 to 10,000,000"))
+            raise _invalid("declared_count", "required in the first message: 1 to 10,000,000")
         if first.declared_count <= self._batch_threshold and not first.approval_token:
             return
         caller, purpose, count, now = current_caller(), first.purpose, first.declared_count, self._now()
         registry = self._registry
         if registry is None:
-            await abort(context, DomainError(ErrorKind.PERMISSION_DENIED, "no approvals here", "NO_APPROVAL"))
+            raise DomainError(ErrorKind.PERMISSION_DENIED, "no approvals here", "NO_APPROVAL")
         assert registry is not None
 
         def consume(txn: Any) -> None:
@@ -325,10 +299,7 @@ class PrefectureService(prefecture_pb2_grpc.PrefectureServicer):
             operators.check_approval(record, caller=caller, purpose=purpose, count=count, now=now)
             registry.use_approval(txn, token)
 
-        try:
-            await self._store.env.write(consume)
-        except DomainError as err:
-            await abort(context, err)
+        await self._store.env.write(consume)
 
     def _batch_result(
         self, request: prefecture_pb2.BatchProvideRequest, today: dt.date, with_number: bool
@@ -373,17 +344,12 @@ class PrefectureService(prefecture_pb2_grpc.PrefectureServicer):
             return
         ranges = first.ranges
         if first.WhichOneof("part") != "ranges" or not 1 <= ranges.prefix_length <= 6:
-            await abort(
-                context, _invalid("ranges", "the first message carries ranges with prefix_length 1–6")
-            )
+            raise _invalid("ranges", "the first message carries ranges with prefix_length 1–6")
         if ranges.municipality_code != municipality:
-            await abort(
-                context,
-                DomainError(
-                    ErrorKind.PERMISSION_DENIED,
-                    "a municipality reconciles its own residents only",
-                    "OTHER_MUNICIPALITY",
-                ),
+            raise DomainError(
+                ErrorKind.PERMISSION_DENIED,
+                "a municipality reconciles its own residents only",
+                "OTHER_MUNICIPALITY",
             )
         theirs = {r.prefix: r.digest for r in ranges.ranges}
         with self._store.reader() as tx:
@@ -404,13 +370,10 @@ class PrefectureService(prefecture_pb2_grpc.PrefectureServicer):
                 request.WhichOneof("part") != "record"
                 or record.resident_code[: ranges.prefix_length] not in wanted
             ):
-                await abort(context, _invalid("record", "only records of the ranges asked for"))
+                raise _invalid("record", "only records of the ranges asked for")
             if record.municipality_code != municipality:
-                await abort(
-                    context,
-                    DomainError(
-                        ErrorKind.PERMISSION_DENIED, "a record of another municipality", "OTHER_MUNICIPALITY"
-                    ),
+                raise DomainError(
+                    ErrorKind.PERMISSION_DENIED, "a record of another municipality", "OTHER_MUNICIPALITY"
                 )
             summary.records_received += 1
             seen.add(record.resident_code)

@@ -48,12 +48,6 @@ def status_metadata(
     return (("grpc-status-details-bin", status.SerializeToString()),)
 
 
-async def abort(context: grpc.aio.ServicerContext[object, object], err: DomainError) -> NoReturn:
-    """End the call with `err`. The chain writes the call's audit entry first, then answers the status
-    (`answer`): the caller never sees an outcome the trail does not hold yet."""
-    raise err
-
-
 async def answer(context: grpc.aio.ServicerContext[object, object], err: DomainError) -> NoReturn:
     """Send `err` as the call's status (grpc's abort: the status goes out at once)."""
     code = CODES[err.kind]
