@@ -62,7 +62,7 @@ class NoticeApplier:
             metrics.UPDATES_REJECTED.labels(refused.reason or refused.kind.value).inc()
         return done, refused
 
-    async def unary(self, notice: Any, context: Context) -> prefecture_pb2.ApplyUpdateResponse:
+    async def unary(self, notice: Any) -> prefecture_pb2.ApplyUpdateResponse:
         try:
             self._validate(notice, self._now().date(), "notice")
         except DomainError as err:
@@ -73,9 +73,7 @@ class NoticeApplier:
             raise refused
         return prefecture_pb2.ApplyUpdateResponse(result=done[0].result, replayed=done[0].replayed)
 
-    async def stream(
-        self, requests: AsyncIterator[Any], context: Context
-    ) -> prefecture_pb2.ApplyUpdatesResponse:
+    async def stream(self, requests: AsyncIterator[Any]) -> prefecture_pb2.ApplyUpdatesResponse:
         results: list[Applied] = []
         pending: list[Any] = []
         failure: DomainError | None = None

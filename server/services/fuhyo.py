@@ -61,12 +61,12 @@ class FuhyoService(fuhyo_pb2_grpc.FuhyoServicer):
     async def ApplyUpdate(
         self, request: fuhyo_pb2.FuhyoApplyRequest, context: Context
     ) -> prefecture_pb2.ApplyUpdateResponse:
-        return await self._applier.unary(request.notice, context)
+        return await self._applier.unary(request.notice)
 
     async def ApplyUpdates(
         self, request_iterator: AsyncIterator[fuhyo_pb2.FuhyoApplyRequest], context: Context
     ) -> prefecture_pb2.ApplyUpdatesResponse:
-        return await self._applier.stream(request_iterator, context)
+        return await self._applier.stream(request_iterator)
 
     async def Lookup(
         self, request: fuhyo_pb2.FuhyoLookupRequest, context: Context
@@ -140,7 +140,7 @@ class FuhyoService(fuhyo_pb2_grpc.FuhyoServicer):
     async def Redeliver(
         self, request: fuhyo_pb2.RedeliverRequest, context: Context
     ) -> fuhyo_pb2.FuhyoProvideResponse:
-        payload = await self._held(context, request.request_id, ack=False)
+        payload = await self._held(request.request_id, ack=False)
         answer = fuhyo_pb2.FuhyoProvideResponse()
         answer.ParseFromString(payload)
         return answer
@@ -148,10 +148,10 @@ class FuhyoService(fuhyo_pb2_grpc.FuhyoServicer):
     async def AckDelivery(
         self, request: fuhyo_pb2.AckDeliveryRequest, context: Context
     ) -> fuhyo_pb2.AckDeliveryResponse:
-        await self._held(context, request.request_id, ack=True)
+        await self._held(request.request_id, ack=True)
         return fuhyo_pb2.AckDeliveryResponse()
 
-    async def _held(self, context: Context, request_id: str, *, ack: bool) -> bytes:
+    async def _held(self, request_id: str, *, ack: bool) -> bytes:
         v = Violations()
         val.check_ascii_id(v, "request_id", request_id, required=True)
         v.raise_if_any()

@@ -94,12 +94,12 @@ class PrefectureService(prefecture_pb2_grpc.PrefectureServicer):
     async def ApplyUpdate(
         self, request: prefecture_pb2.ApplyUpdateRequest, context: Context
     ) -> prefecture_pb2.ApplyUpdateResponse:
-        return await self._applier.unary(request.notice, context)
+        return await self._applier.unary(request.notice)
 
     async def ApplyUpdates(
         self, request_iterator: AsyncIterator[prefecture_pb2.ApplyUpdateRequest], context: Context
     ) -> prefecture_pb2.ApplyUpdatesResponse:
-        return await self._applier.stream(request_iterator, context)
+        return await self._applier.stream(request_iterator)
 
     # reads -----------------------------------------------------------------------------------------
     async def Lookup(
@@ -115,7 +115,7 @@ class PrefectureService(prefecture_pb2_grpc.PrefectureServicer):
         if record is not None:
             return prefecture_pb2.LookupResponse(record=resident_view(record, number), source=LOCAL)
         condition = Condition(str(key), request.resident_code or request.my_number)
-        views = await self._ask_national(context, condition, request.purpose, request.request_id, with_number)
+        views = await self._ask_national(condition, request.purpose, request.request_id, with_number)
         if not views:
             raise nobody()
         return prefecture_pb2.LookupResponse(record=views[0], source=NATIONAL)
@@ -123,7 +123,6 @@ class PrefectureService(prefecture_pb2_grpc.PrefectureServicer):
     # provision and forwarding (SPEC §5.1, §5.4) ----------------------------------------------------
     async def _ask_national(
         self,
-        context: Context,
         condition: Condition,
         purpose: str,
         request_id: str,
@@ -145,7 +144,7 @@ class PrefectureService(prefecture_pb2_grpc.PrefectureServicer):
                 view.my_number = ""
         return views
 
-    async def _parse_condition(self, context: Context, request: Any, oneof: str) -> tuple[Condition, bool]:
+    def _parse_condition(self, request: Any, oneof: str) -> tuple[Condition, bool]:
         """The request's condition, and whether its purpose allows My Number (a My Number condition must)."""
         v = Violations()
         val.check_request_id(v, "request_id", request.request_id)
@@ -169,7 +168,7 @@ class PrefectureService(prefecture_pb2_grpc.PrefectureServicer):
     async def Provide(
         self, request: prefecture_pb2.ProvideRequest, context: Context
     ) -> prefecture_pb2.ProvideResponse:
-        condition, with_number = await self._parse_condition(context, request, "condition")
+        condition, with_number = self._parse_condition(request, "condition")
         with self._store.reader() as tx:
             records = find(tx, condition)
             views = [resident_view(r, tx.my_number(r.resident_code) if with_number else "") for r in records]
@@ -178,7 +177,7 @@ class PrefectureService(prefecture_pb2_grpc.PrefectureServicer):
         if views:
             return prefecture_pb2.ProvideResponse(records=views, source=LOCAL)
         forwarded = await self._ask_national(
-            context, condition, request.purpose, request.request_id, with_number, request.four_info
+            condition, request.purpose, request.request_id, with_number, request.four_info
         )
         if not forwarded:
             raise nobody()
@@ -187,9 +186,9 @@ class PrefectureService(prefecture_pb2_grpc.PrefectureServicer):
     async def QueryNational(
         self, request: prefecture_pb2.QueryNationalRequest, context: Context
     ) -> prefecture_pb2.QueryNationalResponse:
-        condition, with_number = await self._parse_condition(context, request, "key")
+        condition, with_number = self._parse_condition(request, "key")
         views = await self._ask_national(
-            context, condition, request.purpose, request.request_id, with_number, request.four_info
+            condition, request.purpose, request.request_id, with_number, request.four_info
         )
         return prefecture_pb2.QueryNationalResponse(records=views, source=NATIONAL)
 
@@ -273,7 +272,7 @@ class PrefectureService(prefecture_pb2_grpc.PrefectureServicer):
         async for request in request_iterator:
             if count == 0:
                 purpose, declared = request.purpose, request.declared_count
-                await self._admit_batch(context, request)
+                await self._admit_batch(request)
                 with_number = self._policy().allows_my_number(purpose)
             elif request.purpose and request.purpose != purpose:
                 raise _invalid("purpose", "must not change within a batch")
@@ -282,7 +281,7 @@ class PrefectureService(prefecture_pb2_grpc.PrefectureServicer):
                 raise _invalid("declared_count", "the stream carries more conditions than declared")
             yield self._batch_result(request, today, with_number)
 
-    async def _admit_batch(self, context: Context, first: prefecture_pb2.BatchProvideRequest) -> None:
+    async def _admit_batch(self, first: prefecture_pb2.BatchProvideRequest) -> None:
         if not 1 <= first.declared_count <= 10_000_000:
             raise _invalid("declared_count", "required in the first message: 1 to 10,000,000")
         if first.declared_count <= self._batch_threshold and not first.approval_token:
