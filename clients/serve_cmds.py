@@ -23,6 +23,7 @@ from server.app import (
     open_fuhyo_store,
     open_national_store,
     open_store,
+    open_store_readonly,
     register_dev_operators,
     serve,
     start_fuhyo,
@@ -222,8 +223,13 @@ def outbox() -> None:
 @outbox.command("status")
 @click.pass_obj
 def outbox_status(settings: Settings) -> None:
-    """Depth, age of the oldest undelivered change, changes delivered (read from the store)."""
-    store = open_store(settings)
+    """Depth, age of the oldest undelivered change, changes delivered (the store opened read-only)."""
+    try:
+        store = open_store_readonly(settings)
+    except FileNotFoundError:
+        raise click.ClickException(
+            f"no prefectural store in {settings.data_path}: start jukinet first (make run)"
+        ) from None
     try:
         with store.reader() as tx:
             depth = tx.outbox_depth()

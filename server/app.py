@@ -64,6 +64,7 @@ from server.storage.lmdbenv import LmdbEnv
 from server.storage.registry import Registry
 from server.storage.residents import DB_NAMES, ResidentStore
 from server.storage.sealing import DataKeys, MyNumberSealer
+from server.supervision import Supervisor
 from server.tempstore import TempStore
 
 log = logging.getLogger(__name__)
@@ -86,6 +87,17 @@ def server_credentials(pki: Pki, identity: str) -> grpc.ServerCredentials:
     )
 
 
+# A peer that returns is reconnected within a second (gRPC's default reconnect backoff grows to 120 s), and
+# a peer that stops answering on an open connection is noticed by keepalive pings while calls are waiting.
+PEER_CHANNEL_OPTIONS: tuple[tuple[str, int], ...] = (
+    ("grpc.initial_reconnect_backoff_ms", 100),
+    ("grpc.min_reconnect_backoff_ms", 100),
+    ("grpc.max_reconnect_backoff_ms", 1000),
+    ("grpc.keepalive_time_ms", 10_000),
+    ("grpc.keepalive_timeout_ms", 5_000),
+)
+
+
 def client_channel(pki: Pki, identity: str, target: str) -> grpc.aio.Channel:
     """An mTLS channel to a peer server, presenting this server's own certificate."""
     role, _, ident = identity.partition("/")
@@ -95,7 +107,7 @@ def client_channel(pki: Pki, identity: str, target: str) -> grpc.aio.Channel:
         private_key=key.read_bytes(),
         certificate_chain=cert.read_bytes(),
     )
-    return grpc.aio.secure_channel(target, credentials)
+    return grpc.aio.secure_channel(target, credentials, options=PEER_CHANNEL_OPTIONS)
 
 
 def open_store(
@@ -110,6 +122,15 @@ def open_store(
     keys = settings.path(keys_file) if keys_file else settings.keys_path
     env = LmdbEnv(data, DB_NAMES + registry_dbs.DB_NAMES + extra_dbs, map_size=settings.map_size)
     return ResidentStore(env, MyNumberSealer(DataKeys.load_or_create(keys)))
+
+
+def open_store_readonly(settings: Settings) -> ResidentStore:
+    """The prefectural store opened read-only, for status commands beside a running server: nothing is
+    created, nothing written (FileNotFoundError when there is no store)."""
+    if not (settings.data_path / "data.mdb").exists():
+        raise FileNotFoundError(f"no store in {settings.data_path}")
+    env = LmdbEnv(settings.data_path, DB_NAMES, readonly=True)
+    return ResidentStore(env, MyNumberSealer(DataKeys.load(settings.keys_path)))
 
 
 def _searcher(settings: Settings, store: ResidentStore) -> Searcher:
@@ -144,17 +165,37 @@ class RunningServer:
     reload: Callable[[], None]
     services: tuple[ServiceDescriptor, ...]
     metrics: MetricsEndpoint | None = None
-    background: list[asyncio.Task[None]] = field(default_factory=list)
+    supervisor: Supervisor = field(init=False)
     on_stop: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     after_stop: list[Callable[[], None]] = field(default_factory=list)
+    _down: set[str] = field(default_factory=lambda: {"starting"})
 
-    async def set_health(self, serving: bool) -> None:
-        """Every service of this server (and the server as a whole) SERVING or NOT_SERVING."""
+    def __post_init__(self) -> None:
+        self.supervisor = Supervisor(self.report_task)
+
+    async def set_health(self, serving: bool, source: str = "starting") -> None:
+        """Every service of this server (and the server as a whole) SERVING only while no source of trouble
+        (start-up, the audit trail, a critical background task) says otherwise."""
+        if serving:
+            self._down.discard(source)
+        else:
+            self._down.add(source)
         status = (
-            health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
+            health_pb2.HealthCheckResponse.NOT_SERVING
+            if self._down
+            else health_pb2.HealthCheckResponse.SERVING
         )
         for name in ("", *(s.full_name for s in self.services)):
             await self.health.set(name, status)
+
+    async def report_task(self, task: str, healthy: bool, critical: bool) -> None:
+        """A supervised task's own health entry (`jukinet.task.<name>`), and the server's when critical."""
+        status = (
+            health_pb2.HealthCheckResponse.SERVING if healthy else health_pb2.HealthCheckResponse.NOT_SERVING
+        )
+        await self.health.set(f"jukinet.task.{task}", status)
+        if critical:
+            await self.set_health(healthy, source=f"task:{task}")
 
 
 async def _start(
@@ -190,6 +231,7 @@ async def _start(
             ("grpc.so_reuseport", 1 if reuse_port else 0),
             ("grpc.max_receive_message_length", 8 * 1024 * 1024),
             ("grpc.keepalive_permit_without_calls", 1),
+            ("grpc.http2.min_recv_ping_interval_without_data_ms", 5_000),  # peers' keepalive pings
         ],
     )
     add_servicers(server)
@@ -216,13 +258,14 @@ async def _start(
     set_static(pki, identity, services[0].name.lower())
     stop_gauges = asyncio.Event()
     if singletons:
-        running.background.append(
-            asyncio.create_task(refresh_loop(store, services[0].name.lower(), every=5.0, stop=stop_gauges))
+        env_name = services[0].name.lower()
+        running.supervisor.start(
+            "store-gauges", lambda: refresh_loop(store, env_name, every=5.0, stop=stop_gauges)
         )
-        running.background.append(
-            asyncio.create_task(
-                retention_schedule(store, every=settings.retention_interval, stop=stop_gauges)
-            )
+        running.supervisor.start(
+            "retention",
+            lambda: retention_schedule(store, every=settings.retention_interval, stop=stop_gauges),
+            critical=True,
         )
 
     async def end_gauges() -> None:
@@ -249,13 +292,17 @@ def _attach_backup(running: RunningServer, settings: Settings, name: str, data_d
         return
     key = BackupKey.load_or_create(settings.path(settings.backup_key_file)).secret
     task = asyncio.create_task(
-        backup_schedule(
-            {name: data_dir},
-            settings.path(settings.backup_dir) / name,
-            key,
-            every=settings.backup_interval,
-            keep=settings.backup_keep,
-            stop=asyncio.Event(),
+        _supervised_once(
+            running.supervisor,
+            f"backup-{name}",
+            lambda: backup_schedule(
+                {name: data_dir},
+                settings.path(settings.backup_dir) / name,
+                key,
+                every=settings.backup_interval,
+                keep=settings.backup_keep,
+                stop=asyncio.Event(),
+            ),
         ),
         name=f"backup-{name}",
     )
@@ -268,15 +315,25 @@ def _attach_backup(running: RunningServer, settings: Settings, name: str, data_d
     running.on_stop.append(end_backup)
 
 
+async def _supervised_once(supervisor: Supervisor, name: str, job: Callable[[], Awaitable[None]]) -> None:
+    """A job stopped by cancelling it (backups): restarted after a failure like any supervised task."""
+    supervisor.start(name, job)
+    task = supervisor.tasks[-1]
+    try:
+        await asyncio.shield(task)
+    except asyncio.CancelledError:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        raise
+
+
 async def retention_schedule(store: ResidentStore, *, every: float, stop: asyncio.Event) -> None:
     """Erase removed persons past their 150 years (SPEC §6.4), off the event loop, every `every` seconds."""
     loop = asyncio.get_running_loop()
     while not stop.is_set():
         today = jst_now().date()
-        try:
-            await loop.run_in_executor(None, erase_expired_persons, store, today)
-        except Exception:  # a failed run is retried at the next interval; the server keeps serving
-            log.exception("retention run failed")
+        await loop.run_in_executor(None, erase_expired_persons, store, today)  # a failure: the supervisor's
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), every)
 
@@ -295,18 +352,18 @@ def _attach_audit(running: RunningServer, trail: AuditTrail, settings: Settings)
     stop = asyncio.Event()
 
     async def on_health(healthy: bool) -> None:
-        await running.set_health(healthy)
+        await running.set_health(healthy, source="audit")
 
-    running.background.append(
-        asyncio.create_task(
-            housekeeping(
-                trail,
-                flush_interval=settings.audit_flush_interval,
-                stop=stop,
-                on_health=on_health,
-                retention_years=settings.audit_retention_years,
-            )
-        )
+    running.supervisor.start(
+        "audit-housekeeping",
+        lambda: housekeeping(
+            trail,
+            flush_interval=settings.audit_flush_interval,
+            stop=stop,
+            on_health=on_health,
+            retention_years=settings.audit_retention_years,
+        ),
+        critical=True,
     )
 
     async def close() -> None:
@@ -398,7 +455,7 @@ async def start_prefecture(settings: Settings, *, worker: int = 0) -> RunningSer
     _attach_audit(running, trail, settings)
     policy_ref.append(running.access)
     if settings.relay_enabled and singletons:  # other workers' changes reach it at its next poll
-        running.background.append(asyncio.create_task(relay.run(), name="outbox-relay"))
+        running.supervisor.start("outbox-relay", relay.run, critical=True)
 
     async def stop_relay() -> None:
         relay.stop()
@@ -486,7 +543,9 @@ async def start_fuhyo(settings: Settings) -> RunningServer:
     policy_ref.append(running.access)
     _attach_audit(running, trail, settings)
     stop_expiry = asyncio.Event()
-    running.background.append(asyncio.create_task(tempstore.run_expiry(every=1.0, stop=stop_expiry)))
+    running.supervisor.start(
+        "tempstore-expiry", lambda: tempstore.run_expiry(every=1.0, stop=stop_expiry), critical=True
+    )
 
     async def end() -> None:
         stop_expiry.set()
@@ -555,8 +614,8 @@ async def serve(
     await running.health.enter_graceful_shutdown()
     for hook in running.on_stop:
         await hook()
-    for task in running.background:
-        await asyncio.wait_for(task, settings.grace_seconds)
+    running.supervisor.stop()
+    await running.supervisor.wait(settings.grace_seconds)
     await running.server.stop(settings.grace_seconds)
     for final in running.after_stop:
         final()

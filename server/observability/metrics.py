@@ -71,6 +71,11 @@ OUTBOX_OLDEST_AGE = Gauge(
 RELAY_ATTEMPTS = Counter("juki_relay_attempts", "NotifyUpdates calls made by the outbox relay")
 RELAY_FAILURES = Counter("juki_relay_failures", "NotifyUpdates calls that failed, by status code", ["code"])
 RELAY_DELIVERED = Counter("juki_relay_delivered", "Changes confirmed by the national server")
+BACKGROUND_FAILURES = Counter(
+    "juki_background_failures",
+    "Failures of a supervised background task (each is logged and the task restarted after a backoff)",
+    ["task"],
+)
 
 TEMPSTORE_ENTRIES = Gauge(
     "juki_tempstore_entries",

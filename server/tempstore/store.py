@@ -249,14 +249,12 @@ class TempStore:
 
     async def run_expiry(self, *, every: float, stop: asyncio.Event) -> None:
         """The server's expiry loop: `expire` every `every` seconds until `stop` is set, its LMDB writes on
-        the environment's writer thread. A failed run is retried at the next interval."""
+        the environment's writer thread. A failed run raises: the server's supervisor logs, counts and
+        restarts the loop (`server.supervision`)."""
         if not every > 0:
             raise ValueError("the expiry interval must be positive")
         while not stop.is_set():
-            try:
-                await self.expire_async()
-            except Exception:
-                log.exception("temporary area: expiry run failed")
+            await self.expire_async()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), every)
 
