@@ -96,6 +96,11 @@ class CallFacts:
                         self.add_code(getattr(element, "resident_code", ""))
         if "result" in descriptor.fields_by_name and response.HasField("result"):
             self.add_code(response.result.resident_code)
+        # an update's count is what it applied (住基法 30条の15 statistics): replays applied nothing
+        if "replayed" in descriptor.fields_by_name and response.replayed:
+            self.count = max(0, self.count - 1)
+        if "replayed_count" in descriptor.fields_by_name:
+            self.count = max(0, self.count - response.replayed_count)
         if "my_number" in descriptor.fields_by_name and response.my_number:  # the restricted link's answer
             self.items.add("my_number")
             self.count += 1
