@@ -24,7 +24,7 @@ def _updates(server: Server) -> int:
         stats = stub.Statistics(admin_pb2.StatisticsRequest(month=month), timeout=10)
     finally:
         channel.close()
-    return {c.key: c.count for c in stats.updates_by_municipality}.get(TOWN, 0)
+    return int({c.key: c.count for c in stats.updates_by_municipality}.get(TOWN, 0))
 
 
 def test_replays_are_not_counted_as_updates(server: Server) -> None:
