@@ -46,7 +46,9 @@ record of the entry currently held under its id, so racing calls never remove ea
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
+import hashlib
 import logging
 import os
 import re
@@ -91,6 +93,13 @@ class NotHeld(TempStoreError):
 
 class WrongOwner(TempStoreError):
     """The entry belongs to another caller (→ PERMISSION_DENIED); nothing of it is revealed."""
+
+
+def caller_slot(owner: str, request_id: str) -> str:
+    """The id under which `owner`'s request `request_id` is held: request ids are the callers' own, so each
+    caller has its own space of them — another caller's id is simply not held (no collision, no oracle)."""
+    digest = hashlib.sha256(owner.encode("utf-8") + b"\x00" + request_id.encode("utf-8")).digest()
+    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
 
 
 def check_request_id(request_id: str) -> str:
