@@ -27,7 +27,9 @@ def fuhyo_stub(settings: Settings, identity: str) -> Any:
 @_as
 @_purpose
 @click.option("--fuhyo", "resident_code", required=True, help="住民票コード of the person on the 附票")
-@click.option("--with-my-number", is_flag=True, help="also the My Number (a purpose that allows it)")
+@click.option(
+    "--with-my-number", is_flag=True, help="also the My Number (a purpose that allows it; 国外転出者 only)"
+)
 @click.option("--request-id", default="", help="your id of this request (default: a new one)")
 @click.pass_obj
 def provide(

@@ -89,12 +89,13 @@ def refused(call: Any, *args: Any, **kwargs: Any) -> grpc.RpcError:
     return info.value
 
 
-def answer_of(error: grpc.RpcError) -> tuple[Any, str, Any]:
+def answer_of(error: grpc.RpcError) -> tuple[Any, Any, Any]:
     """Everything a refused caller sees: status, message and the error details."""
     return error.code(), error.details(), error_details(error)
 
 
-def seen(error: grpc.RpcError) -> str:
+def seen(error: Any) -> str:
+    """Everything a refused caller received: message, headers and trailers (error details included)."""
     return (error.details() or "") + repr(error.trailing_metadata()) + repr(error.initial_metadata())
 
 
@@ -469,3 +470,11 @@ def test_reconcile_answers_another_municipalitys_resident_as_an_unknown_code(
         )
     assert differences[0] == differences[1]
     assert [kind for kind, _ in differences[0]].count(prefecture_pb2.DIFFERENCE_KIND_MISSING_HERE) == 1
+
+
+def test_the_readme_sample_for_the_link_is_a_person_abroad() -> None:
+    """What `make run` seeds (100k residents of seed 1): the README's 附票 sample moved abroad."""
+    readme = (Path(__file__).parents[1] / "README.md").read_text(encoding="utf-8")
+    sample = readme.split("--fuhyo ")[1].split()[0]
+    person = next(r for r in generate_fuhyo(100_000, 1) if r.resident_code == sample)
+    assert person.state_kind == 2
