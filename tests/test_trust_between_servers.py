@@ -363,6 +363,34 @@ def test_the_prefectural_server_refuses_everyone_but_those_removed_by_moving_out
     assert fetch(deployment, abroad[0].resident_code).my_number == abroad[0].my_number
 
 
+def test_a_refusal_by_the_prefectural_server_is_recorded_on_both_sides(deployment: Server) -> None:
+    """The 附票 says abroad, the prefectural server holds nobody under the code: it refuses, and so does the
+    附票 server, each in its own trail; nothing is held."""
+    code = fresh_resident()[0]
+    record = R.FuhyoRecord(
+        resident_code=code, name_kanji="附票　次郎", name_kana="フヒョウ　ジロウ", birth_date="1970-02-02",
+        sex=R.SEX_MALE, last_address="三重県津市広明町13番地", managing_municipality_code="242012",
+        state_kind=2,
+    )  # fmt: skip
+    notice = F.FuhyoNotice(
+        managing_municipality_code="242012", sequence=1, kind=F.FUHYO_CHANGE_KIND_CREATE,
+        change_date="2024-01-01", record=record,
+    )  # fmt: skip
+    fuhyo_stub(deployment.settings, "municipal-cs/242012").ApplyUpdate(F.FuhyoApplyRequest(notice=notice))
+    s = deployment.settings
+    error = refused(provide_fuhyo, deployment, *POLICE, code, "both-1")
+    assert error.code() == grpc.StatusCode.PERMISSION_DENIED
+    (theirs,) = entries(deployment, s.audit_dir, FETCH)[-1:]
+    (ours,) = entries(deployment, s.fuhyo_audit_dir, "/juki.v1.Fuhyo/Provide")[-1:]
+    assert theirs["outcome"] == ours["outcome"] == "PERMISSION_DENIED"
+    assert theirs["requester"] == ours["caller"] == f"{TD}/agency/police"
+    assert theirs["subjects"] and ours["subjects"] and "my_number" not in theirs["items"] + ours["items"]
+    gone = refused(
+        fuhyo_stub(s, POLICE[0]).Redeliver, F.RedeliverRequest(request_id="both-1", purpose=POLICE[1])
+    )
+    assert gone.code() == grpc.StatusCode.NOT_FOUND
+
+
 # --- 7. no refusal tells whether a record the caller may not see exists ---------------------------------
 
 
