@@ -2,8 +2,10 @@
 
 The 附票 server never stores a My Number. When an agency or department asks for a 附票 record with the
 person's My Number, the number fetched from the prefectural server is kept only here, keyed by the request
-id, so that a recipient who failed to receive can ask again (`Redeliver`) within a short TTL. `AckDelivery`
-or the end of the TTL erases the entry so that it cannot be recovered.
+id, so that a recipient who failed to receive can ask again (`Redeliver`) within a short TTL. Request ids
+are the callers' own: the 附票 server holds each under `caller_slot(owner, request_id)`, so one caller's id
+never collides with, or tells anything about, another's. `AckDelivery` or the end of the TTL erases the
+entry so that it cannot be recovered.
 
 Where: an LMDB environment of its own, in a directory of its own (0700), never the 附票 database's and never
 joined with it. The directory carries the `TEMPSTORE` marker (`server.backup.archive.mark_tempstore`), so
