@@ -54,7 +54,7 @@ def provide(
 @click.argument("request_id")
 @click.pass_obj
 def redeliver(settings: Settings, identity: str, purpose: str, request_id: str) -> None:
-    """The same answer again (same caller, within the temporary area's TTL)."""
+    """The same answer again (same caller, the provision's purpose, within the temporary area's TTL)."""
     try:
         _print(
             fuhyo_stub(settings, identity).Redeliver(
