@@ -87,8 +87,8 @@ def _sample(settings: Settings, fuhyo_residents: int) -> dict[str, Any]:
                     break
     finally:
         store.env.close()
-    fuhyo_codes = [
-        r.resident_code for r in generate_fuhyo(min(fuhyo_residents, 5_000), SEED) if r.state_kind == 1
+    fuhyo_codes = [  # 国外転出者: the only persons the restricted link serves (SPEC §5.3)
+        r.resident_code for r in generate_fuhyo(min(fuhyo_residents, 5_000), SEED) if r.state_kind == 2
     ]
     return {"codes": codes, "my_numbers": numbers, "searches": searches, "fuhyo_codes": fuhyo_codes}
 

@@ -45,7 +45,8 @@ def run_fuhyo_bench(settings: Settings, calls: int, residents: int = 20_000) -> 
         load_fuhyo(fuhyo, generate_fuhyo(residents, 1))
         fuhyo.env.close()
         register_dev_operators(s, opener=open_fuhyo_store)
-        codes = [r.resident_code for r in generate_fuhyo(min(residents, 5000), 1) if r.state_kind == 1]
+        # 国外転出者 only: the restricted link gives a My Number for nobody else (SPEC §5.3)
+        codes = [r.resident_code for r in generate_fuhyo(min(residents, 5000), 1) if r.state_kind == 2]
         config = write_settings(s, Path(tmp) / "juki.toml")
         procs = [
             start_server_process(config, "prefecture", log=Path(tmp) / "prefecture.log"),

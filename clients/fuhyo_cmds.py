@@ -27,7 +27,9 @@ def fuhyo_stub(settings: Settings, identity: str) -> Any:
 @_as
 @_purpose
 @click.option("--fuhyo", "resident_code", required=True, help="住民票コード of the person on the 附票")
-@click.option("--with-my-number", is_flag=True, help="also the My Number (a purpose that allows it)")
+@click.option(
+    "--with-my-number", is_flag=True, help="also the My Number (a purpose that allows it; 国外転出者 only)"
+)
 @click.option("--request-id", default="", help="your id of this request (default: a new one)")
 @click.pass_obj
 def provide(
@@ -52,7 +54,7 @@ def provide(
 @click.argument("request_id")
 @click.pass_obj
 def redeliver(settings: Settings, identity: str, purpose: str, request_id: str) -> None:
-    """The same answer again (same caller, within the temporary area's TTL)."""
+    """The same answer again (same caller, the provision's purpose, within the temporary area's TTL)."""
     try:
         _print(
             fuhyo_stub(settings, identity).Redeliver(

@@ -573,7 +573,8 @@ async def start_national(settings: Settings) -> RunningServer:
         settings.national_audit_keys_file,
         settings.national_auditor_keys_file,
     )
-    service = NationalService(store)
+    policy_ref: list[AccessInterceptor] = []
+    service = NationalService(store, lambda: policy_ref[0].policy)
 
     def add(server: grpc.aio.Server) -> None:
         national_pb2_grpc.add_NationalServicer_to_server(service, server)  # type: ignore[no-untyped-call]
@@ -588,6 +589,7 @@ async def start_national(settings: Settings) -> RunningServer:
         metrics_port=settings.national_metrics_port,
         auditor=TrailAuditor(trail),
     )
+    policy_ref.append(running.access)
     _attach_audit(running, trail, settings)
     _attach_backup(running, settings, "national", settings.path(settings.national_data_dir))
     await running.set_health(True)

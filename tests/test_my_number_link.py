@@ -1,5 +1,6 @@
 """SPEC §5.3, the restricted link: Prefecture.FetchMyNumber answers one My Number, to the 附票 server only,
-for a purpose that allows My Number; every answer and refusal is recorded."""
+for a purpose that allows My Number, for a person removed by 転出 (国外転出者); every answer and refusal is
+recorded. (Requesters and the refusal of other persons: tests/test_trust_between_servers.py.)"""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from typing import Any
 
 import grpc
 import pytest
-from juki.v1 import prefecture_pb2
+from juki.v1 import prefecture_pb2, records_pb2
 
 from server.audit.query import query
 from tests.conftest import Server
@@ -29,10 +30,14 @@ def fetch(
     return server.stub(identity).FetchMyNumber(request, timeout=5)
 
 
+def moved_out(seeded_records: list[Any]) -> Any:
+    return next(r for r in seeded_records if r.change_reason == records_pb2.CHANGE_REASON_TENSHUTSU)
+
+
 def test_the_fuhyo_server_gets_the_my_number_and_nothing_else(
     server: Server, seeded_records: list[Any]
 ) -> None:
-    person = next(r for r in seeded_records if not r.deleted_flag)
+    person = moved_out(seeded_records)
     answer = fetch(server, FUHYO, person.resident_code)
     assert answer.my_number == person.my_number
     assert [f.name for f, _ in answer.ListFields()] == ["my_number"]
@@ -41,7 +46,8 @@ def test_the_fuhyo_server_gets_the_my_number_and_nothing_else(
 def test_a_person_removed_from_the_register_still_has_a_my_number(
     server: Server, seeded_records: list[Any]
 ) -> None:
-    abroad = next(r for r in seeded_records if r.deleted_flag)
+    abroad = moved_out(seeded_records)
+    assert abroad.deleted_flag
     assert fetch(server, FUHYO, abroad.resident_code).my_number == abroad.my_number
 
 
@@ -76,8 +82,8 @@ def test_a_purpose_without_my_number_is_refused(
 def test_a_code_not_held_and_a_bad_requester(server: Server, seeded_records: list[Any]) -> None:
     with pytest.raises(grpc.RpcError) as info:
         fetch(server, FUHYO, "00000000000")
-    assert info.value.code() == grpc.StatusCode.NOT_FOUND
-    person = next(r for r in seeded_records if not r.deleted_flag)
+    assert info.value.code() == grpc.StatusCode.PERMISSION_DENIED  # as for anyone else not abroad
+    person = moved_out(seeded_records)
     for requester in ("", "agency/police", "spiffe://juki.mie/operator/op-0001"):
         with pytest.raises(grpc.RpcError) as info:
             fetch(server, FUHYO, person.resident_code, requester=requester)
@@ -85,7 +91,7 @@ def test_a_code_not_held_and_a_bad_requester(server: Server, seeded_records: lis
 
 
 def test_every_answer_and_refusal_is_recorded(server: Server, seeded_records: list[Any]) -> None:
-    person = next(r for r in seeded_records if not r.deleted_flag)
+    person = moved_out(seeded_records)
     directory = server.settings.path(server.settings.audit_dir)
     before = len(list(query(directory, method="/juki.v1.Prefecture/FetchMyNumber")))
     fetch(server, FUHYO, person.resident_code)

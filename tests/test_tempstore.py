@@ -331,3 +331,12 @@ def test_callers_on_many_threads_leave_nothing_behind(store: TempStore, clock: C
     assert store.expire() == 40
     with store.env.read() as txn:
         assert txn.stat(store.env.dbs["entries"])["entries"] == 0
+
+
+def test_each_caller_has_its_own_request_ids() -> None:
+    from server.tempstore import caller_slot, check_request_id
+
+    police, tax = "spiffe://juki.mie/agency/police", "spiffe://juki.mie/department/tax"
+    slot = caller_slot(police, "req-1")
+    assert slot == caller_slot(police, "req-1") != caller_slot(tax, "req-1") != caller_slot(police, "req-2")
+    assert check_request_id(slot) == slot  # a valid id of the area itself

@@ -208,7 +208,9 @@ def test_a_notice_for_another_municipalitys_resident_is_refused(
         code, R.CHANGE_REASON_TENKYO, my_number=number, address="三重県四日市市諏訪町1番地"
     )
     error = rejected_without_trace(server, yokkaichi, notice, code)
-    assert error.code() == grpc.StatusCode.PERMISSION_DENIED
+    # answered as for a code nobody holds, so that a municipal CS cannot test codes (SPEC §4.2)
+    assert error.code() == grpc.StatusCode.NOT_FOUND
+    assert error_details(error)[2] == "NO_RECORD"
 
 
 def test_a_municipal_cs_cannot_send_another_municipalitys_notices(server: Server, tsu: Municipality) -> None:

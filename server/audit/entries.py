@@ -50,6 +50,10 @@ ENTRY_TYPES: dict[str, type] = {
     "subjects": list,
     "time": str,
 }
+# Keys an entry carries only when set (older entries, and most entries, have none of them).
+OPTIONAL_TYPES: dict[str, type] = {
+    "requester": str,  # SPIFFE ID on whose behalf a server called (FetchMyNumber, National.Query)
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +71,7 @@ class AuditEvent:
     source: str = ""  # "LOCAL" / "NATIONAL" for forwarded answers
     count: int = 0  # records returned (or notices applied)
     kind: str = ""  # "provision" for 提供 / 移転, "" otherwise
+    requester: str = ""  # on whose behalf a server called; written only when set
 
 
 def jst_now() -> dt.datetime:
@@ -108,11 +113,16 @@ def encode_entry(event: AuditEvent, seq: int, time: str, prev: str) -> tuple[str
         f',"items":{_str_list(event.items)},"kind":{_json_str(event.kind)}'
         f',"method":{_json_str(event.method)},"outcome":{_json_str(event.outcome)},"prev":"{prev}"'
         f',"purpose":{_json_str(event.purpose)},"request_id":{_json_str(event.request_id)}'
+        f"{_optional('requester', event.requester)}"
         f',"role":{_json_str(event.role)},"seq":{seq},"source":{_json_str(event.source)}'
         f',"subjects":{_str_list(event.subjects)},"time":"{time}"}}'
     )
     digest = hashlib.sha256((head + tail).encode()).hexdigest()
     return digest, f'{head},"hash":"{digest}"{tail}\n'
+
+
+def _optional(key: str, value: str) -> str:
+    return f',"{key}":{_json_str(value)}' if value else ""
 
 
 def parse_entry(raw: bytes) -> dict[str, Any] | None:
@@ -121,11 +131,14 @@ def parse_entry(raw: bytes) -> dict[str, Any] | None:
         obj = json.loads(raw)
     except (ValueError, UnicodeDecodeError):
         return None
-    if not isinstance(obj, dict) or obj.keys() != ENTRY_TYPES.keys():
+    if not isinstance(obj, dict) or obj.keys() - OPTIONAL_TYPES.keys() != ENTRY_TYPES.keys():
         return None
     for key, kind in ENTRY_TYPES.items():
         value = obj[key]
         if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+            return None
+    for key, kind in OPTIONAL_TYPES.items():
+        if key in obj and (not isinstance(obj[key], kind) or not obj[key]):
             return None
     if not all(isinstance(v, str) for v in obj["items"]) or not all(
         isinstance(v, str) for v in obj["subjects"]

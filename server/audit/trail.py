@@ -593,4 +593,5 @@ def _clean(event: AuditEvent) -> AuditEvent:
         source=fix(event.source),
         count=event.count,
         kind=fix(event.kind),
+        requester=fix(event.requester),
     )

@@ -9,6 +9,7 @@ projection never carries a My Number.
 from __future__ import annotations
 
 import datetime as dt
+import struct
 from collections.abc import Callable
 from typing import Any
 
@@ -22,6 +23,7 @@ from server.storage.residents import ResidentTxn
 STATE_DOMESTIC = 1  # 附票本人確認情報状態区分: 国内
 STATE_ABROAD = 2  # 国外転出者: address holds the last domestic address
 K = fuhyo_pb2
+_PURPOSE_LENGTH = struct.Struct(">H")
 
 
 def validate_fuhyo_notice(notice: fuhyo_pb2.FuhyoNotice, *, today: dt.date, path: str = "notice") -> None:
@@ -75,6 +77,11 @@ def projection(record: records_pb2.FuhyoRecord, *, removed: bool) -> records_pb2
     return out
 
 
+def lives_abroad(record: records_pb2.ResidentRecord) -> bool:
+    """The projection of a current 附票 record of a 国外転出者 (the only persons the link serves)."""
+    return record.retention_flag and not record.deleted_flag
+
+
 def fuhyo_view(record: records_pb2.ResidentRecord) -> fuhyo_pb2.FuhyoView:
     info = record.four_info
     return fuhyo_pb2.FuhyoView(
@@ -115,7 +122,13 @@ def apply_fuhyo_notice(
     code = notice.record.resident_code
     current = tx.get(code)
     kind = notice.kind
-    if current is not None and current.municipality_code != caller_municipality and not current.deleted_flag:
+    ours = current is not None and current.municipality_code == caller_municipality
+    if kind != K.FUHYO_CHANGE_KIND_CREATE and not ours:
+        # unknown, or managed by another municipality: one answer, so that codes cannot be tested
+        raise _refuse(
+            ErrorKind.NOT_FOUND, "no 附票 record this municipality manages with this code", "NO_RECORD"
+        )
+    if current is not None and not ours and not current.deleted_flag:
         raise _refuse(
             ErrorKind.PERMISSION_DENIED, "the record is managed by another municipality", "OTHER_MUNICIPALITY"
         )
@@ -124,8 +137,7 @@ def apply_fuhyo_notice(
             ErrorKind.ALREADY_EXISTS, "the resident code is held by an active 附票 record", "ACTIVE_CODE"
         )
     if kind != K.FUHYO_CHANGE_KIND_CREATE:
-        if current is None:
-            raise _refuse(ErrorKind.NOT_FOUND, "no 附票 record with this resident code", "NO_RECORD")
+        assert current is not None
         if current.deleted_flag:
             raise _refuse(
                 ErrorKind.FAILED_PRECONDITION, "the 附票 record is already removed", "ALREADY_REMOVED"
@@ -161,3 +173,19 @@ def full_record(raw: Any) -> records_pb2.FuhyoRecord:
     record = records_pb2.FuhyoRecord()
     record.ParseFromString(raw)
     return record
+
+
+def held_answer(purpose: str, answer: fuhyo_pb2.FuhyoProvideResponse) -> bytes:
+    """What the temporary area holds for a provision with My Number: its purpose (a redelivery must state
+    the same one) and the answer, purpose length-prefixed."""
+    raw = purpose.encode("utf-8")
+    return _PURPOSE_LENGTH.pack(len(raw)) + raw + answer.SerializeToString()
+
+
+def parse_held(payload: bytes) -> tuple[str, fuhyo_pb2.FuhyoProvideResponse]:
+    """(purpose, answer) of a payload made by `held_answer`."""
+    (length,) = _PURPOSE_LENGTH.unpack_from(payload)
+    start = _PURPOSE_LENGTH.size + length
+    answer = fuhyo_pb2.FuhyoProvideResponse()
+    answer.ParseFromString(payload[start:])
+    return payload[_PURPOSE_LENGTH.size : start].decode("utf-8"), answer

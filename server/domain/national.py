@@ -1,5 +1,9 @@
 """What the national server (J-LIS) does with propagated changes (SPEC §5.4, §6.2).
 
+A server is trusted only for what it is for (SPEC §4.2): resident changes come from
+`prefectural-server/<code>`, 附票 changes from `fuhyo-server/<code>`, each for municipalities of its own
+prefecture; anything else refuses the whole request before anything is stored.
+
 Idempotent by municipality + sequence (a municipality code names its prefecture too): a change already
 held is acknowledged and changes nothing, a gap is refused naming the expected sequence, and a held
 sequence with other content is refused as a conflict. The national file takes each change as the
@@ -16,24 +20,45 @@ from juki.v1 import national_pb2, prefecture_pb2, records_pb2
 from server.domain.codes import is_digits, is_valid_municipality_code
 from server.domain.errors import DomainError, ErrorKind, Violations
 from server.domain.updates import REMOVALS, notice_digest, record_from_notice, validate_notice
+from server.identity.pki import SpiffeId
 from server.storage.residents import ResidentTxn
 
 MAX_CHANGES = 1000
 _FILE_PREFIX = {national_pb2.CHANGE_FILE_RESIDENT: "", national_pb2.CHANGE_FILE_FUHYO: "F"}
+# The one national file each record server feeds.
+FILE_OF_ROLE = {
+    "prefectural-server": national_pb2.CHANGE_FILE_RESIDENT,
+    "fuhyo-server": national_pb2.CHANGE_FILE_FUHYO,
+}
 
 
-def validate_changes(
-    request: national_pb2.NotifyUpdatesRequest, *, caller_prefecture: str, today: dt.date
-) -> None:
+def validate_changes(request: national_pb2.NotifyUpdatesRequest, *, caller: SpiffeId, today: dt.date) -> None:
+    """Refuse the whole request (PERMISSION_DENIED) unless every change is of the caller's own file and
+    prefecture; INVALID_ARGUMENT naming every malformed field."""
     v = Violations()
     if not is_digits(request.prefecture_code, 2):
         v.add("prefecture_code", "must be 2 ASCII digits")
-    elif request.prefecture_code != caller_prefecture:
+    elif request.prefecture_code != caller.id:
         raise DomainError(
             ErrorKind.PERMISSION_DENIED,
             "a server may only notify changes of its own prefecture",
             "OTHER_PREFECTURE",
         )
+    own_file = FILE_OF_ROLE.get(caller.role)
+    for change in request.changes:
+        if own_file is None or (change.file in _FILE_PREFIX and change.file != own_file):
+            raise DomainError(
+                ErrorKind.PERMISSION_DENIED,
+                "a prefectural server notifies resident changes only, a 附票 server 附票 changes only",
+                "OTHER_FILE",
+            )
+        code = change.notice.municipality_code
+        if is_valid_municipality_code(code) and code[:2] != caller.id:
+            raise DomainError(
+                ErrorKind.PERMISSION_DENIED,
+                "a server may only notify changes of its own prefecture",
+                "OTHER_PREFECTURE",
+            )
     if not request.changes:
         v.add("changes", "at least one change")
     if len(request.changes) > MAX_CHANGES:

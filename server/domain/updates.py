@@ -184,6 +184,12 @@ def conclude(tx: ResidentTxn, result: prefecture_pb2.ApplyResult, digest: bytes)
     tx.record_applied(result.municipality_code, result.sequence, digest, result.SerializeToString())
 
 
+def no_resident_here() -> DomainError:
+    """A change of a resident the municipality does not hold: the same answer whether the code is unknown
+    or another municipality's resident, so that a municipal CS cannot test codes (SPEC §4.2)."""
+    return _refuse(ErrorKind.NOT_FOUND, "no resident of this municipality with this code", "NO_RECORD")
+
+
 def _check_my_number_free(tx: ResidentTxn, my_number: str, resident_code: str) -> None:
     holder = tx.code_by_my_number(my_number)
     if holder is not None and holder != resident_code:
@@ -213,11 +219,10 @@ def apply_notice(
 
     current = tx.get(notice.resident_code)
     reason = notice.change_reason
-    if (
-        current is not None
-        and current.municipality_code != notice.municipality_code
-        and not (reason in CREATIONS and current.deleted_flag)
-    ):
+    ours = current is not None and current.municipality_code == notice.municipality_code
+    if reason not in CREATIONS and not ours:
+        raise no_resident_here()  # unknown, or another municipality's: the caller may not tell which
+    if current is not None and not ours and not current.deleted_flag:
         raise _refuse(
             ErrorKind.PERMISSION_DENIED, "the resident belongs to another municipality", "OTHER_MUNICIPALITY"
         )
@@ -232,8 +237,7 @@ def apply_notice(
         new = record_from_notice(notice, applied_at.date().isoformat())
         new_number = notice.my_number
     else:
-        if current is None:
-            raise _refuse(ErrorKind.NOT_FOUND, "no record with this resident code", "NO_RECORD")
+        assert current is not None
         if current.deleted_flag:
             raise _refuse(ErrorKind.FAILED_PRECONDITION, "the record is already removed", "ALREADY_REMOVED")
         before = _items(current, current_number)

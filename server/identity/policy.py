@@ -31,6 +31,7 @@ class Purpose:
 class Grant:
     ids: frozenset[str] | None  # None: every id of the role
     purposes: frozenset[str]
+    my_number: bool = True  # False: answers under this grant never carry a My Number, whatever the purpose
 
 
 class Decision:
@@ -87,7 +88,10 @@ class Policy:
             unknown = grant_purposes - purposes.keys()
             if unknown:
                 raise PolicyError(f"grant {i}: unknown purposes {sorted(unknown)}")
-            grant = Grant(None if ids in (None, [ANY]) else frozenset(ids), grant_purposes)
+            gives_number = body.get("my_number", True)
+            if not isinstance(gives_number, bool):
+                raise PolicyError(f"grant {i}: my_number = true|false")
+            grant = Grant(None if ids in (None, [ANY]) else frozenset(ids), grant_purposes, gives_number)
             for method in body.get("methods", []):
                 roles = ROLES if role == ANY else (role,)
                 for r in roles:
@@ -120,3 +124,14 @@ class Policy:
     def allows_my_number(self, purpose: str) -> bool:
         found = self.purposes.get(purpose)
         return found is not None and found.my_number
+
+    def gives_my_number(self, caller: SpiffeId, method: str, purpose: str) -> bool:
+        """Whether an answer to this caller may carry a My Number: the purpose allows it, and a grant of the
+        method to the caller lists the purpose and does not exclude My Number (`my_number = false`)."""
+        if not self.allows_my_number(purpose):
+            return False
+        return any(
+            g.my_number and purpose in g.purposes
+            for g in self._grants.get((caller.role, method), [])
+            if g.ids is None or caller.id in g.ids
+        )

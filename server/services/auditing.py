@@ -51,6 +51,7 @@ class TrailAuditor:
             source=facts.source,
             count=facts.count,
             kind="provision" if is_provision(facts) else "",
+            requester=facts.requester,
         )
         try:
             self.trail.append(event)

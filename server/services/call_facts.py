@@ -20,6 +20,9 @@ PROVISION_METHODS = frozenset(
     {"/juki.v1.Prefecture/Provide", "/juki.v1.Prefecture/BatchProvide", "/juki.v1.Fuhyo/Provide"}
 )
 
+# Calls made by a server on behalf of someone else: the entry also names that requester (a SPIFFE ID).
+REQUESTER_METHODS = frozenset({"/juki.v1.Prefecture/FetchMyNumber", "/juki.v1.National/Query"})
+
 # ResidentView field → the SPEC §3.3 item it carries
 _ITEMS = (
     ("resident_code", "resident_code"),
@@ -39,6 +42,7 @@ class CallFacts:
     caller: SpiffeId | None = None
     purpose: str = ""
     request_id: str = ""
+    requester: str = ""  # on whose behalf a server calls (REQUESTER_METHODS), when a valid SPIFFE ID
     outcome: str = "OK"
     resident_codes: list[str] = field(default_factory=list)
     items: set[str] = field(default_factory=set)
@@ -65,6 +69,8 @@ class CallFacts:
         code = getattr(request, "resident_code", "")
         if code:
             self.add_code(code)
+        if self.method in REQUESTER_METHODS and not self.requester:
+            self.requester = _valid_spiffe_id(request.requester)
         notice = getattr(request, "notice", None)
         if notice is not None and isinstance(notice, Message):
             self.add_code(getattr(notice, "resident_code", ""))
@@ -104,3 +110,11 @@ class CallFacts:
         if "my_number" in descriptor.fields_by_name and response.my_number:  # the restricted link's answer
             self.items.add("my_number")
             self.count += 1
+
+
+def _valid_spiffe_id(text: str) -> str:
+    """`text` when it is a well-formed SPIFFE ID, else "" (nothing unchecked reaches the trail)."""
+    try:
+        return SpiffeId.parse(text).uri
+    except ValueError:
+        return ""

@@ -10,17 +10,25 @@ from typing import Any
 import grpc
 from juki.v1 import fuhyo_pb2, fuhyo_pb2_grpc, prefecture_pb2, records_pb2
 
+from server.domain import link
 from server.domain import validation as val
 from server.domain.errors import DomainError, ErrorKind, Violations, nobody
 from server.domain.finding import MAX_MATCHES, find, parse_condition, too_many
-from server.domain.fuhyo import apply_fuhyo_notice, fuhyo_view, validate_fuhyo_notice
+from server.domain.fuhyo import (
+    apply_fuhyo_notice,
+    fuhyo_view,
+    held_answer,
+    lives_abroad,
+    parse_held,
+    validate_fuhyo_notice,
+)
 from server.domain.search import Searcher
 from server.identity.policy import Policy
 from server.propagation.my_number_link import MyNumberLink
 from server.services.applying import NoticeApplier
 from server.services.chain import current_caller
 from server.storage.residents import ResidentStore, ResidentTxn
-from server.tempstore import NotHeld, TempStore, TempStoreError, WrongOwner
+from server.tempstore import TempStore, TempStoreError, caller_slot
 
 Context = grpc.aio.ServicerContext[Any, Any]
 FULL_RECORDS = "fuhyo_records"
@@ -103,11 +111,7 @@ class FuhyoService(fuhyo_pb2_grpc.FuhyoServicer):
             today=self._now().date(),
         )
         if request.include_my_number and not self._policy().allows_my_number(request.purpose):
-            raise DomainError(
-                ErrorKind.PERMISSION_DENIED,
-                "the purpose does not allow My Number",
-                "PURPOSE_WITHOUT_MY_NUMBER",
-            )
+            raise _purpose_without_my_number()
         with self._store.reader() as tx:
             records = find(tx, condition)
         if len(records) > MAX_MATCHES:
@@ -122,27 +126,38 @@ class FuhyoService(fuhyo_pb2_grpc.FuhyoServicer):
             raise DomainError(
                 ErrorKind.FAILED_PRECONDITION, "My Number is given for one person only", "AMBIGUOUS"
             )
+        if not lives_abroad(records[0]):  # checked here first: nothing is asked, nothing held
+            raise link.not_abroad()
         caller = current_caller().uri
+        slot = caller_slot(caller, request.request_id)
+        if self._holds(slot, caller):
+            raise _held_already()
+        answer.my_number = await self._link.fetch(
+            records[0].resident_code,
+            purpose=request.purpose,
+            requester=caller,
+            request_id=request.request_id,
+        )
         try:
-            answer.my_number = await self._link.fetch(
-                records[0].resident_code,
-                purpose=request.purpose,
-                requester=caller,
-                request_id=request.request_id,
-            )
-            await self._tempstore.put_async(request.request_id, caller, answer.SerializeToString())
+            await self._tempstore.put_async(slot, caller, held_answer(request.purpose, answer))
         except TempStoreError:
-            raise DomainError(
-                ErrorKind.ALREADY_EXISTS, "this request id is held already: redeliver it", "HELD"
-            ) from None
+            raise _held_already() from None
         return answer
 
     async def Redeliver(
         self, request: fuhyo_pb2.RedeliverRequest, context: Context
     ) -> fuhyo_pb2.FuhyoProvideResponse:
-        payload = await self._held(request.request_id, ack=False)
-        answer = fuhyo_pb2.FuhyoProvideResponse()
-        answer.ParseFromString(payload)
+        """The held answer again: same caller, same purpose as the provision, a purpose that (still, after
+        any policy reload) allows My Number, within the TTL."""
+        if not self._policy().allows_my_number(request.purpose):
+            raise _purpose_without_my_number()
+        purpose, answer = parse_held(await self._held(request.request_id, ack=False))
+        if purpose != request.purpose:
+            raise DomainError(
+                ErrorKind.PERMISSION_DENIED,
+                "a redelivery states the purpose of the original provision",
+                "OTHER_PURPOSE",
+            )
         return answer
 
     async def AckDelivery(
@@ -151,22 +166,42 @@ class FuhyoService(fuhyo_pb2_grpc.FuhyoServicer):
         await self._held(request.request_id, ack=True)
         return fuhyo_pb2.AckDeliveryResponse()
 
+    def _holds(self, slot: str, caller: str) -> bool:
+        try:
+            self._tempstore.get(slot, caller)
+        except TempStoreError:
+            return False
+        return True
+
     async def _held(self, request_id: str, *, ack: bool) -> bytes:
+        """The caller's held payload (acknowledged: erased). Not held, expired, acknowledged or another
+        caller's: one answer, so that nobody learns what others hold."""
         v = Violations()
         val.check_ascii_id(v, "request_id", request_id, required=True)
         v.raise_if_any()
         caller = current_caller().uri
+        slot = caller_slot(caller, request_id)
         try:
             if ack:
-                await self._tempstore.ack_async(request_id, caller)
+                await self._tempstore.ack_async(slot, caller)
                 return b""
-            return self._tempstore.get(request_id, caller)
-        except WrongOwner:
-            raise DomainError(ErrorKind.PERMISSION_DENIED, "held for another caller", "WRONG_OWNER") from None
-        except NotHeld:
-            raise DomainError(ErrorKind.NOT_FOUND, "nothing held under this request id", "NOT_HELD") from None
+            return self._tempstore.get(slot, caller)
+        except TempStoreError:
+            raise DomainError(
+                ErrorKind.NOT_FOUND, "nothing held for this caller under this request id", "NOT_HELD"
+            ) from None
 
     async def Ping(
         self, request: prefecture_pb2.PingRequest, context: Context
     ) -> prefecture_pb2.PingResponse:
         return prefecture_pb2.PingResponse()
+
+
+def _purpose_without_my_number() -> DomainError:
+    return DomainError(
+        ErrorKind.PERMISSION_DENIED, "the purpose does not allow My Number", "PURPOSE_WITHOUT_MY_NUMBER"
+    )
+
+
+def _held_already() -> DomainError:
+    return DomainError(ErrorKind.ALREADY_EXISTS, "this request id is held already: redeliver it", "HELD")

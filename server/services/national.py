@@ -10,26 +10,35 @@ import grpc
 from juki.v1 import national_pb2, national_pb2_grpc, prefecture_pb2
 
 from server.domain import validation as val
-from server.domain.errors import DomainError, Violations
+from server.domain.errors import DomainError, ErrorKind, Violations
 from server.domain.finding import MAX_MATCHES, find, parse_condition, too_many
 from server.domain.minimise import resident_view
 from server.domain.national import absorb_change, validate_changes
+from server.identity.policy import Policy
 from server.services.chain import current_caller
 from server.services.prefecture import jst_now
 from server.storage.residents import ResidentStore
 
 Context = grpc.aio.ServicerContext[Any, Any]
+QUERY = "/juki.v1.National/Query"
 
 
 class NationalService(national_pb2_grpc.NationalServicer):
-    def __init__(self, store: ResidentStore, *, now: Callable[[], dt.datetime] = jst_now) -> None:
+    def __init__(
+        self,
+        store: ResidentStore,
+        policy: Callable[[], Policy],
+        *,
+        now: Callable[[], dt.datetime] = jst_now,
+    ) -> None:
         self._store = store
+        self._policy = policy
         self._now = now
 
     async def NotifyUpdates(
         self, request: national_pb2.NotifyUpdatesRequest, context: Context
     ) -> national_pb2.NotifyUpdatesResponse:
-        validate_changes(request, caller_prefecture=current_caller().id, today=self._now().date())
+        validate_changes(request, caller=current_caller(), today=self._now().date())
         received_on = self._now().date().isoformat()
 
         def work(txn: Any) -> tuple[int, int, DomainError | None]:
@@ -64,9 +73,21 @@ class NationalService(national_pb2_grpc.NationalServicer):
         v = Violations()
         val.check_request_id(v, "request_id", request.request_id)
         v.raise_if_any()
+        # Minimised here too (SPEC §4.2): a My Number only for a purpose that allows it, to a caller granted
+        # that purpose with My Number (the 附票 server's grant excludes it: its only path is §5.3's link).
+        with_number = self._policy().gives_my_number(current_caller(), QUERY, request.purpose)
+        if condition.uses_my_number() and not with_number:
+            raise DomainError(
+                ErrorKind.PERMISSION_DENIED,
+                "a My Number condition needs a purpose that allows My Number, for a caller granted it",
+                reason="PURPOSE_WITHOUT_MY_NUMBER",
+            )
         with self._store.reader() as tx:
             records = find(tx, condition, include_removed=True)
-            views = [resident_view(r, tx.my_number(r.resident_code)) for r in records[:MAX_MATCHES]]
+            views = [
+                resident_view(r, tx.my_number(r.resident_code) if with_number else "")
+                for r in records[:MAX_MATCHES]
+            ]
         if len(records) > MAX_MATCHES:
             raise too_many()
         return national_pb2.NationalQueryResponse(records=views)

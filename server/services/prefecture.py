@@ -10,7 +10,7 @@ from typing import Any
 import grpc
 from juki.v1 import prefecture_pb2, prefecture_pb2_grpc, records_pb2
 
-from server.domain import operators
+from server.domain import link, operators
 from server.domain import validation as val
 from server.domain.errors import DomainError, ErrorKind, FieldViolation, Violations, nobody
 from server.domain.finding import MAX_MATCHES, Condition, find, parse_condition, too_many
@@ -237,8 +237,9 @@ class PrefectureService(prefecture_pb2_grpc.PrefectureServicer):
         self, request: prefecture_pb2.FetchMyNumberRequest, context: Context
     ) -> prefecture_pb2.FetchMyNumberResponse:
         """The restricted link (SPEC §5.3): one person's My Number and nothing else, for the 附票 server only
-        (the policy admits no other caller), for a purpose that allows My Number. Persons living abroad are
-        removed from the resident register but keep their My Number, so removed records answer too."""
+        (the policy admits no other caller), for a purpose that allows My Number, on behalf of a requester
+        the policy grants Fuhyo.Provide for it, for a person removed by 転出 (persons living abroad are
+        removed from the resident register but keep their My Number). Every other person gets one refusal."""
         v = Violations()
         val.check_resident_code(v, "resident_code", request.resident_code)
         val.check_ascii_id(v, "request_id", request.request_id, required=True)
@@ -249,16 +250,19 @@ class PrefectureService(prefecture_pb2_grpc.PrefectureServicer):
         except ValueError:
             v.add("requester", "the SPIFFE ID of the agency or department asking")
         v.raise_if_any()
-        if not self._policy().allows_my_number(request.purpose):
+        policy = self._policy()
+        if not policy.allows_my_number(request.purpose):
             raise DomainError(
                 ErrorKind.PERMISSION_DENIED,
                 "the purpose does not allow My Number",
                 "PURPOSE_WITHOUT_MY_NUMBER",
             )
+        link.check_requester(policy, requester, request.purpose, current_caller().trust_domain)
         with self._store.reader() as tx:
-            number = tx.my_number(request.resident_code) if tx.get(request.resident_code) is not None else ""
+            record = tx.get(request.resident_code)
+            number = tx.my_number(request.resident_code) if link.moved_out(record) else ""
         if not number:
-            raise nobody()
+            raise link.not_abroad()
         return prefecture_pb2.FetchMyNumberResponse(my_number=number)
 
     async def BatchProvide(

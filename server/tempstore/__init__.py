@@ -12,6 +12,7 @@ from server.tempstore.store import (
     TempStore,
     TempStoreError,
     WrongOwner,
+    caller_slot,
     check_request_id,
 )
 
@@ -23,5 +24,6 @@ __all__ = [
     "TempStore",
     "TempStoreError",
     "WrongOwner",
+    "caller_slot",
     "check_request_id",
 ]

@@ -2,8 +2,10 @@
 
 The 附票 server never stores a My Number. When an agency or department asks for a 附票 record with the
 person's My Number, the number fetched from the prefectural server is kept only here, keyed by the request
-id, so that a recipient who failed to receive can ask again (`Redeliver`) within a short TTL. `AckDelivery`
-or the end of the TTL erases the entry so that it cannot be recovered.
+id, so that a recipient who failed to receive can ask again (`Redeliver`) within a short TTL. Request ids
+are the callers' own: the 附票 server holds each under `caller_slot(owner, request_id)`, so one caller's id
+never collides with, or tells anything about, another's. `AckDelivery` or the end of the TTL erases the
+entry so that it cannot be recovered.
 
 Where: an LMDB environment of its own, in a directory of its own (0700), never the 附票 database's and never
 joined with it. The directory carries the `TEMPSTORE` marker (`server.backup.archive.mark_tempstore`), so
@@ -46,7 +48,9 @@ record of the entry currently held under its id, so racing calls never remove ea
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
+import hashlib
 import logging
 import os
 import re
@@ -91,6 +95,13 @@ class NotHeld(TempStoreError):
 
 class WrongOwner(TempStoreError):
     """The entry belongs to another caller (→ PERMISSION_DENIED); nothing of it is revealed."""
+
+
+def caller_slot(owner: str, request_id: str) -> str:
+    """The id under which `owner`'s request `request_id` is held: request ids are the callers' own, so each
+    caller has its own space of them — another caller's id is simply not held (no collision, no oracle)."""
+    digest = hashlib.sha256(owner.encode("utf-8") + b"\x00" + request_id.encode("utf-8")).digest()
+    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
 
 
 def check_request_id(request_id: str) -> str:

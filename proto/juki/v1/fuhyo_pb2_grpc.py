@@ -82,8 +82,9 @@ class FuhyoServicer:
 
     def ApplyUpdate(self, request, context):
         """Apply one 附票 change notice. Caller: municipal-cs, for records it manages (附票管理市町村コード).
-        Consecutive sequences per municipality, idempotent replay, history kept; creating a held code, changing
-        or removing a missing one, and removing a removed one are FAILED_PRECONDITION / NOT_FOUND / ALREADY_EXISTS.
+        Consecutive sequences per municipality, idempotent replay, history kept; creating a held code is
+        ALREADY_EXISTS, removing a removed one FAILED_PRECONDITION; changing or removing a record the caller does
+        not manage is NOT_FOUND whether the code is unknown or another municipality's (nothing tells which).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -112,24 +113,29 @@ class FuhyoServicer:
 
     def Provide(self, request, context):
         """Provision by 住民票コード or 4情報. Caller: agency, department. With include_my_number, the purpose must
-        allow My Number (else PERMISSION_DENIED and nothing is fetched); the number is fetched from the
-        prefectural server (UNAVAILABLE when it cannot be asked), kept in the temporary area under request_id
-        for this caller, and returned with the record.
+        allow My Number (else PERMISSION_DENIED and nothing is fetched) and the one person found must be on the
+        附票 as living abroad (国外転出者; anyone else: PERMISSION_DENIED NOT_ABROAD, nothing fetched, nothing
+        held); the number is fetched from the prefectural server (UNAVAILABLE when it cannot be asked; its
+        refusal: PERMISSION_DENIED), kept in the temporary area under request_id for this caller (each caller
+        has its own request ids; one it holds already: ALREADY_EXISTS), and returned with the record.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def Redeliver(self, request, context):
-        """The same answer again, for the same caller, within the temporary area's TTL. Another caller:
-        PERMISSION_DENIED; after AckDelivery or the TTL: NOT_FOUND.
+        """The same answer again: same caller, stating the purpose of the provision (another: PERMISSION_DENIED),
+        a purpose that still allows My Number under the current policy (else PERMISSION_DENIED), within the
+        temporary area's TTL. Unknown, expired, acknowledged or another caller's request id: one answer,
+        NOT_FOUND, whichever it is.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def AckDelivery(self, request, context):
-        """The caller received the answer: its entry in the temporary area is erased now.
+        """The caller received the answer: its entry in the temporary area is erased now. A request id the caller
+        does not hold (whoever else may): NOT_FOUND.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -56,7 +56,10 @@ class NationalServicer:
     """Missing associated documentation comment in .proto file."""
 
     def NotifyUpdates(self, request, context):
-        """Receive applied changes, in order. Caller: prefectural-server or fuhyo-server only.
+        """Receive applied changes, in order. Caller: prefectural-server or fuhyo-server only, each trusted only for
+        its own file and prefecture: CHANGE_FILE_RESIDENT only from prefectural-server/<code>, CHANGE_FILE_FUHYO
+        only from fuhyo-server/<code>, every municipality of prefecture <code>; anything else refuses the whole
+        request with PERMISSION_DENIED and stores nothing.
         Idempotent by municipality + sequence (municipality codes are unique in the country, so they also
         name the prefecture): a change already held is acknowledged again and changes nothing. A gap is
         FAILED_PRECONDITION with google.rpc.ErrorInfo metadata expected_sequence; a change that reuses a held
@@ -69,8 +72,11 @@ class NationalServicer:
 
     def Query(self, request, context):
         """Query by 住民票コード, 個人番号 or 4情報 about residents held nationally (other prefectures included).
-        Caller: prefectural-server or fuhyo-server, forwarding a query for a purpose. Returns the 8 items of
-        SPEC §3.3 (個人番号 included: the forwarding server applies its own purpose rules before answering).
+        Caller: prefectural-server or fuhyo-server, forwarding a query for a purpose it is granted. Returns the 8
+        items of SPEC §3.3, minimised here too: 個人番号 only when the purpose allows My Number and the caller's
+        grant does not exclude it. The fuhyo-server never receives one (its grant says my_number = false: its
+        only path to a My Number is Prefecture.FetchMyNumber), and a query by 個人番号 without that right is
+        PERMISSION_DENIED. The forwarding server applies its own purpose rules as well.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

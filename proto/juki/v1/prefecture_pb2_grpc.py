@@ -99,7 +99,9 @@ class PrefectureServicer:
         Caller: municipal-cs, for its own municipality only (notice.municipality_code must be the caller's id).
         Returns the result of applying it; a replay of an applied notice returns its first result and changes
         nothing. A sequence gap or a conflicting replay is FAILED_PRECONDITION naming the expected sequence;
-        a failed logical check is FAILED_PRECONDITION (or ALREADY_EXISTS / NOT_FOUND) and changes nothing.
+        a failed logical check is FAILED_PRECONDITION (or ALREADY_EXISTS / NOT_FOUND) and changes nothing. A
+        change (not a creation) of a resident the municipality does not hold is NOT_FOUND whether the code is
+        unknown or another municipality's resident: the answer never tells which.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -184,7 +186,10 @@ class PrefectureServicer:
 
     def FetchMyNumber(self, request, context):
         """The restricted link (SPEC §5.3): one person's 個人番号 and nothing else. Caller: fuhyo-server only,
-        for a purpose that allows My Number. Not built yet: UNIMPLEMENTED.
+        for a purpose that allows My Number, on behalf of a `requester` the policy grants Fuhyo.Provide for that
+        purpose (else PERMISSION_DENIED REQUESTER_NOT_GRANTED; the requester is recorded in the audit entry),
+        for a person removed here by 転出 (国外転出者). Anyone else — unknown, living here, removed otherwise —
+        gets one and the same PERMISSION_DENIED (NOT_ABROAD), so that a refusal never tells which.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
