@@ -16,6 +16,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import grpc
 import pytest
 from juki.v1 import prefecture_pb2, records_pb2
 
@@ -24,7 +25,7 @@ from tests.conftest import Server, make_server
 from tests.notices import Municipality, fresh_resident
 from tests.test_metrics_endpoint import scrape
 from tests.test_observability import samples
-from tests.test_propagation import outbox_depth, wait_for
+from tests.test_propagation import elsewhere_record, outbox_depth, provide, wait_for
 
 R = records_pb2
 KUMANO = "242128"
@@ -92,11 +93,35 @@ def test_delivery_resumes_promptly_after_a_frozen_national_server(srv: Server, t
 
 
 def test_delivery_and_forwarding_resume_promptly_after_a_restart(srv: Server, town: Municipality) -> None:
+    other = elsewhere_record()
     srv.stop_national()
     _apply(srv, town, 5)
+    with pytest.raises(grpc.RpcError) as refused:  # forwarding fails while J-LIS is away …
+        provide(srv, "department/tax", "bt5-tax-vehicle", resident_code=other.resident_code)
+    assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
     time.sleep(OUTAGE_S)
     assert outbox_depth(srv) == 5
     srv.start_national()  # returns once the national server answers health
+    answered = time.monotonic()
+    forwarded_after = _first_forwarded(srv, other.resident_code) - answered
     delay = _time_to_drain(srv)
-    print(f"delivery resumed {delay:.2f} s after the national server answered again")
-    assert delay < BOUND_S
+    print(
+        f"delivery resumed {delay:.2f} s and forwarding {forwarded_after:.2f} s after the national server"
+        " answered again"
+    )
+    assert delay < BOUND_S and forwarded_after < BOUND_S
+
+
+def _first_forwarded(server: Server, code: str) -> float:
+    """When a forwarded Provide first succeeds (… and works again once the peer is back)."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            answer = provide(server, "department/tax", "bt5-tax-vehicle", resident_code=code)
+        except grpc.RpcError as error:
+            assert error.code() == grpc.StatusCode.UNAVAILABLE
+            time.sleep(0.05)
+            continue
+        assert answer.source == prefecture_pb2.RECORD_SOURCE_NATIONAL
+        return time.monotonic()
+    raise AssertionError("forwarding never came back")
