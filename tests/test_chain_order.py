@@ -5,6 +5,7 @@ write the entry first and only then answer)."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 import time
 from collections.abc import Iterator
@@ -15,7 +16,7 @@ import grpc
 import pytest
 from juki.v1 import prefecture_pb2
 
-from clients.channel import secure_channel
+from clients.channel import error_details, secure_channel
 from server.app import server_credentials
 from server.domain.errors import DomainError, ErrorKind
 from server.identity.peers import PeerIdentities, RevocationList
@@ -23,6 +24,7 @@ from server.identity.pki import Pki
 from server.identity.policy import Policy
 from server.services.call_facts import CallFacts
 from server.services.chain import AccessInterceptor, purpose_methods
+from server.services.status import INTERNAL_MESSAGE
 
 SLOW_WRITE = 0.3
 
@@ -43,6 +45,14 @@ class SlowTrail:
 
 async def _refuse_lookup(request: Any, context: Any) -> Any:
     raise DomainError(ErrorKind.NOT_FOUND, "no such resident", "NOT_FOUND")
+
+
+SECRET = "98320567321"  # what an exception's message might carry (a resident's code)
+
+
+async def _fail_provide(request: Any, context: Any) -> Any:
+    known: dict[str, Any] = {}
+    return known[SECRET]  # an unexpected exception (KeyError naming the value)
 
 
 @pytest.fixture
@@ -67,8 +77,17 @@ def chain_server(pki_dir: Path) -> Iterator[tuple[str, SlowTrail]]:
             prefecture_pb2.LookupRequest.FromString,
             prefecture_pb2.LookupResponse.SerializeToString,
         )
+        failing = grpc.unary_unary_rpc_method_handler(
+            _fail_provide,
+            prefecture_pb2.ProvideRequest.FromString,
+            prefecture_pb2.ProvideResponse.SerializeToString,
+        )
         server.add_generic_rpc_handlers(
-            [grpc.method_handlers_generic_handler("juki.v1.Prefecture", {"Lookup": handler})]
+            [
+                grpc.method_handlers_generic_handler(
+                    "juki.v1.Prefecture", {"Lookup": handler, "Provide": failing}
+                )
+            ]
         )
         port.append(server.add_secure_port("127.0.0.1:0", server_credentials(pki, "prefectural-server/24")))
         await server.start()
@@ -101,3 +120,29 @@ def test_a_handler_refusal_is_recorded_before_the_caller_sees_it(
         seen = list(trail.outcomes)
     assert info.value.code() == grpc.StatusCode.NOT_FOUND
     assert seen == ["NOT_FOUND"]
+
+
+def test_an_unexpected_exception_is_internal_with_an_error_id_and_nothing_else(
+    chain_server: tuple[str, SlowTrail], pki_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    target, trail = chain_server
+    with secure_channel(Pki(pki_dir), "agency/police", target) as channel:
+        provide: Any = channel.unary_unary("/juki.v1.Prefecture/Provide")
+        request = prefecture_pb2.ProvideRequest(purpose="bt6-police-driving-licence", resident_code=SECRET)
+        with (
+            caplog.at_level(logging.ERROR, logger="server.services.chain"),
+            pytest.raises(grpc.RpcError) as info,
+        ):
+            provide(request.SerializeToString(), timeout=5)
+    error = info.value
+    assert error.code() == grpc.StatusCode.INTERNAL
+    assert error.details() == INTERNAL_MESSAGE
+    _, metadata, reason = error_details(error)
+    assert reason == "INTERNAL" and set(metadata) == {"error_id"}
+    text = (error.details() or "") + repr(error.trailing_metadata())
+    for leak in (SECRET, "KeyError", "class", "Traceback", ".py"):
+        assert leak not in text
+    logged = [r for r in caplog.records if getattr(r, "error_id", None) == metadata["error_id"]]
+    assert len(logged) == 1 and logged[0].__dict__["error_type"] == "KeyError"
+    assert SECRET not in logged[0].getMessage()
+    assert trail.outcomes == ["INTERNAL"]
