@@ -136,6 +136,17 @@ def test_a_registration_beyond_the_policy_is_refused(
     assert field in [f for f, _ in error_details(info.value)[0]]
 
 
+@pytest.mark.parametrize("operator_id", ["", "x" * 65, "op/0001", "op 1"])
+def test_a_revocation_of_a_malformed_operator_id_is_invalid_argument(
+    server: Server, operator_id: str
+) -> None:
+    request = admin_pb2.RevokeOperatorRequest(operator_id=operator_id)
+    with pytest.raises(grpc.RpcError) as info:
+        admin_stub(server).RevokeOperator(request, timeout=5)
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert [f for f, _ in error_details(info.value)[0]] == ["operator_id"]
+
+
 @pytest.mark.parametrize(
     "identity", ["operator/op-0001", "agency/police", "auditor/auditor-01", "monitor/monitor-01"]
 )
