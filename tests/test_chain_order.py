@@ -23,7 +23,7 @@ from server.identity.peers import PeerIdentities, RevocationList
 from server.identity.pki import Pki
 from server.identity.policy import Policy
 from server.services.call_facts import CallFacts
-from server.services.chain import AccessInterceptor, purpose_methods
+from server.services.chain import AUDIT_DOWN, AccessInterceptor, purpose_methods
 from server.services.status import INTERNAL_MESSAGE
 
 SLOW_WRITE = 0.3
@@ -34,8 +34,11 @@ class SlowTrail:
 
     def __init__(self) -> None:
         self.outcomes: list[str] = []
+        self.fault: Exception | None = None  # raised by the next writes (a fault, not a full disk)
 
     def record(self, facts: CallFacts) -> None:
+        if self.fault is not None:
+            raise self.fault
         time.sleep(SLOW_WRITE)
         self.outcomes.append(facts.outcome)
 
@@ -48,6 +51,10 @@ async def _refuse_lookup(request: Any, context: Any) -> Any:
 
 
 SECRET = "98320567321"  # what an exception's message might carry (a resident's code)
+
+
+async def _ping(request: Any, context: Any) -> Any:
+    return prefecture_pb2.PingResponse()
 
 
 async def _fail_provide(request: Any, context: Any) -> Any:
@@ -77,6 +84,9 @@ def chain_server(pki_dir: Path) -> Iterator[tuple[str, SlowTrail]]:
             prefecture_pb2.LookupRequest.FromString,
             prefecture_pb2.LookupResponse.SerializeToString,
         )
+        pinging = grpc.unary_unary_rpc_method_handler(
+            _ping, prefecture_pb2.PingRequest.FromString, prefecture_pb2.PingResponse.SerializeToString
+        )
         failing = grpc.unary_unary_rpc_method_handler(
             _fail_provide,
             prefecture_pb2.ProvideRequest.FromString,
@@ -85,7 +95,7 @@ def chain_server(pki_dir: Path) -> Iterator[tuple[str, SlowTrail]]:
         server.add_generic_rpc_handlers(
             [
                 grpc.method_handlers_generic_handler(
-                    "juki.v1.Prefecture", {"Lookup": handler, "Provide": failing}
+                    "juki.v1.Prefecture", {"Lookup": handler, "Provide": failing, "Ping": pinging}
                 )
             ]
         )
@@ -146,3 +156,18 @@ def test_an_unexpected_exception_is_internal_with_an_error_id_and_nothing_else(
     assert len(logged) == 1 and logged[0].__dict__["error_type"] == "KeyError"
     assert SECRET not in logged[0].getMessage()
     assert trail.outcomes == ["INTERNAL"]
+
+
+def test_a_fault_in_writing_the_entry_fails_the_call_closed_and_names_nothing(
+    chain_server: tuple[str, SlowTrail], pki_dir: Path
+) -> None:
+    target, trail = chain_server
+    trail.fault = RuntimeError(f"cannot write entry about {SECRET}")
+    with secure_channel(Pki(pki_dir), "agency/police", target) as channel:
+        ping: Any = channel.unary_unary("/juki.v1.Prefecture/Ping")
+        with pytest.raises(grpc.RpcError) as info:
+            ping(prefecture_pb2.PingRequest().SerializeToString(), timeout=5)
+    assert (info.value.code(), info.value.details()) == AUDIT_DOWN
+    text = (info.value.details() or "") + repr(info.value.trailing_metadata())
+    for leak in (SECRET, "RuntimeError", "class", "Traceback"):
+        assert leak not in text

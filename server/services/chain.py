@@ -150,6 +150,9 @@ class AccessInterceptor(grpc.aio.ServerInterceptor):
                 self.auditor.record(facts)
             except AuditFailure:
                 written = False
+            except Exception as exc:  # a fault in writing the entry fails the call closed, like a full disk
+                log.error("audit entry not written", extra={"error_type": type(exc).__name__})
+                written = False
         if facts.meter is not None:
             purpose = facts.purpose if facts.purpose in self.policy.purposes else "other"
             finish(facts.meter, facts, facts.started, facts.outcome if written else "UNAVAILABLE", purpose)
@@ -291,6 +294,7 @@ async def _audited(gate: AccessInterceptor, context: Context, facts: CallFacts, 
     """Run the handler; write its entry; return its response only when the entry is written."""
     try:
         response = await call
+        facts.add_response(response)
     except DomainError as err:
         await _refused_by_handler(gate, context, facts, err)
     except grpc.aio.AbortError as exc:
@@ -301,7 +305,6 @@ async def _audited(gate: AccessInterceptor, context: Context, facts: CallFacts, 
     except BaseException as exc:
         _ended(gate, context, facts, exc)
         raise
-    facts.add_response(response)
     if not gate.audit(facts):
         await _deny(context, AUDIT_DOWN)
     return response
