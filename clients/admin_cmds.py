@@ -1,9 +1,17 @@
-"""`juki admin …`: the administrator's client (operator registry, approvals, statistics)."""
+"""`juki admin …`: the administrator's client (operator registry, approvals, statistics).
+
+One operator registry governs every record server (SPEC §4.2): each record server (prefectural, 附票) keeps
+a copy in its own store and checks it on every call, and `register-operator` / `revoke-operator` change
+every copy before they return — they name each server that confirmed, and exit 1 naming every server
+that did not (the change then holds only where confirmed: run the command again). `inventory` compares the
+copies and exits 1 when they differ.
+"""
 
 from __future__ import annotations
 
 import csv
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +20,7 @@ import grpc
 from google.protobuf import json_format
 from juki.v1 import admin_pb2, admin_pb2_grpc
 
-from clients.channel import secure_channel
+from clients.channel import error_details, secure_channel
 from clients.peer_cmds import _fail, _print
 from server.identity.pki import Pki
 from server.settings import Settings
@@ -22,9 +30,46 @@ _as_admin = click.option(
 )
 
 
-def _stub(settings: Settings, identity: str) -> Any:
-    channel = secure_channel(Pki(settings.pki_path), identity, settings.prefecture_target)
+# every server that keeps a copy of the operator registry: (name, its target)
+RECORD_SERVERS: tuple[tuple[str, Callable[[Settings], str]], ...] = (
+    ("prefecture", lambda s: s.prefecture_target),
+    ("fuhyo", lambda s: s.fuhyo_target),
+)
+TIMEOUT = 10.0
+
+
+def _stub(settings: Settings, identity: str, target: str | None = None) -> Any:
+    channel = secure_channel(Pki(settings.pki_path), identity, target or settings.prefecture_target)
     return admin_pb2_grpc.AdminStub(channel)  # type: ignore[no-untyped-call]
+
+
+def _on_every_record_server(settings: Settings, identity: str, change: Callable[[Any], Any]) -> None:
+    """Apply one registry change on every record server; print the entry once and who confirmed it; exit 1
+    naming each server that did not confirm."""
+    confirmed: list[str] = []
+    entry: Any = None
+    failed = False
+    for name, target_of in RECORD_SERVERS:
+        target = target_of(settings)
+        try:
+            entry = change(_stub(settings, identity, target))
+            confirmed.append(f"{name} ({target})")
+        except grpc.RpcError as error:
+            failed = True
+            click.echo(f"{name} ({target}) did not confirm:", err=True)
+            _describe(error)
+    if entry is not None:
+        _print(entry)
+    click.echo(f"confirmed by: {', '.join(confirmed) or 'no server'}", err=True)
+    if failed:
+        sys.exit(1)
+
+
+def _describe(error: grpc.RpcError) -> None:
+    violations, _, _ = error_details(error)
+    click.echo(f"  {error.code().name}: {error.details()}", err=True)
+    for field, description in violations:
+        click.echo(f"    {field}: {description}", err=True)
 
 
 @click.group()
@@ -47,14 +92,12 @@ def register_operator(
     purposes: tuple[str, ...],
     note: str,
 ) -> None:
-    """Register OPERATOR_ID (the <id> of its certificate) for methods and purposes."""
+    """Register OPERATOR_ID (the <id> of its certificate) for methods and purposes, on every record server
+    (prefectural and 附票) before returning; exit 1 naming any server that did not confirm."""
     request = admin_pb2.RegisterOperatorRequest(
         operator_id=operator_id, methods=list(methods), purposes=list(purposes), note=note
     )
-    try:
-        _print(_stub(settings, identity).RegisterOperator(request))
-    except grpc.RpcError as error:
-        _fail(error)
+    _on_every_record_server(settings, identity, lambda stub: stub.RegisterOperator(request, timeout=TIMEOUT))
 
 
 @admin.command("revoke-operator")
@@ -63,15 +106,10 @@ def register_operator(
 @click.option("--reason", default="", help="why (kept in the inventory)")
 @click.pass_obj
 def revoke_operator(settings: Settings, identity: str, operator_id: str, reason: str) -> None:
-    """Revoke OPERATOR_ID: its next call is refused, open channels included."""
-    try:
-        _print(
-            _stub(settings, identity).RevokeOperator(
-                admin_pb2.RevokeOperatorRequest(operator_id=operator_id, reason=reason)
-            )
-        )
-    except grpc.RpcError as error:
-        _fail(error)
+    """Revoke OPERATOR_ID on every record server (prefectural and 附票) before returning: its next call to
+    either is refused, open channels included. Exit 1 naming any server that did not confirm."""
+    request = admin_pb2.RevokeOperatorRequest(operator_id=operator_id, reason=reason)
+    _on_every_record_server(settings, identity, lambda stub: stub.RevokeOperator(request, timeout=TIMEOUT))
 
 
 @admin.command("inventory")
@@ -81,12 +119,14 @@ def revoke_operator(settings: Settings, identity: str, operator_id: str, reason:
 )
 @click.pass_obj
 def inventory(settings: Settings, identity: str, out: Path | None) -> None:
-    """The yearly inventory (棚卸し) of operators, revoked ones included, as CSV."""
+    """The yearly inventory (棚卸し) of operators, revoked ones included, as CSV (the prefectural server's
+    copy); exit 1 when another record server's copy differs or cannot be read."""
     try:
-        response = _stub(settings, identity).ListOperators(admin_pb2.ListOperatorsRequest())
+        response = _stub(settings, identity).ListOperators(admin_pb2.ListOperatorsRequest(), timeout=TIMEOUT)
     except grpc.RpcError as error:
         _fail(error)
         return
+    differing = _differing_copies(settings, identity, response.operators)
     stream = out.open("w", newline="", encoding="utf-8") if out else sys.stdout
     try:
         writer = csv.writer(stream)
@@ -101,6 +141,34 @@ def inventory(settings: Settings, identity: str, out: Path | None) -> None:
     finally:
         if out:
             stream.close()
+    if differing:
+        for line in differing:
+            click.echo(line, err=True)
+        sys.exit(1)
+
+
+def _differing_copies(settings: Settings, identity: str, reference: Any) -> list[str]:
+    """Lines naming each other record server whose registry differs from `reference` (or is unreadable)."""
+
+    def key(entries: Any) -> dict[str, tuple[int, tuple[str, ...], tuple[str, ...]]]:
+        return {e.operator_id: (e.state, tuple(e.methods), tuple(e.purposes)) for e in entries}
+
+    ours, lines = key(reference), []
+    for name, target_of in RECORD_SERVERS[1:]:
+        target = target_of(settings)
+        try:
+            theirs = key(
+                _stub(settings, identity, target)
+                .ListOperators(admin_pb2.ListOperatorsRequest(), timeout=TIMEOUT)
+                .operators
+            )
+        except grpc.RpcError as error:
+            lines.append(f"{name} ({target}): registry not readable: {error.code().name}")
+            continue
+        ids = sorted(i for i in ours.keys() | theirs.keys() if ours.get(i) != theirs.get(i))
+        if ids:
+            lines.append(f"{name} ({target}): registry differs for {', '.join(ids)}")
+    return lines
 
 
 @admin.command("approve")

@@ -5,6 +5,7 @@ write the entry first and only then answer)."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 import time
 from collections.abc import Iterator
@@ -15,14 +16,15 @@ import grpc
 import pytest
 from juki.v1 import prefecture_pb2
 
-from clients.channel import secure_channel
+from clients.channel import error_details, secure_channel
 from server.app import server_credentials
 from server.domain.errors import DomainError, ErrorKind
 from server.identity.peers import PeerIdentities, RevocationList
 from server.identity.pki import Pki
 from server.identity.policy import Policy
 from server.services.call_facts import CallFacts
-from server.services.chain import AccessInterceptor, purpose_methods
+from server.services.chain import AUDIT_DOWN, AccessInterceptor, purpose_methods
+from server.services.status import INTERNAL_MESSAGE
 
 SLOW_WRITE = 0.3
 
@@ -32,8 +34,11 @@ class SlowTrail:
 
     def __init__(self) -> None:
         self.outcomes: list[str] = []
+        self.fault: Exception | None = None  # raised by the next writes (a fault, not a full disk)
 
     def record(self, facts: CallFacts) -> None:
+        if self.fault is not None:
+            raise self.fault
         time.sleep(SLOW_WRITE)
         self.outcomes.append(facts.outcome)
 
@@ -43,6 +48,18 @@ class SlowTrail:
 
 async def _refuse_lookup(request: Any, context: Any) -> Any:
     raise DomainError(ErrorKind.NOT_FOUND, "no such resident", "NOT_FOUND")
+
+
+SECRET = "98320567321"  # what an exception's message might carry (a resident's code)
+
+
+async def _ping(request: Any, context: Any) -> Any:
+    return prefecture_pb2.PingResponse()
+
+
+async def _fail_provide(request: Any, context: Any) -> Any:
+    known: dict[str, Any] = {}
+    return known[SECRET]  # an unexpected exception (KeyError naming the value)
 
 
 @pytest.fixture
@@ -67,8 +84,20 @@ def chain_server(pki_dir: Path) -> Iterator[tuple[str, SlowTrail]]:
             prefecture_pb2.LookupRequest.FromString,
             prefecture_pb2.LookupResponse.SerializeToString,
         )
+        pinging = grpc.unary_unary_rpc_method_handler(
+            _ping, prefecture_pb2.PingRequest.FromString, prefecture_pb2.PingResponse.SerializeToString
+        )
+        failing = grpc.unary_unary_rpc_method_handler(
+            _fail_provide,
+            prefecture_pb2.ProvideRequest.FromString,
+            prefecture_pb2.ProvideResponse.SerializeToString,
+        )
         server.add_generic_rpc_handlers(
-            [grpc.method_handlers_generic_handler("juki.v1.Prefecture", {"Lookup": handler})]
+            [
+                grpc.method_handlers_generic_handler(
+                    "juki.v1.Prefecture", {"Lookup": handler, "Provide": failing, "Ping": pinging}
+                )
+            ]
         )
         port.append(server.add_secure_port("127.0.0.1:0", server_credentials(pki, "prefectural-server/24")))
         await server.start()
@@ -101,3 +130,44 @@ def test_a_handler_refusal_is_recorded_before_the_caller_sees_it(
         seen = list(trail.outcomes)
     assert info.value.code() == grpc.StatusCode.NOT_FOUND
     assert seen == ["NOT_FOUND"]
+
+
+def test_an_unexpected_exception_is_internal_with_an_error_id_and_nothing_else(
+    chain_server: tuple[str, SlowTrail], pki_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    target, trail = chain_server
+    with secure_channel(Pki(pki_dir), "agency/police", target) as channel:
+        provide: Any = channel.unary_unary("/juki.v1.Prefecture/Provide")
+        request = prefecture_pb2.ProvideRequest(purpose="bt6-police-driving-licence", resident_code=SECRET)
+        with (
+            caplog.at_level(logging.ERROR, logger="server.services.chain"),
+            pytest.raises(grpc.RpcError) as info,
+        ):
+            provide(request.SerializeToString(), timeout=5)
+    error = info.value
+    assert error.code() == grpc.StatusCode.INTERNAL
+    assert error.details() == INTERNAL_MESSAGE
+    _, metadata, reason = error_details(error)
+    assert reason == "INTERNAL" and set(metadata) == {"error_id"}
+    text = (error.details() or "") + repr(error.trailing_metadata())
+    for leak in (SECRET, "KeyError", "class", "Traceback", ".py"):
+        assert leak not in text
+    logged = [r for r in caplog.records if getattr(r, "error_id", None) == metadata["error_id"]]
+    assert len(logged) == 1 and logged[0].__dict__["error_type"] == "KeyError"
+    assert SECRET not in logged[0].getMessage()
+    assert trail.outcomes == ["INTERNAL"]
+
+
+def test_a_fault_in_writing_the_entry_fails_the_call_closed_and_names_nothing(
+    chain_server: tuple[str, SlowTrail], pki_dir: Path
+) -> None:
+    target, trail = chain_server
+    trail.fault = RuntimeError(f"cannot write entry about {SECRET}")
+    with secure_channel(Pki(pki_dir), "agency/police", target) as channel:
+        ping: Any = channel.unary_unary("/juki.v1.Prefecture/Ping")
+        with pytest.raises(grpc.RpcError) as info:
+            ping(prefecture_pb2.PingRequest().SerializeToString(), timeout=5)
+    assert (info.value.code(), info.value.details()) == AUDIT_DOWN
+    text = (info.value.details() or "") + repr(info.value.trailing_metadata())
+    for leak in (SECRET, "RuntimeError", "class", "Traceback"):
+        assert leak not in text

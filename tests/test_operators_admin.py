@@ -1,18 +1,44 @@
 """SPEC §4.2, §5.5: operators work only while registered and not revoked, within their registration; only
-an admin administers."""
+an admin administers; one operator registry governs both record servers (`juki admin` changes every copy
+before it returns, and says which server did not confirm)."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import grpc
 import pytest
-from juki.v1 import admin_pb2, admin_pb2_grpc, prefecture_pb2, records_pb2
+from juki.v1 import admin_pb2, admin_pb2_grpc, fuhyo_pb2, prefecture_pb2, records_pb2
 
 from clients.channel import error_details, secure_channel
+from clients.fuhyo_cmds import fuhyo_stub
 from server.identity.pki import Pki
-from tests.conftest import Server
+from tests.conftest import Server, free_port, make_server
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory, pki_dir: Path) -> Iterator[Server]:
+    """Both record servers (prefectural and 附票), each with its copy of the operator registry."""
+    srv = make_server(tmp_path_factory.mktemp("operators"), pki_dir, with_fuhyo=True)
+    srv.start()
+    yield srv
+    srv.stop_all()
+
+
+def juki_admin(server: Server, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    """`juki admin …` as the administrator runs it, against the servers of the test's settings."""
+    return subprocess.run(
+        [sys.executable, "-m", "clients", "--config", str(server.config), "admin", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**{k: v for k, v in os.environ.items() if not k.startswith("JUKI_")}, **env},
+    )
 
 
 def admin_stub(server: Server, identity: str = "admin/admin-01") -> Any:
@@ -110,6 +136,17 @@ def test_a_registration_beyond_the_policy_is_refused(
     assert field in [f for f, _ in error_details(info.value)[0]]
 
 
+@pytest.mark.parametrize("operator_id", ["", "x" * 65, "op/0001", "op 1"])
+def test_a_revocation_of_a_malformed_operator_id_is_invalid_argument(
+    server: Server, operator_id: str
+) -> None:
+    request = admin_pb2.RevokeOperatorRequest(operator_id=operator_id)
+    with pytest.raises(grpc.RpcError) as info:
+        admin_stub(server).RevokeOperator(request, timeout=5)
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert [f for f, _ in error_details(info.value)[0]] == ["operator_id"]
+
+
 @pytest.mark.parametrize(
     "identity", ["operator/op-0001", "agency/police", "auditor/auditor-01", "monitor/monitor-01"]
 )
@@ -152,3 +189,59 @@ def test_the_inventory_lists_revoked_operators_too(server: Server, pki_dir: Path
     with pytest.raises(grpc.RpcError) as info:
         admin.RevokeOperator(admin_pb2.RevokeOperatorRequest(operator_id="op-nobody"))
     assert info.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+def fuhyo_lookup(server: Server, stub: Any, code: str) -> Any:
+    return stub.Lookup(fuhyo_pb2.FuhyoLookupRequest(purpose="identity-check", resident_code=code), timeout=5)
+
+
+def test_revoke_operator_reaches_the_fuhyo_server_and_its_open_channels(
+    server: Server, seeded_records: list[Any], pki_dir: Path
+) -> None:
+    Pki(pki_dir).issue("operator", "op-0200", overwrite=True)
+    registered = juki_admin(
+        server, "register-operator", "op-0200", "--method", "Prefecture.Lookup", "--method", "Fuhyo.Lookup",
+        "--purpose", "identity-check",
+    )  # fmt: skip
+    assert registered.returncode == 0, registered.stderr
+    assert "confirmed by: prefecture" in registered.stderr and "fuhyo (" in registered.stderr
+    code = code_of(seeded_records)
+    on_fuhyo = fuhyo_stub(server.settings, "operator/op-0200")  # one channel, kept open
+    on_prefecture = server.stub("operator/op-0200")
+    assert fuhyo_lookup(server, on_fuhyo, code).record.resident_code == code
+    assert lookup(on_prefecture, code).record.resident_code == code
+
+    revoked = juki_admin(server, "revoke-operator", "op-0200", "--reason", "異動")
+    assert revoked.returncode == 0, revoked.stderr
+    assert f"fuhyo ({server.settings.fuhyo_target})" in revoked.stderr
+    calls: list[Callable[[], Any]] = [
+        lambda: fuhyo_lookup(server, on_fuhyo, code),
+        lambda: lookup(on_prefecture, code),
+    ]
+    for call in calls:
+        with pytest.raises(grpc.RpcError) as info:
+            call()  # the same open channels, next call
+        assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        assert code not in (info.value.details() or "")
+
+
+def test_a_record_server_that_does_not_confirm_is_named_and_the_command_fails(
+    server: Server, pki_dir: Path
+) -> None:
+    Pki(pki_dir).issue("operator", "op-0201", overwrite=True)
+    down = str(free_port())  # nothing listens there: the 附票 server cannot confirm
+    done = juki_admin(
+        server, "register-operator", "op-0201", "--method", "Fuhyo.Lookup", "--purpose", "identity-check",
+        JUKI_FUHYO_PORT=down,
+    )  # fmt: skip
+    assert done.returncode == 1
+    assert f"fuhyo (127.0.0.1:{down}) did not confirm" in done.stderr
+    assert "confirmed by: prefecture" in done.stderr
+    inventory = juki_admin(server, "inventory")  # the copies now differ: the inventory says where
+    assert inventory.returncode == 1
+    assert "fuhyo" in inventory.stderr and "op-0201" in inventory.stderr
+    again = juki_admin(
+        server, "register-operator", "op-0201", "--method", "Fuhyo.Lookup", "--purpose", "identity-check"
+    )
+    assert again.returncode == 0, again.stderr
+    assert "op-0201" not in juki_admin(server, "inventory").stderr  # (other tests register on one only)

@@ -104,6 +104,16 @@ def full_registration(
     return registration(request, policy, admin=admin, now=now)
 
 
+def check_revocation(request: admin_pb2.RevokeOperatorRequest) -> None:
+    """A revocation names an operator id of the registration alphabet, checked before the registry is read."""
+    v = Violations()
+    if not _OPERATOR_ID.fullmatch(request.operator_id):
+        v.add("operator_id", "1–64 of A-Z a-z 0-9 . _ -")
+    if len(request.reason) > 200:
+        v.add("reason", "at most 200 characters")
+    v.raise_if_any()
+
+
 def revoked(
     entry: admin_pb2.OperatorEntry | None, reason: str, *, admin: SpiffeId, now: dt.datetime
 ) -> admin_pb2.OperatorEntry:

@@ -43,6 +43,7 @@ class AdminService(admin_pb2_grpc.AdminServicer):
     async def RevokeOperator(
         self, request: admin_pb2.RevokeOperatorRequest, context: Context
     ) -> admin_pb2.OperatorEntry:
+        operators.check_revocation(request)
         admin, now = current_caller(), self._now()
 
         def work(txn: Any) -> admin_pb2.OperatorEntry:

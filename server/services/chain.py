@@ -3,9 +3,15 @@ handler.
 
 Identity is the SPIFFE ID of the client certificate (expiry and revocation re-checked per call); an
 operator must also be registered and not revoked. Authorization is the policy (role, method, purpose)
-and, for an operator, its registration. A refused call is answered before any handler runs, with a status
-and no payload. Every call, allowed or refused, leaves one audit entry; when it cannot be written the call
-fails with UNAVAILABLE and returns no data (fail closed).
+and, for an operator, its registration. grpc hands the chain each request as raw bytes (the wrapped
+handlers have no request deserializer), so nothing a caller sends is decoded before the caller is
+identified and its role is granted the method; then the request is decoded (undecodable bytes:
+INVALID_ARGUMENT with a BadRequest violation, for each message of a client stream too) and its purpose
+checked. A refused call is answered before any handler runs, with a status and no payload. Every call,
+allowed or refused, leaves one audit entry; when it cannot be written the call fails with UNAVAILABLE and
+returns no data (fail closed). An unexpected exception is answered INTERNAL with a generic message and an
+error id that the server's log line of the failure carries too: no class name, path or traceback reaches
+a caller.
 """
 
 from __future__ import annotations
@@ -14,6 +20,8 @@ import asyncio
 import contextvars
 import inspect
 import logging
+import secrets
+import traceback
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, NoReturn, Protocol
 
@@ -21,14 +29,14 @@ import grpc
 from google.protobuf.descriptor import ServiceDescriptor
 from juki.v1 import admin_pb2
 
-from server.domain.errors import DomainError
+from server.domain.errors import DomainError, ErrorKind, FieldViolation
 from server.domain.operators import operator_refusal
 from server.identity.peers import PeerIdentities, Refusal
 from server.identity.pki import SpiffeId
 from server.identity.policy import Decision, Policy
 from server.observability.calls import MethodMetrics, finish
 from server.services.call_facts import CallFacts
-from server.services.status import CODES, answer, status_metadata
+from server.services.status import CODES, INTERNAL_MESSAGE, internal_metadata, status_metadata
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +47,7 @@ Denial = tuple[grpc.StatusCode, str]
 Handler = Any
 Context = Any
 OperatorLookup = Callable[[str], admin_pb2.OperatorEntry | None]
+Decode = Callable[[bytes], Any]
 AUDIT_DOWN: Denial = (grpc.StatusCode.UNAVAILABLE, "audit trail unavailable; no data is served")
 
 
@@ -92,28 +101,46 @@ class AccessInterceptor(grpc.aio.ServerInterceptor):
     def set_policy(self, policy: Policy) -> None:
         self.policy = policy
 
-    def admit(self, method: str, request: Any, context: Context, facts: CallFacts) -> Denial | None:
-        """Identity then authorization of one call; `request` None checks the role only (streams, first)."""
+    def admit(self, method: str, context: Context, facts: CallFacts) -> Denial | None:
+        """Identity, then the role's grant of the method (and an operator's registration), before a byte of
+        the request is decoded."""
         who = self.identities.identify(context.auth_context())
         if isinstance(who, Refusal):
             return grpc.StatusCode.UNAUTHENTICATED, who.message
         facts.caller = who
-        purpose = request.purpose if request is not None and method in self.with_purpose else None
-        decision = self.policy.check(who, method, purpose)
+        decision = self.policy.check(who, method, None)
         if decision != Decision.ALLOW:
             return grpc.StatusCode.PERMISSION_DENIED, decision
-        if who.role == "operator" and self.operators is not None:
-            data_method = method if method in self.with_purpose else None
-            refusal = operator_refusal(self.operators(who.id), data_method, purpose)
-            if refusal is not None:
-                code = (
-                    grpc.StatusCode.UNAUTHENTICATED
-                    if refusal.unauthenticated
-                    else grpc.StatusCode.PERMISSION_DENIED
-                )
-                return code, refusal.message
+        if who.role == "operator":
+            denial = self._operator_denial(who, method, None)
+            if denial is not None:
+                return denial
         caller_var.set(who)
         return None
+
+    def authorize(self, method: str, request: Any, facts: CallFacts) -> Denial | None:
+        """The purpose a decoded request states (methods that carry one), for an admitted caller."""
+        who = facts.caller
+        assert who is not None  # admitted
+        decision = self.policy.check(who, method, request.purpose)
+        if decision != Decision.ALLOW:
+            return grpc.StatusCode.PERMISSION_DENIED, decision
+        if who.role == "operator":
+            return self._operator_denial(who, method, request.purpose)
+        return None
+
+    def _operator_denial(self, who: SpiffeId, method: str, purpose: str | None) -> Denial | None:
+        """An operator works only while registered and not revoked, within its registration (read now: a
+        revocation counts from the next call)."""
+        if self.operators is None:
+            return None
+        data_method = method if method in self.with_purpose else None
+        refusal = operator_refusal(self.operators(who.id), data_method, purpose)
+        if refusal is None:
+            return None
+        if refusal.unauthenticated:
+            return grpc.StatusCode.UNAUTHENTICATED, refusal.message
+        return grpc.StatusCode.PERMISSION_DENIED, refusal.message
 
     def audit(self, facts: CallFacts) -> bool:
         """Write the call's entry, then count the call; False when the entry could not be written."""
@@ -122,6 +149,9 @@ class AccessInterceptor(grpc.aio.ServerInterceptor):
             try:
                 self.auditor.record(facts)
             except AuditFailure:
+                written = False
+            except Exception as exc:  # a fault in writing the entry fails the call closed, like a full disk
+                log.error("audit entry not written", extra={"error_type": type(exc).__name__})
                 written = False
         if facts.meter is not None:
             purpose = facts.purpose if facts.purpose in self.policy.purposes else "other"
@@ -156,127 +186,192 @@ class AccessInterceptor(grpc.aio.ServerInterceptor):
         return wrapped
 
 
-async def _deny(context: Context, denial: Denial) -> None:
-    code, message = denial
-    await context.abort(code, message, status_metadata(code, message))
-
-
-def _outcome(context: Context, exc: BaseException) -> str:
-    if isinstance(exc, asyncio.CancelledError):
-        return "CANCELLED"
-    code = context.code()
-    if isinstance(code, grpc.StatusCode):
-        return str(code.name)
-    return "UNKNOWN"
-
-
-async def _refuse(gate: AccessInterceptor, context: Context, facts: CallFacts, denial: Denial) -> None:
-    facts.outcome = denial[0].name
+async def _end(
+    gate: AccessInterceptor,
+    context: Context,
+    facts: CallFacts,
+    code: grpc.StatusCode,
+    message: str,
+    metadata: tuple[tuple[str, bytes], ...],
+) -> NoReturn:
+    """Every refusal and failure ends here: the call's entry is written with its outcome, then the status is
+    sent (UNAVAILABLE instead when the entry could not be written). Never returns."""
+    facts.outcome = code.name
     if not gate.audit(facts):
-        denial = AUDIT_DOWN
-    await _deny(context, denial)
+        code, message = AUDIT_DOWN
+        metadata = status_metadata(code, message)
+    await context.abort(code, message, metadata)
+    raise AssertionError("unreachable: context.abort raises")
+
+
+async def _refuse(gate: AccessInterceptor, context: Context, facts: CallFacts, denial: Denial) -> NoReturn:
+    code, message = denial
+    await _end(gate, context, facts, code, message, status_metadata(code, message))
 
 
 async def _refused_by_handler(
     gate: AccessInterceptor, context: Context, facts: CallFacts, err: DomainError
 ) -> NoReturn:
-    """A handler ended the call with a domain error: its entry is written before the status is sent."""
-    facts.outcome = CODES[err.kind].name
+    """A domain error (from a handler, or an undecodable request): its entry is written before the status."""
+    code = CODES[err.kind]
+    await _end(gate, context, facts, code, err.message, status_metadata(code, err.message, err))
+
+
+async def _failed(gate: AccessInterceptor, context: Context, facts: CallFacts, exc: Exception) -> NoReturn:
+    """An unexpected exception: INTERNAL with a fresh error id. The log line names the exception's type and
+    where it was raised, not its message (which may hold a caller's data)."""
+    error_id = secrets.token_hex(8)
+    frames = traceback.extract_tb(exc.__traceback__)
+    where = f"{frames[-1].filename}:{frames[-1].lineno}" if frames else ""
+    log.error(
+        "unexpected error in %s",
+        facts.method,
+        extra={"error_id": error_id, "error_type": type(exc).__name__, "at": where},
+    )
+    await _end(gate, context, facts, grpc.StatusCode.INTERNAL, INTERNAL_MESSAGE, internal_metadata(error_id))
+
+
+def _ended(gate: AccessInterceptor, context: Context, facts: CallFacts, exc: BaseException) -> None:
+    """A call ended by grpc itself (an abort already sent, a cancellation): record how, then let it go on."""
+    if isinstance(exc, asyncio.CancelledError):
+        facts.outcome = "CANCELLED"
+    else:
+        code = context.code()
+        facts.outcome = str(code.name) if isinstance(code, grpc.StatusCode) else "UNKNOWN"
     if not gate.audit(facts):
-        await _deny(context, AUDIT_DOWN)
-    await answer(context, err)
+        log.error("audit entry of a failed call could not be written")
+
+
+def _decode(decode: Decode, raw: bytes, where: str) -> Any:
+    """A request message from a caller's bytes; bytes that do not decode are INVALID_ARGUMENT, described
+    without naming the parser or what it raised."""
+    try:
+        return decode(raw)
+    except Exception:
+        raise DomainError(
+            ErrorKind.INVALID_ARGUMENT,
+            f"{where}: not a valid message of this method's request type",
+            "UNDECODABLE",
+            [FieldViolation(where, "the bytes do not decode as this method's request message")],
+        ) from None
+
+
+def _concerned(facts: CallFacts, decode: Decode, raw: bytes) -> None:
+    """What a call refused before decoding concerned, for its audit entry only (nothing answers from it)."""
+    try:
+        facts.add_request(decode(raw))
+    except Exception:  # undecodable: the entry records the refusal without a subject
+        return
+
+
+async def _admitted(
+    gate: AccessInterceptor, method: str, raw: bytes, decode: Decode, context: Context, facts: CallFacts
+) -> Any:
+    """The decoded request of an admitted call: identity → role → decode → purpose → audit trail writable.
+    A refusal or failure ends the call here (audited)."""
+    try:
+        request: Any = None
+        denial = gate.admit(method, context, facts)
+        if denial is None:
+            request = _decode(decode, raw, "request")
+            facts.add_request(request)
+            if method in gate.with_purpose:
+                denial = gate.authorize(method, request, facts)
+        elif facts.caller is not None:
+            _concerned(facts, decode, raw)
+        if denial is None and not gate.audit_ready():
+            denial = AUDIT_DOWN
+    except DomainError as err:
+        await _refused_by_handler(gate, context, facts, err)
+    except Exception as exc:
+        await _failed(gate, context, facts, exc)
+    if denial is not None:
+        await _refuse(gate, context, facts, denial)
+    return request
 
 
 async def _audited(gate: AccessInterceptor, context: Context, facts: CallFacts, call: Awaitable[Any]) -> Any:
     """Run the handler; write its entry; return its response only when the entry is written."""
     try:
         response = await call
+        facts.add_response(response)
     except DomainError as err:
         await _refused_by_handler(gate, context, facts, err)
-    except BaseException as exc:
-        facts.outcome = _outcome(context, exc)
-        if not gate.audit(facts):
-            log.error("audit entry of a failed call could not be written")
+    except grpc.aio.AbortError as exc:
+        _ended(gate, context, facts, exc)
         raise
-    facts.add_response(response)
+    except Exception as exc:
+        await _failed(gate, context, facts, exc)
+    except BaseException as exc:
+        _ended(gate, context, facts, exc)
+        raise
     if not gate.audit(facts):
         await _deny(context, AUDIT_DOWN)
     return response
 
 
+async def _deny(context: Context, denial: Denial) -> NoReturn:
+    """AUDIT_DOWN after the call's entry failed to be written (already counted)."""
+    code, message = denial
+    await context.abort(code, message, status_metadata(code, message))
+    raise AssertionError("unreachable: context.abort raises")
+
+
 def _wrap(gate: AccessInterceptor, method: str, handler: Handler) -> Handler:
+    """The handler behind the chain. Each takes the request as bytes (no deserializer: see the module)."""
+    decode: Decode = handler.request_deserializer or _raw
+    serialize = handler.response_serializer
     if handler.unary_unary:
         inner_uu = handler.unary_unary
 
-        async def unary_unary(request: Any, context: Context) -> Any:
+        async def unary_unary(raw: bytes, context: Context) -> Any:
             facts = gate.facts(method, "unary")
-            facts.add_request(request)
-            denial = gate.admit(method, request, context, facts)
-            if denial is None and not gate.audit_ready():
-                denial = AUDIT_DOWN
-            if denial:
-                await _refuse(gate, context, facts, denial)
+            request = await _admitted(gate, method, raw, decode, context, facts)
             return await _audited(gate, context, facts, inner_uu(request, context))
 
-        return grpc.unary_unary_rpc_method_handler(
-            unary_unary, handler.request_deserializer, handler.response_serializer
-        )
+        return grpc.unary_unary_rpc_method_handler(unary_unary, None, serialize)
     if handler.unary_stream and not inspect.isasyncgenfunction(handler.unary_stream):
         inner_uw = handler.unary_stream
 
-        async def unary_stream_writer(request: Any, context: Context) -> None:
+        async def unary_stream_writer(raw: bytes, context: Context) -> None:
             """A response stream written with context.write (e.g. grpc.health.v1 Watch), not yielded."""
             facts = gate.facts(method, "server_stream")
-            facts.add_request(request)
-            denial = gate.admit(method, request, context, facts) or (
-                None if gate.audit_ready() else AUDIT_DOWN
-            )
-            if denial:
-                await _refuse(gate, context, facts, denial)
+            request = await _admitted(gate, method, raw, decode, context, facts)
             await _audited(gate, context, facts, inner_uw(request, context))
 
-        return grpc.unary_stream_rpc_method_handler(
-            unary_stream_writer, handler.request_deserializer, handler.response_serializer
-        )
+        return grpc.unary_stream_rpc_method_handler(unary_stream_writer, None, serialize)
     if handler.unary_stream:
         inner_us = handler.unary_stream
 
-        async def unary_stream(request: Any, context: Context) -> AsyncIterator[Any]:
+        async def unary_stream(raw: bytes, context: Context) -> AsyncIterator[Any]:
             facts = gate.facts(method, "server_stream")
-            facts.add_request(request)
-            denial = gate.admit(method, request, context, facts) or (
-                None if gate.audit_ready() else AUDIT_DOWN
-            )
-            if denial:
-                await _refuse(gate, context, facts, denial)
+            request = await _admitted(gate, method, raw, decode, context, facts)
             async for response in _audited_stream(gate, context, facts, inner_us(request, context)):
                 yield response
 
-        return grpc.unary_stream_rpc_method_handler(
-            unary_stream, handler.request_deserializer, handler.response_serializer
-        )
+        return grpc.unary_stream_rpc_method_handler(unary_stream, None, serialize)
     if handler.stream_unary:
         inner_su = handler.stream_unary
 
-        async def stream_unary(requests: AsyncIterator[Any], context: Context) -> Any:
+        async def stream_unary(requests: AsyncIterator[bytes], context: Context) -> Any:
             facts = gate.facts(method, "client_stream")
-            checked = await _admit_stream(gate, method, requests, context, facts)
+            checked = await _admit_stream(gate, method, requests, decode, context, facts)
             return await _audited(gate, context, facts, inner_su(checked, context))
 
-        return grpc.stream_unary_rpc_method_handler(
-            stream_unary, handler.request_deserializer, handler.response_serializer
-        )
+        return grpc.stream_unary_rpc_method_handler(stream_unary, None, serialize)
     inner_ss = handler.stream_stream
 
-    async def stream_stream(requests: AsyncIterator[Any], context: Context) -> AsyncIterator[Any]:
+    async def stream_stream(requests: AsyncIterator[bytes], context: Context) -> AsyncIterator[Any]:
         facts = gate.facts(method, "bidi_stream")
-        checked = await _admit_stream(gate, method, requests, context, facts)
+        checked = await _admit_stream(gate, method, requests, decode, context, facts)
         async for response in _audited_stream(gate, context, facts, inner_ss(checked, context)):
             yield response
 
-    return grpc.stream_stream_rpc_method_handler(
-        stream_stream, handler.request_deserializer, handler.response_serializer
-    )
+    return grpc.stream_stream_rpc_method_handler(stream_stream, None, serialize)
+
+
+def _raw(raw: bytes) -> bytes:
+    return raw
 
 
 async def _audited_stream(
@@ -289,10 +384,13 @@ async def _audited_stream(
             yield response
     except DomainError as err:
         await _refused_by_handler(gate, context, facts, err)
+    except grpc.aio.AbortError as exc:
+        _ended(gate, context, facts, exc)
+        raise
+    except Exception as exc:
+        await _failed(gate, context, facts, exc)
     except BaseException as exc:
-        facts.outcome = _outcome(context, exc)
-        if not gate.audit(facts):
-            log.error("audit entry of a failed stream could not be written")
+        _ended(gate, context, facts, exc)
         raise
     if not gate.audit(facts):
         await _deny(context, AUDIT_DOWN)
@@ -306,29 +404,44 @@ def _add_streamed(facts: CallFacts, response: Any) -> None:
 
 
 async def _admit_stream(
-    gate: AccessInterceptor, method: str, requests: AsyncIterator[Any], context: Context, facts: CallFacts
+    gate: AccessInterceptor,
+    method: str,
+    requests: AsyncIterator[bytes],
+    decode: Decode,
+    context: Context,
+    facts: CallFacts,
 ) -> AsyncIterator[Any]:
     """Admit a client stream: identity and role before reading anything; then, when the messages carry a
-    purpose, the first message's purpose. The stream handed on records what its messages concern."""
-    denial = gate.admit(method, None, context, facts) or (None if gate.audit_ready() else AUDIT_DOWN)
-    if denial:
-        await _refuse(gate, context, facts, denial)
+    purpose, the first message's purpose. The stream handed on decodes each message (undecodable:
+    INVALID_ARGUMENT naming its index) and records what its messages concern."""
     iterator = requests.__aiter__()
     first: Any = None
-    if method in gate.with_purpose:
-        try:
-            first = await iterator.__anext__()
-        except StopAsyncIteration:
-            first = None
-        facts.add_request(first)
-        denial = gate.admit(method, _NoPurpose() if first is None else first, context, facts)
-        if denial:
-            await _refuse(gate, context, facts, denial)
+    try:
+        denial = gate.admit(method, context, facts)
+        if denial is None and method in gate.with_purpose:
+            try:
+                first = _decode(decode, await iterator.__anext__(), "requests[0]")
+            except StopAsyncIteration:
+                first = None
+            facts.add_request(first)
+            denial = gate.authorize(method, _NoPurpose() if first is None else first, facts)
+        if denial is None and not gate.audit_ready():
+            denial = AUDIT_DOWN
+    except DomainError as err:
+        await _refused_by_handler(gate, context, facts, err)
+    except Exception as exc:
+        await _failed(gate, context, facts, exc)
+    if denial is not None:
+        await _refuse(gate, context, facts, denial)
 
     async def replay() -> AsyncIterator[Any]:
+        index = 0
         if first is not None:
+            index = 1
             yield first
-        async for item in iterator:
+        async for raw in iterator:
+            item = _decode(decode, raw, f"requests[{index}]")
+            index += 1
             facts.add_request(item)
             yield item
 
@@ -342,14 +455,13 @@ class _NoPurpose:
 def _unknown_method_handler(gate: AccessInterceptor, method: str) -> Handler:
     """Unknown methods: an unidentified caller learns only UNAUTHENTICATED, others PERMISSION_DENIED."""
 
-    async def refuse(request: bytes, context: Context) -> bytes:
+    async def refuse(request: bytes, context: Context) -> NoReturn:
         facts = gate.facts("/unknown/unknown", "unary")
         facts.method = method
         who = gate.identities.identify(context.auth_context())
         if isinstance(who, Refusal):
             await _refuse(gate, context, facts, (grpc.StatusCode.UNAUTHENTICATED, who.message))
-        facts.caller = who if isinstance(who, SpiffeId) else None
+        facts.caller = who
         await _refuse(gate, context, facts, (grpc.StatusCode.PERMISSION_DENIED, "unknown method"))
-        return b""
 
     return grpc.unary_unary_rpc_method_handler(refuse)

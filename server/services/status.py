@@ -11,6 +11,7 @@ from google.rpc import code_pb2, error_details_pb2, status_pb2
 from server.domain.errors import DomainError, ErrorKind
 
 ERROR_DOMAIN = "juki.v1"
+INTERNAL_MESSAGE = "internal error; the server log has the details under this call's error id"
 
 CODES: dict[ErrorKind, grpc.StatusCode] = {
     ErrorKind.INVALID_ARGUMENT: grpc.StatusCode.INVALID_ARGUMENT,
@@ -45,6 +46,17 @@ def status_metadata(
         if err.reason:
             info = error_details_pb2.ErrorInfo(reason=err.reason, domain=ERROR_DOMAIN, metadata=err.metadata)
             status.details.append(_pack(info))
+    return (("grpc-status-details-bin", status.SerializeToString()),)
+
+
+def internal_metadata(error_id: str) -> tuple[tuple[str, bytes], ...]:
+    """An unexpected failure: a google.rpc.Status whose ErrorInfo carries only the error id (the server log
+    line of the failure carries it too), never what failed or where."""
+    status = status_pb2.Status(code=code_pb2.INTERNAL, message=INTERNAL_MESSAGE)
+    info = error_details_pb2.ErrorInfo(
+        reason="INTERNAL", domain=ERROR_DOMAIN, metadata={"error_id": error_id}
+    )
+    status.details.append(_pack(info))
     return (("grpc-status-details-bin", status.SerializeToString()),)
 
 

@@ -65,15 +65,18 @@ class AdminServicer:
     """Missing associated documentation comment in .proto file."""
 
     def RegisterOperator(self, request, context):
-        """Register an operator (or replace the grants of a registered one). The operator's certificate
-        (spiffe://<td>/operator/<operator_id>) works only while registered and not revoked.
+        """Register an operator (or replace the grants of a registered one) in this server's copy of the operator
+        registry. The operator's certificate (spiffe://<td>/operator/<operator_id>) works only while registered
+        and not revoked. One registry governs every record server: `juki admin register-operator` calls this
+        on the prefectural and the 附票 server before it returns, and fails naming a server that did not confirm.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def RevokeOperator(self, request, context):
-        """Revoke an operator: effective on the operator's next call, open channels included.
+        """Revoke an operator in this server's copy of the registry: effective on the operator's next call to this
+        server, open channels included (`juki admin revoke-operator` calls it on every record server).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
