@@ -60,6 +60,7 @@ from server.services.national import NationalService
 from server.services.prefecture import PrefectureService, jst_now
 from server.settings import Settings
 from server.storage import registry as registry_dbs
+from server.storage.errors import is_storage_error
 from server.storage.lmdbenv import LmdbEnv
 from server.storage.registry import Registry
 from server.storage.residents import DB_NAMES, ResidentStore
@@ -169,6 +170,7 @@ class RunningServer:
     on_stop: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     after_stop: list[Callable[[], None]] = field(default_factory=list)
     _down: set[str] = field(default_factory=lambda: {"starting"})
+    _probe: asyncio.Task[None] | None = None
 
     def __post_init__(self) -> None:
         self.supervisor = Supervisor(self.report_task)
@@ -187,6 +189,25 @@ class RunningServer:
         )
         for name in ("", *(s.full_name for s in self.services)):
             await self.health.set(name, status)
+
+    def storage_failed(self) -> None:
+        """A call met a failing store: NOT_SERVING until a probe write commits again (once a second)."""
+        if self._probe is None or self._probe.done():
+            self._probe = asyncio.create_task(self._probe_storage(), name="storage-probe")
+
+    async def _probe_storage(self, every: float = 1.0) -> None:
+        await self.set_health(False, source="storage")
+        while True:
+            await asyncio.sleep(every)
+            try:
+                await self.store.env.write(lambda txn: self.store.bind(txn).bump(b"storage_probes"))
+            except Exception as exc:
+                if not is_storage_error(exc):
+                    raise
+                continue
+            log.info("the store accepts writes again")
+            await self.set_health(True, source="storage")
+            return
 
     async def report_task(self, task: str, healthy: bool, critical: bool) -> None:
         """A supervised task's own health entry (`jukinet.task.<name>`), and the server's when critical."""
@@ -255,6 +276,7 @@ async def _start(
             log.error("policy reload refused, keeping the current policy: %s", exc)
 
     running = RunningServer(server, store, access, health, bound, reload, services)
+    access.on_storage_error = running.storage_failed
     set_static(pki, identity, services[0].name.lower())
     stop_gauges = asyncio.Event()
     if singletons:

@@ -42,6 +42,9 @@ class SlowTrail:
         time.sleep(SLOW_WRITE)
         self.outcomes.append(facts.outcome)
 
+    def record_intent(self, facts: CallFacts) -> None:
+        self.record(facts)
+
     def ready(self) -> bool:
         return True
 
@@ -163,11 +166,24 @@ def test_a_fault_in_writing_the_entry_fails_the_call_closed_and_names_nothing(
 ) -> None:
     target, trail = chain_server
     trail.fault = RuntimeError(f"cannot write entry about {SECRET}")
+    request = prefecture_pb2.LookupRequest(purpose="bt6-police-driving-licence", resident_code=SECRET)
     with secure_channel(Pki(pki_dir), "agency/police", target) as channel:
-        ping: Any = channel.unary_unary("/juki.v1.Prefecture/Ping")
+        lookup: Any = channel.unary_unary("/juki.v1.Prefecture/Lookup")
         with pytest.raises(grpc.RpcError) as info:
-            ping(prefecture_pb2.PingRequest().SerializeToString(), timeout=5)
+            lookup(request.SerializeToString(), timeout=5)
     assert (info.value.code(), info.value.details()) == AUDIT_DOWN
     text = (info.value.details() or "") + repr(info.value.trailing_metadata())
     for leak in (SECRET, "RuntimeError", "class", "Traceback"):
         assert leak not in text
+
+
+def test_ping_answers_while_its_entry_cannot_be_written(
+    chain_server: tuple[str, SlowTrail], pki_dir: Path
+) -> None:
+    """Ping and health return no record data: they answer while the trail is down (issue 14), so that
+    health can say NOT_SERVING rather than fail itself."""
+    target, trail = chain_server
+    trail.fault = RuntimeError("the trail's disk is full")
+    with secure_channel(Pki(pki_dir), "agency/police", target) as channel:
+        ping: Any = channel.unary_unary("/juki.v1.Prefecture/Ping")
+        assert ping(prefecture_pb2.PingRequest().SerializeToString(), timeout=5) == b""

@@ -70,7 +70,9 @@ class AuditEvent:
     request_id: str = ""
     source: str = ""  # "LOCAL" / "NATIONAL" for forwarded answers
     count: int = 0  # records returned (or notices applied)
-    kind: str = ""  # "provision" for 提供 / 移転, "" otherwise
+    kind: str = (
+        ""  # "provision" for 提供 / 移転, "intent" for the durable intent of a writing call, "" otherwise
+    )
     requester: str = ""  # on whose behalf a server called; written only when set
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import datetime as dt
 import logging
 import os
@@ -38,8 +39,21 @@ class TrailAuditor:
         self.trail = trail
 
     def record(self, facts: CallFacts) -> None:
+        self._append(self._event(facts))
+
+    def record_intent(self, facts: CallFacts) -> None:
+        """The intent entry of a call about to write (outcome INTENT), fsynced before the handler runs."""
+        event = dataclasses.replace(self._event(facts), outcome="INTENT", kind="intent", items=(), count=0)
+        self._append(event)
+        try:
+            self.trail.flush()
+        except AuditUnavailable:
+            metrics.AUDIT_WRITE_FAILURES.inc()
+            raise AuditFailure from None
+
+    def _event(self, facts: CallFacts) -> AuditEvent:
         caller = facts.caller
-        event = AuditEvent(
+        return AuditEvent(
             caller=caller.uri if caller else "",
             role=caller.role if caller else "",
             method=facts.method,
@@ -53,6 +67,8 @@ class TrailAuditor:
             kind="provision" if is_provision(facts) else "",
             requester=facts.requester,
         )
+
+    def _append(self, event: AuditEvent) -> None:
         try:
             self.trail.append(event)
         except AuditUnavailable:

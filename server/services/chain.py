@@ -37,6 +37,7 @@ from server.identity.policy import Decision, Policy
 from server.observability.calls import MethodMetrics, finish
 from server.services.call_facts import CallFacts
 from server.services.status import CODES, INTERNAL_MESSAGE, internal_metadata, status_metadata
+from server.storage.errors import is_storage_error
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +50,35 @@ Context = Any
 OperatorLookup = Callable[[str], admin_pb2.OperatorEntry | None]
 Decode = Callable[[bytes], Any]
 AUDIT_DOWN: Denial = (grpc.StatusCode.UNAVAILABLE, "audit trail unavailable; no data is served")
+STORAGE_DOWN_MESSAGE = "the store is unavailable; try again later"
+
+# Methods that may write a store (records, outbox, registry, approvals): before their handler runs, an
+# intent entry naming the call is made durable (fsynced), so no write ever commits without an entry; when
+# the intent cannot be written the call is refused and writes nothing (SPEC §4.4, issue 14).
+WRITING_METHODS = frozenset(
+    {
+        "/juki.v1.Prefecture/ApplyUpdate",
+        "/juki.v1.Prefecture/ApplyUpdates",
+        "/juki.v1.Prefecture/BatchProvide",  # consumes an approval
+        "/juki.v1.Fuhyo/ApplyUpdate",
+        "/juki.v1.Fuhyo/ApplyUpdates",
+        "/juki.v1.National/NotifyUpdates",
+        "/juki.v1.Admin/RegisterOperator",
+        "/juki.v1.Admin/RevokeOperator",
+        "/juki.v1.Admin/IssueApproval",
+    }
+)
+# Methods that return no record data: they answer while the audit trail is down (their entry is attempted
+# and its failure counted), so health can say NOT_SERVING instead of failing itself.
+NO_DATA_METHODS = frozenset(
+    {
+        "/grpc.health.v1.Health/Check",
+        "/grpc.health.v1.Health/Watch",
+        "/juki.v1.Prefecture/Ping",
+        "/juki.v1.Fuhyo/Ping",
+        "/juki.v1.National/Ping",
+    }
+)
 
 
 class AuditFailure(Exception):
@@ -58,6 +88,10 @@ class AuditFailure(Exception):
 class CallAuditor(Protocol):
     def record(self, facts: CallFacts) -> None:
         """Append one entry; raise AuditFailure when it cannot be written."""
+
+    def record_intent(self, facts: CallFacts) -> None:
+        """Append an intent entry for a call about to write, durable (fsynced) before returning; raise
+        AuditFailure when it cannot be written. Runs in a worker thread."""
 
     def ready(self) -> bool:
         """False while the trail is known to be unwritable (calls are refused up front)."""
@@ -89,7 +123,9 @@ class AccessInterceptor(grpc.aio.ServerInterceptor):
         *,
         operators: OperatorLookup | None = None,
         auditor: CallAuditor | None = None,
+        on_storage_error: Callable[[], None] | None = None,
     ) -> None:
+        self.on_storage_error = on_storage_error
         self.identities = identities
         self.policy = policy
         self.with_purpose = with_purpose
@@ -170,6 +206,19 @@ class AccessInterceptor(grpc.aio.ServerInterceptor):
     def audit_ready(self) -> bool:
         return self.auditor is None or self.auditor.ready()
 
+    async def intent(self, facts: CallFacts) -> bool:
+        """The durable intent entry of a writing call (off the event loop); False when not written."""
+        if self.auditor is None:
+            return True
+        try:
+            await asyncio.to_thread(self.auditor.record_intent, facts)
+        except AuditFailure:
+            return False
+        except Exception as exc:
+            log.error("audit intent entry not written", extra={"error_type": type(exc).__name__})
+            return False
+        return True
+
     async def intercept_service(
         self,
         continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Handler | None]],
@@ -218,16 +267,24 @@ async def _refused_by_handler(
 
 
 async def _failed(gate: AccessInterceptor, context: Context, facts: CallFacts, exc: Exception) -> NoReturn:
-    """An unexpected exception: INTERNAL with a fresh error id. The log line names the exception's type and
-    where it was raised, not its message (which may hold a caller's data)."""
+    """An unexpected exception: INTERNAL with a fresh error id; a failing store (an I/O error, a full map
+    that cannot grow) is UNAVAILABLE instead, a transient condition the caller may retry, and the server's
+    health says so. The log line names the exception's type and where it was raised, not its message
+    (which may hold a caller's data)."""
     error_id = secrets.token_hex(8)
     frames = traceback.extract_tb(exc.__traceback__)
     where = f"{frames[-1].filename}:{frames[-1].lineno}" if frames else ""
+    storage = is_storage_error(exc)
     log.error(
-        "unexpected error in %s",
+        "store failed in %s" if storage else "unexpected error in %s",
         facts.method,
         extra={"error_id": error_id, "error_type": type(exc).__name__, "at": where},
     )
+    if storage:
+        if gate.on_storage_error is not None:
+            gate.on_storage_error()
+        code, message = grpc.StatusCode.UNAVAILABLE, STORAGE_DOWN_MESSAGE
+        await _end(gate, context, facts, code, message, internal_metadata(error_id, code, message))
     await _end(gate, context, facts, grpc.StatusCode.INTERNAL, INTERNAL_MESSAGE, internal_metadata(error_id))
 
 
@@ -279,7 +336,9 @@ async def _admitted(
                 denial = gate.authorize(method, request, facts)
         elif facts.caller is not None:
             _concerned(facts, decode, raw)
-        if denial is None and not gate.audit_ready():
+        if denial is None and method not in NO_DATA_METHODS and not gate.audit_ready():
+            denial = AUDIT_DOWN
+        if denial is None and method in WRITING_METHODS and not await gate.intent(facts):
             denial = AUDIT_DOWN
     except DomainError as err:
         await _refused_by_handler(gate, context, facts, err)
@@ -305,7 +364,7 @@ async def _audited(gate: AccessInterceptor, context: Context, facts: CallFacts, 
     except BaseException as exc:
         _ended(gate, context, facts, exc)
         raise
-    if not gate.audit(facts):
+    if not gate.audit(facts) and facts.method not in NO_DATA_METHODS:
         await _deny(context, AUDIT_DOWN)
     return response
 
@@ -392,7 +451,7 @@ async def _audited_stream(
     except BaseException as exc:
         _ended(gate, context, facts, exc)
         raise
-    if not gate.audit(facts):
+    if not gate.audit(facts) and facts.method not in NO_DATA_METHODS:
         await _deny(context, AUDIT_DOWN)
 
 
@@ -426,6 +485,8 @@ async def _admit_stream(
             facts.add_request(first)
             denial = gate.authorize(method, _NoPurpose() if first is None else first, facts)
         if denial is None and not gate.audit_ready():
+            denial = AUDIT_DOWN
+        if denial is None and method in WRITING_METHODS and not await gate.intent(facts):
             denial = AUDIT_DOWN
     except DomainError as err:
         await _refused_by_handler(gate, context, facts, err)

@@ -49,13 +49,13 @@ def status_metadata(
     return (("grpc-status-details-bin", status.SerializeToString()),)
 
 
-def internal_metadata(error_id: str) -> tuple[tuple[str, bytes], ...]:
-    """An unexpected failure: a google.rpc.Status whose ErrorInfo carries only the error id (the server log
-    line of the failure carries it too), never what failed or where."""
-    status = status_pb2.Status(code=code_pb2.INTERNAL, message=INTERNAL_MESSAGE)
-    info = error_details_pb2.ErrorInfo(
-        reason="INTERNAL", domain=ERROR_DOMAIN, metadata={"error_id": error_id}
-    )
+def internal_metadata(
+    error_id: str, code: grpc.StatusCode = grpc.StatusCode.INTERNAL, message: str = INTERNAL_MESSAGE
+) -> tuple[tuple[str, bytes], ...]:
+    """An unexpected failure (or a failing store, UNAVAILABLE): a google.rpc.Status whose ErrorInfo carries
+    only the error id (the server log line of the failure carries it too), never what failed or where."""
+    status = status_pb2.Status(code=getattr(code_pb2, code.name), message=message)
+    info = error_details_pb2.ErrorInfo(reason=code.name, domain=ERROR_DOMAIN, metadata={"error_id": error_id})
     status.details.append(_pack(info))
     return (("grpc-status-details-bin", status.SerializeToString()),)
 
