@@ -24,7 +24,6 @@ import grpc
 from google.protobuf.descriptor import ServiceDescriptor
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
-from grpc_reflection.v1alpha import reflection
 from juki.v1 import (
     admin_pb2,
     admin_pb2_grpc,
@@ -58,6 +57,7 @@ from server.services.chain import AccessInterceptor, CallAuditor, OperatorLookup
 from server.services.fuhyo import FuhyoService
 from server.services.national import NationalService
 from server.services.prefecture import PrefectureService, jst_now
+from server.services.reflection import enable_reflection
 from server.settings import Settings
 from server.storage import registry as registry_dbs
 from server.storage.lmdbenv import LmdbEnv
@@ -175,10 +175,13 @@ async def _start(
     `singletons`: this process runs the jobs that must run once per store (retention, store gauges)."""
     pki = Pki(settings.pki_path)
     revocations = RevocationList(pki.crl_path, pki.ca_cert_path, check_interval=settings.crl_check_interval)
-    identities = PeerIdentities(settings.trust_domain, revocations)
+    policy = Policy.load(settings.policy_path)
+    identities = PeerIdentities(
+        settings.trust_domain, revocations, known=policy.known_identities(settings.prefecture_code)
+    )
     access = AccessInterceptor(
         identities,
-        Policy.load(settings.policy_path),
+        policy,
         # the Admin service's `purpose` fields name what an approval is for, not the caller's purpose
         purpose_methods(*(s for s in services if s is not ADMIN_SERVICE)),
         operators=operators,
@@ -195,8 +198,7 @@ async def _start(
     add_servicers(server)
     health = HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
-    names = (*(s.full_name for s in services), HEALTH_SERVICE.full_name, reflection.SERVICE_NAME)
-    reflection.enable_server_reflection(names, server)
+    enable_reflection((*(s.full_name for s in services), HEALTH_SERVICE.full_name), server)
     bound = server.add_secure_port(f"{settings.host}:{port}", server_credentials(pki, identity))
     if bound == 0:
         raise RuntimeError(f"cannot listen on {settings.host}:{port}")
@@ -207,7 +209,9 @@ async def _start(
     def reload() -> None:
         revocations.reload()
         try:
-            access.set_policy(Policy.load(settings.policy_path))
+            reloaded = Policy.load(settings.policy_path)
+            access.set_policy(reloaded)
+            identities.known = reloaded.known_identities(settings.prefecture_code)
             log.info("revocation list and policy reloaded")
         except (PolicyError, OSError) as exc:
             log.error("policy reload refused, keeping the current policy: %s", exc)

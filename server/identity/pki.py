@@ -201,7 +201,8 @@ def load_revoked_serials(crl_path: Path, ca_cert_path: Path) -> frozenset[int]:
     return frozenset(entry.serial_number for entry in _load_crl(crl_path, ca_cert))
 
 
-def _spiffe_of_cert(cert: x509.Certificate) -> SpiffeId:
+def spiffe_of_cert(cert: x509.Certificate) -> SpiffeId:
+    """The SPIFFE ID of a certificate: its sole URI SAN; ValueError if absent, ambiguous or malformed."""
     try:
         san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     except x509.ExtensionNotFound as exc:
@@ -213,16 +214,27 @@ def _spiffe_of_cert(cert: x509.Certificate) -> SpiffeId:
     return SpiffeId.parse(uris[0])
 
 
+def client_unusable(cert: x509.Certificate) -> str:
+    """Why a certificate can never be a client identity ("" when it can): a CA certificate
+    (BasicConstraints CA:TRUE) or one whose extended key usage leaves out clientAuth."""
+    try:
+        if cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca:
+            return "a CA certificate is not a client identity"
+    except x509.ExtensionNotFound:
+        pass
+    try:
+        usages = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+    except x509.ExtensionNotFound:
+        return ""
+    if ExtendedKeyUsageOID.CLIENT_AUTH not in usages:
+        return "certificate is not for client authentication"
+    return ""
+
+
 def spiffe_id_of_pem(cert_pem: bytes) -> tuple[SpiffeId, int]:
     """The SPIFFE ID (sole URI SAN) and serial of a PEM leaf certificate; ValueError if absent or bad."""
     cert = x509.load_pem_x509_certificate(cert_pem)
-    return _spiffe_of_cert(cert), cert.serial_number
-
-
-def peer_of_pem(cert_pem: bytes) -> tuple[SpiffeId, int, datetime]:
-    """SPIFFE ID, serial and end of validity (aware UTC) of a PEM leaf certificate; ValueError if bad."""
-    cert = x509.load_pem_x509_certificate(cert_pem)
-    return _spiffe_of_cert(cert), cert.serial_number, cert.not_valid_after_utc
+    return spiffe_of_cert(cert), cert.serial_number
 
 
 class Pki:
@@ -439,7 +451,7 @@ class Pki:
 
     def _info(self, cert_path: Path, revoked: frozenset[int]) -> CertInfo:
         cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
-        spiffe = _spiffe_of_cert(cert)
+        spiffe = spiffe_of_cert(cert)
         return CertInfo(
             name=spiffe.name,
             spiffe=spiffe,

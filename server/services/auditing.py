@@ -51,6 +51,8 @@ class TrailAuditor:
             source=facts.source,
             count=facts.count,
             kind="provision" if is_provision(facts) else "",
+            claimed=facts.claimed.uri if facts.claimed else "",
+            serial=f"{facts.serial:x}" if facts.serial is not None else "",
         )
         try:
             self.trail.append(event)

@@ -37,6 +37,8 @@ _ITEMS = (
 class CallFacts:
     method: str
     caller: SpiffeId | None = None
+    claimed: SpiffeId | None = None  # a refused certificate's identity (never authenticated) …
+    serial: int | None = None  # … and its serial
     purpose: str = ""
     request_id: str = ""
     outcome: str = "OK"

@@ -96,15 +96,22 @@ class AccessInterceptor(grpc.aio.ServerInterceptor):
         """Identity then authorization of one call; `request` None checks the role only (streams, first)."""
         who = self.identities.identify(context.auth_context())
         if isinstance(who, Refusal):
+            facts.claimed, facts.serial = who.claimed, who.serial
             return grpc.StatusCode.UNAUTHENTICATED, who.message
         facts.caller = who
+        registration = None
+        if who.role == "operator" and self.operators is not None:
+            # an unregistered operator is unknown: UNAUTHENTICATED whatever the method
+            registration = self.operators(who.id)
+            if operator_refusal(registration, None, None) is not None:
+                return grpc.StatusCode.UNAUTHENTICATED, "operator not registered or revoked"
         purpose = request.purpose if request is not None and method in self.with_purpose else None
         decision = self.policy.check(who, method, purpose)
         if decision != Decision.ALLOW:
             return grpc.StatusCode.PERMISSION_DENIED, decision
-        if who.role == "operator" and self.operators is not None:
+        if registration is not None:
             data_method = method if method in self.with_purpose else None
-            refusal = operator_refusal(self.operators(who.id), data_method, purpose)
+            refusal = operator_refusal(registration, data_method, purpose)
             if refusal is not None:
                 code = (
                     grpc.StatusCode.UNAUTHENTICATED
