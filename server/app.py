@@ -2,7 +2,8 @@
 
 Every listener is mTLS (client certificate required and verified against the deployment CA) behind the
 same interceptor chain, with health and reflection. SIGTERM/SIGINT drain and stop; SIGHUP reloads the
-revocation list and the policy without dropping connections.
+revocation list, the policy, and the server's own certificate and CA bundle (also picked up when their
+files change) without dropping connections.
 
 The prefectural server may run as several worker processes on one port (`server.workers`): each worker
 builds its own server here with `start_prefecture(settings, worker=k)`; worker 0 alone runs the singleton
@@ -43,6 +44,7 @@ from server.backup import BackupKey, backup_schedule
 from server.domain import operators
 from server.domain.retention import erase_expired_persons
 from server.domain.search import PageTokens, Searcher
+from server.identity.credentials import ServerTls
 from server.identity.peers import PeerIdentities, RevocationList
 from server.identity.pki import Pki, SpiffeId
 from server.identity.policy import Policy, PolicyError
@@ -76,14 +78,8 @@ HEALTH_SERVICE = health_pb2.DESCRIPTOR.services_by_name["Health"]
 
 
 def server_credentials(pki: Pki, identity: str) -> grpc.ServerCredentials:
-    """TLS that requires a client certificate chained to the deployment CA."""
-    role, _, ident = identity.partition("/")
-    cert, key = pki.cert_paths(role, ident)
-    return grpc.ssl_server_credentials(
-        [(key.read_bytes(), cert.read_bytes())],
-        root_certificates=pki.ca_cert_path.read_bytes(),
-        require_client_auth=True,
-    )
+    """TLS that requires a client certificate chained to the deployment CA (following the files)."""
+    return ServerTls(pki, identity).credentials()
 
 
 def client_channel(pki: Pki, identity: str, target: str) -> grpc.aio.Channel:
@@ -199,7 +195,8 @@ async def _start(
     health = HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
     enable_reflection((*(s.full_name for s in services), HEALTH_SERVICE.full_name), server)
-    bound = server.add_secure_port(f"{settings.host}:{port}", server_credentials(pki, identity))
+    tls = ServerTls(pki, identity, check_interval=settings.crl_check_interval)
+    bound = server.add_secure_port(f"{settings.host}:{port}", tls.credentials())
     if bound == 0:
         raise RuntimeError(f"cannot listen on {settings.host}:{port}")
     for name in ("", *(s.full_name for s in services)):
@@ -208,6 +205,9 @@ async def _start(
 
     def reload() -> None:
         revocations.reload()
+        tls.reload()  # this server's own certificate and the CA bundle, for new connections
+        if running.metrics is not None:
+            running.metrics.reload_tls()
         try:
             reloaded = Policy.load(settings.policy_path)
             access.set_policy(reloaded)

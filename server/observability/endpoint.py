@@ -136,19 +136,33 @@ class MetricsEndpoint:
                 pass  # scrapes are not logged (they carry nothing worth keeping)
 
         self._identities = identities
-        context = None
-        if pki is not None:
-            role, _, ident = server_identity.partition("/")
-            cert, key = pki.cert_paths(role, ident)
-            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-            context.minimum_version = ssl.TLSVersion.TLSv1_2
-            context.set_ciphers(AEAD_CIPHERS)
-            context.load_cert_chain(cert, key)
-            context.load_verify_locations(pki.ca_cert_path)
-            context.verify_mode = ssl.CERT_REQUIRED
+        self._pki, self._server_identity = pki, server_identity
+        context = self._tls_context() if pki is not None else None
         self.httpd = _Listener((host, port), Handler, context, handshake_timeout)
         self.port = int(self.httpd.server_address[1])
         self._thread = threading.Thread(target=self.httpd.serve_forever, name="metrics", daemon=True)
+
+    def _tls_context(self) -> ssl.SSLContext:
+        assert self._pki is not None
+        role, _, ident = self._server_identity.partition("/")
+        cert, key = self._pki.cert_paths(role, ident)
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
+        context.set_ciphers(AEAD_CIPHERS)
+        context.load_cert_chain(cert, key)
+        context.load_verify_locations(self._pki.ca_cert_path)
+        context.verify_mode = ssl.CERT_REQUIRED
+        return context
+
+    def reload_tls(self) -> None:
+        """Re-read the server's certificate, key and CA bundle for new connections (SIGHUP); a set that
+        does not load leaves the one in force."""
+        if self._pki is None:
+            return
+        try:
+            self.httpd.context = self._tls_context()
+        except (ssl.SSLError, OSError, ValueError) as exc:
+            log.error("metrics TLS files not taken, keeping the ones in force: %s", exc)
 
     def _is_scraper(self, connection: Any) -> bool:
         assert self._identities is not None
