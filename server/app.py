@@ -47,7 +47,7 @@ from server.domain.search import PageTokens, Searcher
 from server.identity.credentials import ServerTls
 from server.identity.peers import PeerIdentities, RevocationList
 from server.identity.pki import Pki, SpiffeId
-from server.identity.policy import Policy, PolicyError
+from server.identity.policy import KnownIdentities, Policy, PolicyError
 from server.observability.endpoint import MetricsEndpoint
 from server.observability.gauges import refresh_loop, set_static
 from server.propagation.my_number_link import MyNumberLink
@@ -172,9 +172,12 @@ async def _start(
     pki = Pki(settings.pki_path)
     revocations = RevocationList(pki.crl_path, pki.ca_cert_path, check_interval=settings.crl_check_interval)
     policy = Policy.load(settings.policy_path)
-    identities = PeerIdentities(
-        settings.trust_domain, revocations, known=policy.known_identities(settings.prefecture_code)
-    )
+    national = NATIONAL_SERVICE in services  # hears from the servers of every prefecture
+
+    def known(policy: Policy) -> KnownIdentities:
+        return policy.known_identities(settings.prefecture_code, any_prefecture=national)
+
+    identities = PeerIdentities(settings.trust_domain, revocations, known=known(policy))
     access = AccessInterceptor(
         identities,
         policy,
@@ -211,7 +214,7 @@ async def _start(
         try:
             reloaded = Policy.load(settings.policy_path)
             access.set_policy(reloaded)
-            identities.known = reloaded.known_identities(settings.prefecture_code)
+            identities.known = known(reloaded)
             log.info("revocation list and policy reloaded")
         except (PolicyError, OSError) as exc:
             log.error("policy reload refused, keeping the current policy: %s", exc)

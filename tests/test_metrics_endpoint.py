@@ -48,6 +48,13 @@ def test_other_identities_get_nothing(server: Server, identity: str) -> None:
     assert status == 403 and "juki_" not in text
 
 
+def test_an_unknown_monitor_id_gets_nothing(server: Server) -> None:
+    """A monitor certificate of the CA, but an id policy.toml [identities] does not list."""
+    Pki(server.settings.pki_path).issue("monitor", "monitor-unlisted", overwrite=True)
+    status, text = scrape(server, "monitor/monitor-unlisted")
+    assert status == 403 and "juki_" not in text
+
+
 def test_no_client_certificate_fails_the_handshake(server: Server) -> None:
     with pytest.raises((ssl.SSLError, ConnectionError, OSError)):
         scrape(server, None)

@@ -628,6 +628,8 @@ def test_certificate_made_for_no_client_is_never_an_identity(
         "municipal-cs/232017",  # 名古屋市: a municipality, but not of this prefecture
         "municipal-cs/999999",
         "prefectural-server/99",
+        "prefectural-server/23",  # 愛知県's server: known to the national server only
+        "fuhyo-server/13",
         "monitor/monitor-99",
         "admin/admin-99",
         "national/other",
@@ -672,6 +674,40 @@ def test_known_identities_are_served_ping_health_and_reflection(server: Server, 
         for version in ("v1", "v1alpha"):
             (reply,) = _reflection(channel, version)
             assert "juki.v1.Prefecture" in {s.name for s in reply.list_services_response.service}
+
+
+def test_sighup_reloads_the_known_identities(
+    own_deployment: Callable[..., Deployment], tmp_path: Path, connect: Connect
+) -> None:
+    """Adding an identity: list it in [identities], issue its certificate, SIGHUP (no restart)."""
+    policy = tmp_path / "policy.toml"
+    text = (Path(__file__).parents[1] / "server" / "policy.toml").read_text(encoding="utf-8")
+    policy.write_text(text, encoding="utf-8")
+    own = own_deployment(policy_file=policy, with_national=False, crl_check_interval=3600.0)
+    assert own.server.proc is not None
+    info = own.pki.issue("agency", "fire")
+    fire = connect(own.server, Leaf(info.cert_path, info.key_path).credentials(own.pki.ca_cert_path))
+    error = refused(fire.Ping, prefecture_pb2.PingRequest())
+    assert code_of(error) == grpc.StatusCode.UNAUTHENTICATED
+
+    listed = 'agency = ["police", "education"]'
+    assert listed in text
+    policy.write_text(text.replace(listed, 'agency = ["police", "education", "fire"]'), encoding="utf-8")
+    own.server.proc.send_signal(signal.SIGHUP)
+    deadline = time.monotonic() + POLL_LIMIT
+    while True:
+        try:
+            fire.Ping(prefecture_pb2.PingRequest(), timeout=5)
+            break
+        except grpc.RpcError as exc:
+            assert code_of(exc) == grpc.StatusCode.UNAUTHENTICATED
+            assert time.monotonic() < deadline, "agency/fire still unknown after SIGHUP"
+            time.sleep(0.05)
+    record = active(own.records)
+    # known now, but granted nothing beyond Ping: a lookup is PERMISSION_DENIED, no data
+    denied = refused(fire.Lookup, police_lookup(record))
+    assert code_of(denied) == grpc.StatusCode.PERMISSION_DENIED
+    assert_no_record_data(denied, record)
 
 
 # --- 10: a refused certificate is audited with the identity it claims and its serial ----------------

@@ -6,7 +6,6 @@ every call is a couple of lookups.
 
 from __future__ import annotations
 
-import re
 import tomllib
 from dataclasses import dataclass
 from importlib import resources
@@ -37,10 +36,10 @@ class Grant:
 
 # Rules of the [identities] table for roles whose ids are not listed one by one.
 MUNICIPALITY = "municipality"  # a municipality code (市町村コード) of the deployment's prefecture
-PREFECTURE = "prefecture"  # a prefecture code, 01–47 (the national server hears from every prefecture)
+PREFECTURE = "prefecture"  # the deployment's prefecture code; on the national server any code 01–47
 REGISTERED = "registered"  # any id: the server's operator registry decides, on every call
 RULES = (MUNICIPALITY, PREFECTURE, REGISTERED)
-_PREFECTURE_CODE = re.compile(r"(0[1-9]|[1-3][0-9]|4[0-7])")
+ALL_PREFECTURES = frozenset(f"{n:02d}" for n in range(1, 48))
 
 
 class KnownIdentities:
@@ -49,17 +48,20 @@ class KnownIdentities:
     Per role a set of ids or a rule; a role without an entry has no known identity.
     """
 
-    def __init__(self, table: dict[str, frozenset[str] | str], prefecture_code: str) -> None:
+    def __init__(
+        self, table: dict[str, frozenset[str] | str], prefecture_code: str, *, any_prefecture: bool
+    ) -> None:
         self._ids: dict[str, frozenset[str]] = {}
         self._any: set[str] = set()
         municipalities = frozenset(c for c in MIE_MUNICIPALITIES if c.startswith(prefecture_code))
+        prefectures = ALL_PREFECTURES if any_prefecture else frozenset({prefecture_code})
         for role, entry in table.items():
             if entry == MUNICIPALITY:
                 self._ids[role] = municipalities
             elif entry == REGISTERED:
                 self._any.add(role)
             elif entry == PREFECTURE:
-                self._ids[role] = frozenset(f"{n:02d}" for n in range(1, 48))
+                self._ids[role] = prefectures
             elif isinstance(entry, frozenset):
                 self._ids[role] = entry
 
@@ -99,9 +101,10 @@ class Policy:
         self._grants = grants
         self.identities = identities or {}
 
-    def known_identities(self, prefecture_code: str) -> KnownIdentities:
-        """The predicate of known identities for a deployment in the prefecture `prefecture_code`."""
-        return KnownIdentities(self.identities, prefecture_code)
+    def known_identities(self, prefecture_code: str, *, any_prefecture: bool = False) -> KnownIdentities:
+        """The predicate of known identities for a server of the prefecture `prefecture_code`;
+        `any_prefecture` for the national server, which hears from every prefecture's servers."""
+        return KnownIdentities(self.identities, prefecture_code, any_prefecture=any_prefecture)
 
     @classmethod
     def load(cls, path: Path | None = None) -> Policy:
