@@ -44,7 +44,7 @@ from server.backup import BackupKey, backup_schedule
 from server.domain import operators
 from server.domain.retention import erase_expired_persons
 from server.domain.search import PageTokens, Searcher
-from server.identity.credentials import ServerTls
+from server.identity.credentials import PeerChannel, ServerTls
 from server.identity.peers import PeerIdentities, RevocationList
 from server.identity.pki import Pki, SpiffeId
 from server.identity.policy import KnownIdentities, Policy, PolicyError
@@ -80,18 +80,6 @@ HEALTH_SERVICE = health_pb2.DESCRIPTOR.services_by_name["Health"]
 def server_credentials(pki: Pki, identity: str) -> grpc.ServerCredentials:
     """TLS that requires a client certificate chained to the deployment CA (following the files)."""
     return ServerTls(pki, identity).credentials()
-
-
-def client_channel(pki: Pki, identity: str, target: str) -> grpc.aio.Channel:
-    """An mTLS channel to a peer server, presenting this server's own certificate."""
-    role, _, ident = identity.partition("/")
-    cert, key = pki.cert_paths(role, ident)
-    credentials = grpc.ssl_channel_credentials(
-        root_certificates=pki.ca_cert_path.read_bytes(),
-        private_key=key.read_bytes(),
-        certificate_chain=cert.read_bytes(),
-    )
-    return grpc.aio.secure_channel(target, credentials)
 
 
 def open_store(
@@ -351,12 +339,17 @@ async def start_prefecture(settings: Settings, *, worker: int = 0) -> RunningSer
     )
     pki = Pki(settings.pki_path)
 
-    def national_channel() -> grpc.aio.Channel:
-        return client_channel(pki, settings.prefecture_identity, settings.national_target)
+    def national_channel() -> PeerChannel:
+        return PeerChannel(
+            pki,
+            settings.prefecture_identity,
+            settings.national_target,
+            check_interval=settings.crl_check_interval,
+        )
 
     relay = OutboxRelay(
         store,
-        national_channel,
+        national_channel(),
         prefecture_code=settings.prefecture_code,
         batch_size=settings.relay_batch_size,
         backoff_initial=settings.relay_backoff_initial,
@@ -364,7 +357,7 @@ async def start_prefecture(settings: Settings, *, worker: int = 0) -> RunningSer
         idle_poll=settings.relay_idle_poll,
         timeout=settings.national_timeout,
     )
-    national = NationalClient(national_channel, timeout=settings.national_timeout)
+    national = NationalClient(national_channel(), timeout=settings.national_timeout)
     registry = Registry(store.env)
     policy_ref: list[AccessInterceptor] = []
     service = PrefectureService(
@@ -454,7 +447,12 @@ async def start_fuhyo(settings: Settings) -> RunningServer:
     pki = Pki(settings.pki_path)
     tempstore = TempStore(settings.path(settings.tempstore_dir), ttl=settings.tempstore_ttl)
     link = MyNumberLink(
-        lambda: client_channel(pki, settings.fuhyo_identity, settings.prefecture_target),
+        PeerChannel(
+            pki,
+            settings.fuhyo_identity,
+            settings.prefecture_target,
+            check_interval=settings.crl_check_interval,
+        ),
         timeout=settings.national_timeout,
     )
     registry = Registry(store.env)

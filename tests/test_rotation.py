@@ -17,10 +17,14 @@ import grpc
 import pytest
 from cryptography import x509
 from grpc_reflection.v1alpha import reflection_pb2
-from juki.v1 import prefecture_pb2, prefecture_pb2_grpc
+from juki.v1 import fuhyo_pb2, prefecture_pb2, prefecture_pb2_grpc, records_pb2
 
+from clients.fuhyo_cmds import fuhyo_stub
 from server.identity.pki import DEV_IDENTITIES, Pki
+from server.seed.elsewhere import generate_elsewhere
+from server.seed.fuhyo import generate_fuhyo
 from tests.conftest import Server, make_server
+from tests.notices import Municipality, fresh_resident
 
 POLL_LIMIT = 5.0
 SERVER_IDENTITY = ("prefectural-server", "24")
@@ -33,7 +37,8 @@ def deployment(tmp_path: Path) -> Iterator[Callable[..., tuple[Pki, Server]]]:
     def start(**overrides: Any) -> tuple[Pki, Server]:
         pki = Pki(tmp_path / "pki")
         pki.ensure_dev("juki.mie", DEV_IDENTITIES)
-        server = make_server(tmp_path / "srv", pki.directory, seeded=50, with_national=False, **overrides)
+        options: dict[str, Any] = {"seeded": 50, "with_national": False, **overrides}
+        server = make_server(tmp_path / "srv", pki.directory, **options)
         server.start()
         started.append(server)
         return pki, server
@@ -186,3 +191,90 @@ def test_an_overlapping_ca_bundle_admits_the_new_ca_on_sighup(
     wait_for(new_ca_served)
     with grpc.secure_channel(target, credentials(pki, "agency/police")) as old:
         assert ping(old, calls=3) == 0  # certificates of the old CA go on being served
+
+
+def test_a_server_whose_certificate_was_replaced_still_reaches_its_peers(
+    deployment: Callable[..., tuple[Pki, Server]],
+) -> None:
+    """`pki issue --overwrite` revokes the replaced certificate, so the channels a server opened to its
+    peers must move to the new one: forwarding and the relay to the national server, the restricted link
+    from the 附票 server to the prefectural server."""
+    pki, server = deployment(with_national=True, with_fuhyo=True)
+    other = next(iter(generate_elsewhere(1))).record
+    assert forwarded(server, other.resident_code)  # control, and the channels are open now
+    linked = next((code for code in fuhyo_codes() if fetched(server, code, "before")), None)
+
+    fuhyo = ("fuhyo-server", "24")
+    old = {identity: pem_pair(pki, identity) for identity in (SERVER_IDENTITY, fuhyo)}
+    for identity in old:
+        pki.issue(*identity, overwrite=True)  # the old certificate is on the CRL from now on
+    # the peers refuse the old certificates now (so whatever still presents one is refused too) …
+    wait_for(lambda: refused_with(pki, old[SERVER_IDENTITY], server.settings.national_target, "National"))
+    wait_for(lambda: refused_with(pki, old[fuhyo], server.settings.prefecture_target, "Prefecture"))
+
+    # … and the servers have moved on to their new ones
+    wait_for(lambda: forwarded(server, other.resident_code))
+    town = Municipality("242012")
+    code, number = fresh_resident()
+    notice = town.notice(code, records_pb2.CHANGE_REASON_SHUSSEI, my_number=number)
+    server.stub("municipal-cs/242012").ApplyUpdate(
+        prefecture_pb2.ApplyUpdateRequest(notice=notice), timeout=10
+    )
+    wait_for(lambda: national_holds(server, code))
+    if linked is not None:
+        wait_for(lambda: fetched(server, linked, "after"))
+
+
+def pem_pair(pki: Pki, identity: tuple[str, str]) -> tuple[bytes, bytes]:
+    cert, key = pki.cert_paths(*identity)
+    return cert.read_bytes(), key.read_bytes()
+
+
+def refused_with(pki: Pki, pair: tuple[bytes, bytes], target: str, service: str) -> bool:
+    """Whether the server at `target` refuses its Ping to this certificate (UNAUTHENTICATED)."""
+    cert, key = pair
+    creds = grpc.ssl_channel_credentials(pki.ca_cert_path.read_bytes(), key, cert)
+    with grpc.secure_channel(target, creds) as channel:
+        try:
+            channel.unary_unary(f"/juki.v1.{service}/Ping")(b"", timeout=5)
+        except grpc.RpcError as error:
+            return bool(error.code() == grpc.StatusCode.UNAUTHENTICATED)
+    return False
+
+
+def forwarded(server: Server, resident_code: str) -> bool:
+    request = prefecture_pb2.ProvideRequest(purpose="bt5-tax-vehicle", resident_code=resident_code)
+    try:
+        answer = server.stub("department/tax").Provide(request, timeout=10)
+    except grpc.RpcError as error:
+        assert error.code() == grpc.StatusCode.UNAVAILABLE, error  # the national server refused the peer
+        return False
+    return bool(answer.source == prefecture_pb2.RECORD_SOURCE_NATIONAL)
+
+
+def national_holds(server: Server, resident_code: str) -> bool:
+    store = server.open_national_reader()
+    try:
+        with store.reader() as tx:
+            return tx.get(resident_code) is not None
+    finally:
+        store.env.close()
+
+
+def fuhyo_codes() -> list[str]:
+    return [record.resident_code for record in generate_fuhyo(50, 1)][:10]
+
+
+def fetched(server: Server, code: str, tag: str) -> bool:
+    """Whether the 附票 server obtained a My Number over the restricted link for this person."""
+    request = fuhyo_pb2.FuhyoProvideRequest(
+        resident_code=code,
+        purpose="bt6-police-driving-licence",
+        include_my_number=True,
+        request_id=f"rotation-{tag}-{code}-{time.monotonic_ns()}",
+    )
+    try:
+        answer = fuhyo_stub(server.settings, "agency/police").Provide(request, timeout=10)
+    except grpc.RpcError:
+        return False
+    return bool(answer.my_number)

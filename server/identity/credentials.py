@@ -7,10 +7,12 @@ before every new TLS handshake (`grpc.dynamic_ssl_server_credentials`): connecti
 session they have, new ones get the new certificate. A new set of files is taken only when it is whole
 and consistent (the key is the certificate's, the certificate chains to a CA of the bundle); otherwise
 the set in force stays and the error is logged, so a half-done rotation never takes a listener down.
+The channels a server opens to its peers follow the same files (`PeerChannel`).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import threading
@@ -20,7 +22,7 @@ from pathlib import Path
 
 import grpc
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
@@ -87,15 +89,7 @@ class ServerTls:
         self._pending: grpc.ServerCertificateConfiguration | None = None
 
     def _stamps(self) -> tuple[tuple[int, int] | None, ...]:
-        out: list[tuple[int, int] | None] = []
-        for path in self._paths:
-            try:
-                st = os.stat(path)
-            except FileNotFoundError:
-                out.append(None)
-                continue
-            out.append((st.st_mtime_ns, st.st_size))
-        return tuple(out)
+        return tuple(_stamp(path) for path in self._paths)
 
     def _configuration(self, files: TlsFiles) -> grpc.ServerCertificateConfiguration:
         return grpc.ssl_server_certificate_configuration(
@@ -108,7 +102,7 @@ class ServerTls:
             self._stamp = self._stamps()
             try:
                 files = load_tls_files(*self._paths)
-            except ValueError as exc:
+            except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
                 log.error("listener TLS files not taken, keeping the ones in force: %s", exc)
                 return False
             if files == self.files:
@@ -136,3 +130,71 @@ class ServerTls:
             self.fetch,  # type: ignore[arg-type]  # the stubs omit None, which grpc documents as "no change"
             require_client_authentication=True,
         )
+
+
+class PeerChannel:
+    """An mTLS channel to a peer server presenting this server's own certificate, followed on disk.
+
+    Calling it returns the current channel; when the certificate, key or CA bundle files have changed
+    (looked at, at most every `check_interval` seconds) and the new set is whole and consistent, a new
+    channel is opened with it and returned from then on, and the old one is closed `grace` seconds later
+    (calls in flight on it finish). So a server whose certificate was replaced (and the old one revoked)
+    goes on reaching its peers. Call it from the event loop.
+    """
+
+    def __init__(
+        self, pki: Pki, identity: str, target: str, *, check_interval: float = 0.25, grace: float = 30.0
+    ) -> None:
+        role, _, ident = identity.partition("/")
+        cert, key = pki.cert_paths(role, ident)
+        self._paths = (cert, key, pki.ca_cert_path)
+        self._target = target
+        self._interval = check_interval
+        self._grace = grace
+        self._channel: grpc.aio.Channel | None = None
+        self._stamp: tuple[tuple[int, int] | None, ...] = ()
+        self._next_check = 0.0
+
+    def _stamps(self) -> tuple[tuple[int, int] | None, ...]:
+        return tuple(_stamp(path) for path in self._paths)
+
+    def __call__(self) -> grpc.aio.Channel:
+        now = time.monotonic()
+        if self._channel is not None and now < self._next_check:
+            return self._channel
+        self._next_check = now + self._interval
+        stamp = self._stamps()
+        if self._channel is not None and stamp == self._stamp:
+            return self._channel
+        try:
+            files = load_tls_files(*self._paths)
+        except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
+            if self._channel is None:
+                raise
+            log.error("client TLS files not taken, keeping the channel in force: %s", exc)
+            self._stamp = stamp
+            return self._channel
+        old, self._stamp = self._channel, stamp
+        self._channel = grpc.aio.secure_channel(
+            self._target,
+            grpc.ssl_channel_credentials(
+                root_certificates=files.ca_bundle, private_key=files.key, certificate_chain=files.cert
+            ),
+        )
+        if old is not None:
+            log.info("outgoing channel to %s now presents certificate %x", self._target, files.serial)
+            asyncio.get_running_loop().call_later(self._grace, lambda: asyncio.ensure_future(old.close()))
+        return self._channel
+
+    async def close(self) -> None:
+        if self._channel is not None:
+            await self._channel.close()
+            self._channel = None
+
+
+def _stamp(path: Path) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return (st.st_mtime_ns, st.st_size)

@@ -47,7 +47,7 @@ class OutboxRelay:
     def __init__(
         self,
         store: ResidentStore,
-        channel_factory: Callable[[], grpc.aio.Channel],
+        channel_factory: Callable[[], grpc.aio.Channel],  # the current channel (new after rotation)
         *,
         prefecture_code: str,
         batch_size: int = 500,
@@ -105,6 +105,10 @@ class OutboxRelay:
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self._wakeup.wait(), self._idle_poll)
                     continue
+                current = self._channel_factory()  # a new channel after certificate rotation
+                if current is not channel:
+                    channel = current
+                    stub = national_pb2_grpc.NationalStub(channel)  # type: ignore[no-untyped-call]
                 if await self._deliver(stub, batch):
                     continue
                 await self._sleep_backoff()
