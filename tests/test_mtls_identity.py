@@ -748,3 +748,30 @@ def test_expired_certificate_on_an_open_connection_is_audited_with_its_claim(
         pytest.skip("the connection was closed at expiry before a call could be refused")
     claimed = [e for e in _unauthenticated_entries(server) if e.get("serial") == f"{cert.serial_number:x}"]
     assert [e["claimed"] for e in claimed] == [EDUCATION_URI]
+
+
+# --- 11: protocol and suites (the /metrics ports match these: test_metrics_endpoint) ----------------
+
+
+def _tls12_suite(server: Server, ca_cert: Path, ciphers: str) -> str | None:
+    """The TLS 1.2 suite the gRPC port agrees to when offered only `ciphers`, None when it refuses."""
+    context = ssl.create_default_context(cafile=str(ca_cert))
+    context.maximum_version = ssl.TLSVersion.TLSv1_2
+    context.set_ciphers(ciphers)
+    context.set_alpn_protocols(["h2"])
+    leaf = leaf_of(Pki(server.settings.pki_path), "monitor/monitor-01")
+    context.load_cert_chain(str(leaf.cert), str(leaf.key))
+    host, port = server.settings.host, server.settings.prefecture_port
+    with socket.create_connection((host, port), timeout=5) as sock:
+        try:
+            with context.wrap_socket(sock, server_hostname=host) as tls:
+                cipher = tls.cipher()
+                return cipher[0] if cipher else None
+        except (ssl.SSLError, ConnectionError):
+            return None
+
+
+def test_grpc_port_speaks_tls12_with_aead_suites_only(server: Server, ca_cert: Path) -> None:
+    assert _tls12_suite(server, ca_cert, "ECDHE-ECDSA-AES128-GCM-SHA256") == "ECDHE-ECDSA-AES128-GCM-SHA256"
+    for cbc in ("ECDHE-ECDSA-AES128-SHA256", "ECDHE-ECDSA-AES256-SHA384", "ECDHE-ECDSA-AES128-SHA"):
+        assert _tls12_suite(server, ca_cert, f"{cbc}:@SECLEVEL=0") is None, cbc
