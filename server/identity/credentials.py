@@ -186,15 +186,10 @@ class PeerChannel:
             asyncio.get_running_loop().call_later(self._grace, lambda: asyncio.ensure_future(old.close()))
         return self._channel
 
-    async def close(self) -> None:
-        if self._channel is not None:
-            await self._channel.close()
-            self._channel = None
-
 
 def _stamp(path: Path) -> tuple[int, int] | None:
     try:
         st = os.stat(path)
-    except FileNotFoundError:
+    except OSError:
         return None
     return (st.st_mtime_ns, st.st_size)

@@ -140,14 +140,18 @@ class Issued:
 
     @classmethod
     def parse(cls, line: str) -> Issued:
-        obj = json.loads(line)
-        return cls(
-            int(obj["serial"], 16),
-            str(obj["name"]),
-            str(obj["uri"]),
-            datetime.fromisoformat(obj["not_before"]),
-            datetime.fromisoformat(obj["not_after"]),
-        )
+        """One log line; ValueError when it is not one."""
+        try:
+            obj = json.loads(line)
+            return cls(
+                int(obj["serial"], 16),
+                str(obj["name"]),
+                str(obj["uri"]),
+                datetime.fromisoformat(obj["not_before"]),
+                datetime.fromisoformat(obj["not_after"]),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"{ISSUED_LOG}: not an issuance record: {line[:80]!r}") from exc
 
 
 @dataclass(frozen=True)
