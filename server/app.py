@@ -163,7 +163,9 @@ async def _start(
     national = NATIONAL_SERVICE in services  # hears from the servers of every prefecture
 
     def known(policy: Policy) -> KnownIdentities:
-        return policy.known_identities(settings.prefecture_code, any_prefecture=national)
+        return policy.known_identities(
+            settings.prefecture_code, any_prefecture=national, registry=operators is not None
+        )
 
     identities = PeerIdentities(settings.trust_domain, revocations, known=known(policy))
     access = AccessInterceptor(

@@ -52,6 +52,11 @@ def test_rules_of_the_shipped_table(name: str, record_server: bool, national_ser
     assert policy.known_identities("24", any_prefecture=True)(who(name)) is national_server
 
 
+def test_without_an_operator_registry_no_operator_is_known() -> None:
+    known = Policy.load().known_identities("24", any_prefecture=True, registry=False)
+    assert not known(who("operator/op-0001")) and known(who("prefectural-server/24"))
+
+
 def test_a_policy_without_the_table_is_refused() -> None:
     raw = shipped()
     del raw["identities"]

@@ -26,7 +26,13 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from google.rpc import status_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2
-from juki.v1 import admin_pb2, admin_pb2_grpc, prefecture_pb2, prefecture_pb2_grpc, records_pb2
+from juki.v1 import (
+    admin_pb2,
+    admin_pb2_grpc,
+    prefecture_pb2,
+    prefecture_pb2_grpc,
+    records_pb2,
+)
 
 from clients.channel import channel_credentials
 from server.audit.query import query
@@ -662,6 +668,28 @@ def test_unregistered_operator_is_unauthenticated_on_every_method(
         with pytest.raises(grpc.RpcError) as info_:
             stub.ListOperators(admin_pb2.ListOperatorsRequest(), timeout=5)
     assert code_of(info_.value) == grpc.StatusCode.UNAUTHENTICATED  # not PERMISSION_DENIED: it is unknown
+
+
+@pytest.mark.parametrize("identity", ["operator/op-0001", "prefectural-server/23"])
+def test_the_national_server_knows_other_prefectures_but_no_operator(
+    server: Server, pki_dir: Path, tmp_path: Path, identity: str
+) -> None:
+    """The national server has no operator registry: a (registered elsewhere) operator is unknown there;
+    another prefecture's server is known (which changes it may send is the national server's check)."""
+    leaf = forge_leaf(pki_dir, tmp_path, cn=identity, uris=[f"spiffe://juki.mie/{identity}"])
+    credentials = leaf.credentials(Pki(pki_dir).ca_cert_path)
+    with grpc.secure_channel(server.settings.national_target, credentials) as channel:
+        ping = channel.unary_unary(
+            "/juki.v1.National/Ping",
+            request_serializer=prefecture_pb2.PingRequest.SerializeToString,
+            response_deserializer=prefecture_pb2.PingResponse.FromString,
+        )
+        if identity.startswith("operator/"):
+            with pytest.raises(grpc.RpcError) as info:
+                ping(prefecture_pb2.PingRequest(), timeout=5)
+            assert code_of(info.value) == grpc.StatusCode.UNAUTHENTICATED
+        else:
+            ping(prefecture_pb2.PingRequest(), timeout=5)
 
 
 @pytest.mark.parametrize("identity", ["municipal-cs/245623", "monitor/monitor-01", "fuhyo-server/24"])

@@ -37,7 +37,7 @@ class Grant:
 # Rules of the [identities] table for roles whose ids are not listed one by one.
 MUNICIPALITY = "municipality"  # a municipality code (市町村コード) of the deployment's prefecture
 PREFECTURE = "prefecture"  # the deployment's prefecture code; on the national server any code 01–47
-REGISTERED = "registered"  # any id: the server's operator registry decides, on every call
+REGISTERED = "registered"  # any id the server's operator registry holds (none where there is no registry)
 RULES = (MUNICIPALITY, PREFECTURE, REGISTERED)
 ALL_PREFECTURES = frozenset(f"{n:02d}" for n in range(1, 48))
 
@@ -49,7 +49,12 @@ class KnownIdentities:
     """
 
     def __init__(
-        self, table: dict[str, frozenset[str] | str], prefecture_code: str, *, any_prefecture: bool
+        self,
+        table: dict[str, frozenset[str] | str],
+        prefecture_code: str,
+        *,
+        any_prefecture: bool,
+        registry: bool,
     ) -> None:
         self._ids: dict[str, frozenset[str]] = {}
         self._any: set[str] = set()
@@ -59,7 +64,8 @@ class KnownIdentities:
             if entry == MUNICIPALITY:
                 self._ids[role] = municipalities
             elif entry == REGISTERED:
-                self._any.add(role)
+                if registry:  # a server without an operator registry knows no such identity
+                    self._any.add(role)
             elif entry == PREFECTURE:
                 self._ids[role] = prefectures
             elif isinstance(entry, frozenset):
@@ -101,10 +107,16 @@ class Policy:
         self._grants = grants
         self.identities = identities or {}
 
-    def known_identities(self, prefecture_code: str, *, any_prefecture: bool = False) -> KnownIdentities:
+    def known_identities(
+        self, prefecture_code: str, *, any_prefecture: bool = False, registry: bool = True
+    ) -> KnownIdentities:
         """The predicate of known identities for a server of the prefecture `prefecture_code`;
-        `any_prefecture` for the national server, which hears from every prefecture's servers."""
-        return KnownIdentities(self.identities, prefecture_code, any_prefecture=any_prefecture)
+        `any_prefecture` for the national server, which hears from every prefecture's servers;
+        `registry` False for a server without an operator registry (the national server): it knows no
+        identity of a "registered" role."""
+        return KnownIdentities(
+            self.identities, prefecture_code, any_prefecture=any_prefecture, registry=registry
+        )
 
     @classmethod
     def load(cls, path: Path | None = None) -> Policy:
