@@ -8,6 +8,7 @@ import queue
 import signal
 import socket
 import ssl
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -132,11 +133,26 @@ def test_sighup_rotates_the_server_certificate_without_dropping_connections(
         assert "juki.v1.Prefecture" in stream.ask()
         assert ping(open_channel) == 0
 
+        # Calls keep going on the open channel all through the rotation.
+        done, counts = threading.Event(), {"calls": 0, "failures": 0}
+
+        def keep_calling() -> None:
+            while not done.is_set() and counts["calls"] < 10_000:
+                counts["failures"] += ping(open_channel, calls=1)
+                counts["calls"] += 1
+
+        caller = threading.Thread(target=keep_calling)
+        caller.start()
         new = pki.issue(*SERVER_IDENTITY, overwrite=True)
         assert served_serial(server, pki) == old_serial  # control: not before the reload
         server.proc.send_signal(signal.SIGHUP)
         wait_for(lambda: served_serial(server, pki) == new.serial)
         assert served_serial(server, pki, server.settings.prefecture_metrics_port) == new.serial
+        switched = counts["calls"]
+        wait_for(lambda: counts["calls"] >= switched + 50)  # and well after it
+        done.set()
+        caller.join(timeout=30)
+        assert counts["calls"] > 0 and counts["failures"] == 0, counts
 
         assert "juki.v1.Prefecture" in stream.ask()  # the same call: the connection was not dropped
         assert ping(open_channel) == 0
