@@ -25,7 +25,10 @@ def pki() -> None:
 def init(settings: Settings, trust_domain: str | None) -> None:
     """Create the CA (refuses when one exists)."""
     p = Pki(settings.pki_path)
-    p.create_ca(trust_domain or settings.trust_domain)
+    try:
+        p.create_ca(trust_domain or settings.trust_domain)
+    except (FileExistsError, ValueError) as exc:
+        raise PkiError(str(exc)) from None
     click.echo(f"CA created in {p.directory}")
 
 

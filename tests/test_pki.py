@@ -358,3 +358,5 @@ def test_cli_revokes_a_replaced_certificate_and_refuses_unknown_ones_in_one_line
         assert "Traceback" not in refused.stderr and "KeyError" not in refused.stderr
     exists = _juki(tmp_path, "pki", "issue", "agency", "fire")
     assert exists.returncode == 2 and len(exists.stderr.strip().splitlines()) == 1, exists.stderr
+    again = _juki(tmp_path, "pki", "init")
+    assert again.returncode == 2 and len(again.stderr.strip().splitlines()) == 1, again.stderr
