@@ -2,7 +2,8 @@
 
 Every listener is mTLS (client certificate required and verified against the deployment CA) behind the
 same interceptor chain, with health and reflection. SIGTERM/SIGINT drain and stop; SIGHUP reloads the
-revocation list and the policy without dropping connections.
+revocation list, the policy, and the server's own certificate and CA bundle (also picked up when their
+files change) without dropping connections.
 
 The prefectural server may run as several worker processes on one port (`server.workers`): each worker
 builds its own server here with `start_prefecture(settings, worker=k)`; worker 0 alone runs the singleton
@@ -24,7 +25,6 @@ import grpc
 from google.protobuf.descriptor import ServiceDescriptor
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
-from grpc_reflection.v1alpha import reflection
 from juki.v1 import (
     admin_pb2,
     admin_pb2_grpc,
@@ -44,9 +44,10 @@ from server.backup import BackupKey, backup_schedule
 from server.domain import operators
 from server.domain.retention import erase_expired_persons
 from server.domain.search import PageTokens, Searcher
+from server.identity.credentials import PeerChannel, ServerTls
 from server.identity.peers import PeerIdentities, RevocationList
 from server.identity.pki import Pki, SpiffeId
-from server.identity.policy import Policy, PolicyError
+from server.identity.policy import KnownIdentities, Policy, PolicyError
 from server.observability.endpoint import MetricsEndpoint
 from server.observability.gauges import refresh_loop, set_static
 from server.propagation.my_number_link import MyNumberLink
@@ -58,6 +59,7 @@ from server.services.chain import AccessInterceptor, CallAuditor, OperatorLookup
 from server.services.fuhyo import FuhyoService
 from server.services.national import NationalService
 from server.services.prefecture import PrefectureService, jst_now
+from server.services.reflection import enable_reflection
 from server.settings import Settings
 from server.storage import registry as registry_dbs
 from server.storage.errors import is_storage_error
@@ -78,37 +80,8 @@ HEALTH_SERVICE = health_pb2.DESCRIPTOR.services_by_name["Health"]
 
 
 def server_credentials(pki: Pki, identity: str) -> grpc.ServerCredentials:
-    """TLS that requires a client certificate chained to the deployment CA."""
-    role, _, ident = identity.partition("/")
-    cert, key = pki.cert_paths(role, ident)
-    return grpc.ssl_server_credentials(
-        [(key.read_bytes(), cert.read_bytes())],
-        root_certificates=pki.ca_cert_path.read_bytes(),
-        require_client_auth=True,
-    )
-
-
-# A peer that returns is reconnected within a second (gRPC's default reconnect backoff grows to 120 s), and
-# a peer that stops answering on an open connection is noticed by keepalive pings while calls are waiting.
-PEER_CHANNEL_OPTIONS: tuple[tuple[str, int], ...] = (
-    ("grpc.initial_reconnect_backoff_ms", 100),
-    ("grpc.min_reconnect_backoff_ms", 100),
-    ("grpc.max_reconnect_backoff_ms", 1000),
-    ("grpc.keepalive_time_ms", 10_000),
-    ("grpc.keepalive_timeout_ms", 5_000),
-)
-
-
-def client_channel(pki: Pki, identity: str, target: str) -> grpc.aio.Channel:
-    """An mTLS channel to a peer server, presenting this server's own certificate."""
-    role, _, ident = identity.partition("/")
-    cert, key = pki.cert_paths(role, ident)
-    credentials = grpc.ssl_channel_credentials(
-        root_certificates=pki.ca_cert_path.read_bytes(),
-        private_key=key.read_bytes(),
-        certificate_chain=cert.read_bytes(),
-    )
-    return grpc.aio.secure_channel(target, credentials, options=PEER_CHANNEL_OPTIONS)
+    """TLS that requires a client certificate chained to the deployment CA (following the files)."""
+    return ServerTls(pki, identity).credentials()
 
 
 def open_store(
@@ -237,10 +210,18 @@ async def _start(
     `singletons`: this process runs the jobs that must run once per store (retention, store gauges)."""
     pki = Pki(settings.pki_path)
     revocations = RevocationList(pki.crl_path, pki.ca_cert_path, check_interval=settings.crl_check_interval)
-    identities = PeerIdentities(settings.trust_domain, revocations)
+    policy = Policy.load(settings.policy_path)
+    national = NATIONAL_SERVICE in services  # hears from the servers of every prefecture
+
+    def known(policy: Policy) -> KnownIdentities:
+        return policy.known_identities(
+            settings.prefecture_code, any_prefecture=national, registry=operators is not None
+        )
+
+    identities = PeerIdentities(settings.trust_domain, revocations, known=known(policy))
     access = AccessInterceptor(
         identities,
-        Policy.load(settings.policy_path),
+        policy,
         # the Admin service's `purpose` fields name what an approval is for, not the caller's purpose
         purpose_methods(*(s for s in services if s is not ADMIN_SERVICE)),
         operators=operators,
@@ -258,9 +239,9 @@ async def _start(
     add_servicers(server)
     health = HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
-    names = (*(s.full_name for s in services), HEALTH_SERVICE.full_name, reflection.SERVICE_NAME)
-    reflection.enable_server_reflection(names, server)
-    bound = server.add_secure_port(f"{settings.host}:{port}", server_credentials(pki, identity))
+    enable_reflection((*(s.full_name for s in services), HEALTH_SERVICE.full_name), server)
+    tls = ServerTls(pki, identity, check_interval=settings.crl_check_interval)
+    bound = server.add_secure_port(f"{settings.host}:{port}", tls.credentials())
     if bound == 0:
         raise RuntimeError(f"cannot listen on {settings.host}:{port}")
     for name in ("", *(s.full_name for s in services)):
@@ -269,8 +250,13 @@ async def _start(
 
     def reload() -> None:
         revocations.reload()
+        tls.reload()  # this server's own certificate and the CA bundle, for new connections
+        if running.metrics is not None:
+            running.metrics.reload_tls()
         try:
-            access.set_policy(Policy.load(settings.policy_path))
+            reloaded = Policy.load(settings.policy_path)
+            access.set_policy(reloaded)
+            identities.known = known(reloaded)
             log.info("revocation list and policy reloaded")
         except (PolicyError, OSError) as exc:
             log.error("policy reload refused, keeping the current policy: %s", exc)
@@ -423,12 +409,18 @@ async def start_prefecture(settings: Settings, *, worker: int = 0) -> RunningSer
     )
     pki = Pki(settings.pki_path)
 
-    def national_channel() -> grpc.aio.Channel:
-        return client_channel(pki, settings.prefecture_identity, settings.national_target)
+    def national_channel() -> PeerChannel:
+        return PeerChannel(
+            pki,
+            settings.prefecture_identity,
+            settings.national_target,
+            check_interval=settings.crl_check_interval,
+        )
 
+    relay_channel = national_channel()
     relay = OutboxRelay(
         store,
-        national_channel,
+        relay_channel,
         prefecture_code=settings.prefecture_code,
         batch_size=settings.relay_batch_size,
         backoff_initial=settings.relay_backoff_initial,
@@ -436,7 +428,7 @@ async def start_prefecture(settings: Settings, *, worker: int = 0) -> RunningSer
         idle_poll=settings.relay_idle_poll,
         timeout=settings.national_timeout,
     )
-    national = NationalClient(national_channel, timeout=settings.national_timeout)
+    national = NationalClient(national_channel(), timeout=settings.national_timeout)
     registry = Registry(store.env)
     policy_ref: list[AccessInterceptor] = []
     service = PrefectureService(
@@ -482,6 +474,7 @@ async def start_prefecture(settings: Settings, *, worker: int = 0) -> RunningSer
     async def stop_relay() -> None:
         relay.stop()
         await national.close()
+        await relay_channel.close()
 
     running.on_stop.append(stop_relay)
     if singletons:
@@ -526,7 +519,12 @@ async def start_fuhyo(settings: Settings) -> RunningServer:
     pki = Pki(settings.pki_path)
     tempstore = TempStore(settings.path(settings.tempstore_dir), ttl=settings.tempstore_ttl)
     link = MyNumberLink(
-        lambda: client_channel(pki, settings.fuhyo_identity, settings.prefecture_target),
+        PeerChannel(
+            pki,
+            settings.fuhyo_identity,
+            settings.prefecture_target,
+            check_interval=settings.crl_check_interval,
+        ),
         timeout=settings.national_timeout,
     )
     registry = Registry(store.env)

@@ -24,9 +24,18 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from google.rpc import status_pb2
-from juki.v1 import prefecture_pb2, prefecture_pb2_grpc, records_pb2
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2
+from juki.v1 import (
+    admin_pb2,
+    admin_pb2_grpc,
+    prefecture_pb2,
+    prefecture_pb2_grpc,
+    records_pb2,
+)
 
 from clients.channel import channel_credentials
+from server.audit.query import query
 from server.identity.pki import DEV_IDENTITIES, Pki, spiffe_id_of_pem
 from server.seed.population import generate
 from tests.conftest import Server, make_server
@@ -35,6 +44,7 @@ POLICE = "agency/police"
 POLICE_PURPOSE = "bt6-police-driving-licence"
 EDUCATION = "agency/education"
 EDUCATION_PURPOSE = "bt6-education-teacher-licence"
+EDUCATION_URI = "spiffe://juki.mie/agency/education"
 OWN_SEEDED = 200  # the servers this module starts itself need only a few residents
 POLL_LIMIT = 5.0  # revocation must show within this (the server re-reads crl.pem at most every 0.25 s)
 
@@ -183,6 +193,9 @@ def forge_leaf(
     uris: Sequence[str] | None,
     dns: Sequence[str] = (),
     signed_by: str | None = None,
+    ca: bool = False,
+    usages: Sequence[x509.ObjectIdentifier] = (ExtendedKeyUsageOID.CLIENT_AUTH,),
+    lifetime: timedelta = timedelta(days=1),
 ) -> Leaf:
     """A client certificate with whatever (possibly wrong) SANs we choose, signed by the deployment CA.
 
@@ -206,9 +219,9 @@ def forge_leaf(
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - timedelta(minutes=5))
-        .not_valid_after(now + timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+        .not_valid_after(now + lifetime)
+        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+        .add_extension(x509.ExtendedKeyUsage(list(usages)), critical=False)
         .add_extension(
             x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer_key.public_key()), critical=False
         )
@@ -357,15 +370,14 @@ def test_expired_certificate_of_the_real_ca_fails_the_handshake(
 
 
 def test_certificate_expiring_on_an_open_connection_stops_being_served(
-    server: Server, record: Any, ca_cert: Path, pki_dir: Path, connect: Connect
+    server: Server, record: Any, ca_cert: Path, pki_dir: Path, tmp_path: Path, connect: Connect
 ) -> None:
-    # A fresh identity in the shared PKI (only added, never revoked); valid for two to three more seconds.
-    info = Pki(pki_dir).issue(
-        "agency", "expiring-mtls", not_after=datetime.now(UTC) + timedelta(seconds=3), overwrite=True
-    )
-    stub = connect(server, Leaf(info.cert_path, info.key_path).credentials(ca_cert))
+    # A second certificate of a known identity, valid for three more seconds (the PKI directory's stays).
+    leaf = forge_leaf(pki_dir, tmp_path, cn=EDUCATION, uris=[EDUCATION_URI], lifetime=timedelta(seconds=3))
+    not_after = x509.load_pem_x509_certificate(leaf.cert.read_bytes()).not_valid_after_utc
+    stub = connect(server, leaf.credentials(ca_cert))
     stub.Ping(prefecture_pb2.PingRequest(), timeout=5)  # connected (and identified) while still valid
-    time.sleep(max(0.0, (info.not_after - datetime.now(UTC)).total_seconds()) + 1.1)
+    time.sleep(max(0.0, (not_after - datetime.now(UTC)).total_seconds()) + 1.1)
     error = refused(stub.Ping, prefecture_pb2.PingRequest())
     assert code_of(error) in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.UNAVAILABLE), error
     assert_no_record_data(error, record)
@@ -474,9 +486,9 @@ def test_identity_not_of_this_deployment_gets_unauthenticated(
 def test_identity_is_the_uri_san_never_the_cn(
     server: Server, record: Any, ca_cert: Path, pki_dir: Path, tmp_path: Path, connect: Connect
 ) -> None:
-    leaf = forge_leaf(pki_dir, tmp_path, cn=POLICE, uris=["spiffe://juki.mie/monitor/x"])
+    leaf = forge_leaf(pki_dir, tmp_path, cn=POLICE, uris=["spiffe://juki.mie/monitor/monitor-01"])
     stub = connect(server, leaf.credentials(ca_cert))
-    # Authenticated (as monitor/x: every role may Ping) …
+    # Authenticated (as monitor/monitor-01: every known identity may Ping) …
     stub.Ping(prefecture_pb2.PingRequest(), timeout=5)
     # … but a monitor may not Lookup, whatever the CN says.
     error = refused(stub.Lookup, police_lookup(record))
@@ -547,3 +559,247 @@ def test_sighup_reloads_the_revocation_list_at_once(
     assert code_of(error) == grpc.StatusCode.UNAUTHENTICATED, error
     assert_no_record_data(error, record)
     assert own.server.proc.poll() is None
+
+
+# --- 9: certificates that are never a client identity; unknown ids of known roles -------------------
+
+
+def _health(channel: grpc.Channel) -> Any:
+    stub: Any = health_pb2_grpc.HealthStub(channel)
+    return stub.Check(health_pb2.HealthCheckRequest(), timeout=5)
+
+
+def _reflection(channel: grpc.Channel, version: str) -> Any:
+    call = channel.stream_stream(
+        f"/grpc.reflection.{version}.ServerReflection/ServerReflectionInfo",
+        request_serializer=reflection_pb2.ServerReflectionRequest.SerializeToString,
+        response_deserializer=reflection_pb2.ServerReflectionResponse.FromString,
+    )
+    return list(call(iter([reflection_pb2.ServerReflectionRequest(list_services="")]), timeout=5))
+
+
+def assert_unauthenticated_everywhere(
+    server: Server, credentials: grpc.ChannelCredentials, record: Any, *, or_handshake: bool = False
+) -> None:
+    """Lookup, Ping, health and both reflection versions: UNAUTHENTICATED (or, with `or_handshake`, refused
+    at the handshake already), no record data."""
+    with grpc.secure_channel(server.settings.prefecture_target, credentials) as channel:
+        stub: Any = prefecture_pb2_grpc.PrefectureStub(channel)  # type: ignore[no-untyped-call]
+        calls: list[Callable[[], Any]] = [
+            lambda: stub.Lookup(police_lookup(record), timeout=5),
+            lambda: stub.Ping(prefecture_pb2.PingRequest(), timeout=5),
+            lambda: _health(channel),
+            lambda: _reflection(channel, "v1"),
+            lambda: _reflection(channel, "v1alpha"),
+        ]
+        for call in calls:
+            with pytest.raises(grpc.RpcError) as info:
+                call()
+            if or_handshake and code_of(info.value) == grpc.StatusCode.UNAVAILABLE:
+                assert_refused_at_handshake(info.value, record)
+                continue
+            assert code_of(info.value) == grpc.StatusCode.UNAUTHENTICATED, info.value
+            assert_no_record_data(info.value, record)
+
+
+@pytest.mark.parametrize(
+    "case",
+    ["ca-true", "server-auth-only"],
+)
+def test_certificate_made_for_no_client_is_never_an_identity(
+    server: Server, record: Any, ca_cert: Path, pki_dir: Path, tmp_path: Path, case: str
+) -> None:
+    """The real agency/police URI SAN, signed by the deployment CA, but a CA certificate or one without the
+    clientAuth usage: never a client identity."""
+    options: dict[str, Any] = (
+        {"ca": True} if case == "ca-true" else {"usages": [ExtendedKeyUsageOID.SERVER_AUTH]}
+    )
+    leaf = forge_leaf(pki_dir, tmp_path, cn=POLICE, uris=["spiffe://juki.mie/agency/police"], **options)
+    # (TLS itself refuses a client certificate without clientAuth; CA:TRUE passes TLS and is refused here)
+    assert_unauthenticated_everywhere(
+        server, leaf.credentials(ca_cert), record, or_handshake=case == "server-auth-only"
+    )
+    # control: the same forgery as an ordinary client certificate is served
+    good = forge_leaf(pki_dir, tmp_path / "good", cn=POLICE, uris=["spiffe://juki.mie/agency/police"])
+    with grpc.secure_channel(server.settings.prefecture_target, good.credentials(ca_cert)) as channel:
+        stub: Any = prefecture_pb2_grpc.PrefectureStub(channel)  # type: ignore[no-untyped-call]
+        assert stub.Lookup(police_lookup(record), timeout=5).record.resident_code == record.resident_code
+
+
+@pytest.mark.parametrize(
+    "identity",
+    [
+        "agency/fire",  # a role the policy knows, an id it names nowhere
+        "department/police",
+        "municipal-cs/232017",  # 名古屋市: a municipality, but not of this prefecture
+        "municipal-cs/999999",
+        "prefectural-server/99",
+        "prefectural-server/23",  # 愛知県's server: known to the national server only
+        "fuhyo-server/13",
+        "monitor/monitor-99",
+        "admin/admin-99",
+        "national/other",
+    ],
+)
+def test_unknown_id_of_a_known_role_gets_unauthenticated_on_every_method(
+    server: Server, record: Any, ca_cert: Path, pki_dir: Path, tmp_path: Path, identity: str
+) -> None:
+    leaf = forge_leaf(pki_dir, tmp_path, cn=identity, uris=[f"spiffe://juki.mie/{identity}"])
+    assert_unauthenticated_everywhere(server, leaf.credentials(ca_cert), record)
+
+
+def test_issued_certificate_of_an_unknown_id_gets_unauthenticated(
+    server: Server, record: Any, ca_cert: Path, pki_dir: Path
+) -> None:
+    """`juki pki issue agency fire` alone does not make agency/fire a caller (the policy must list it)."""
+    info = Pki(pki_dir).issue("agency", "fire", overwrite=True)
+    leaf = Leaf(info.cert_path, info.key_path)
+    assert_unauthenticated_everywhere(server, leaf.credentials(ca_cert), record)
+
+
+def test_unregistered_operator_is_unauthenticated_on_every_method(
+    server: Server, record: Any, pki_dir: Path
+) -> None:
+    info = Pki(pki_dir).issue("operator", "op-unknown-mtls", overwrite=True)
+    credentials = Leaf(info.cert_path, info.key_path).credentials(Pki(pki_dir).ca_cert_path)
+    assert_unauthenticated_everywhere(server, credentials, record)
+    with grpc.secure_channel(server.settings.prefecture_target, credentials) as channel:
+        stub: Any = admin_pb2_grpc.AdminStub(channel)  # type: ignore[no-untyped-call]
+        with pytest.raises(grpc.RpcError) as info_:
+            stub.ListOperators(admin_pb2.ListOperatorsRequest(), timeout=5)
+    assert code_of(info_.value) == grpc.StatusCode.UNAUTHENTICATED  # not PERMISSION_DENIED: it is unknown
+
+
+@pytest.mark.parametrize("identity", ["operator/op-0001", "prefectural-server/23"])
+def test_the_national_server_knows_other_prefectures_but_no_operator(
+    server: Server, pki_dir: Path, tmp_path: Path, identity: str
+) -> None:
+    """The national server has no operator registry: a (registered elsewhere) operator is unknown there;
+    another prefecture's server is known (which changes it may send is the national server's check)."""
+    leaf = forge_leaf(pki_dir, tmp_path, cn=identity, uris=[f"spiffe://juki.mie/{identity}"])
+    credentials = leaf.credentials(Pki(pki_dir).ca_cert_path)
+    with grpc.secure_channel(server.settings.national_target, credentials) as channel:
+        ping = channel.unary_unary(
+            "/juki.v1.National/Ping",
+            request_serializer=prefecture_pb2.PingRequest.SerializeToString,
+            response_deserializer=prefecture_pb2.PingResponse.FromString,
+        )
+        if identity.startswith("operator/"):
+            with pytest.raises(grpc.RpcError) as info:
+                ping(prefecture_pb2.PingRequest(), timeout=5)
+            assert code_of(info.value) == grpc.StatusCode.UNAUTHENTICATED
+        else:
+            ping(prefecture_pb2.PingRequest(), timeout=5)
+
+
+@pytest.mark.parametrize("identity", ["municipal-cs/245623", "monitor/monitor-01", "fuhyo-server/24"])
+def test_known_identities_are_served_ping_health_and_reflection(server: Server, identity: str) -> None:
+    """Control: identities of the policy's [identities] table (a list, or a rule) are served."""
+    credentials = channel_credentials(Pki(server.settings.pki_path), identity)
+    with grpc.secure_channel(server.settings.prefecture_target, credentials) as channel:
+        prefecture_pb2_grpc.PrefectureStub(channel).Ping(prefecture_pb2.PingRequest(), timeout=5)  # type: ignore[no-untyped-call]
+        assert _health(channel).status == health_pb2.HealthCheckResponse.SERVING
+        for version in ("v1", "v1alpha"):
+            (reply,) = _reflection(channel, version)
+            assert "juki.v1.Prefecture" in {s.name for s in reply.list_services_response.service}
+
+
+def test_sighup_reloads_the_known_identities(
+    own_deployment: Callable[..., Deployment], tmp_path: Path, connect: Connect
+) -> None:
+    """Adding an identity: list it in [identities], issue its certificate, SIGHUP (no restart)."""
+    policy = tmp_path / "policy.toml"
+    text = (Path(__file__).parents[1] / "server" / "policy.toml").read_text(encoding="utf-8")
+    policy.write_text(text, encoding="utf-8")
+    own = own_deployment(policy_file=policy, with_national=False, crl_check_interval=3600.0)
+    assert own.server.proc is not None
+    info = own.pki.issue("agency", "fire")
+    fire = connect(own.server, Leaf(info.cert_path, info.key_path).credentials(own.pki.ca_cert_path))
+    error = refused(fire.Ping, prefecture_pb2.PingRequest())
+    assert code_of(error) == grpc.StatusCode.UNAUTHENTICATED
+
+    listed = 'agency = ["police", "education"]'
+    assert listed in text
+    policy.write_text(text.replace(listed, 'agency = ["police", "education", "fire"]'), encoding="utf-8")
+    own.server.proc.send_signal(signal.SIGHUP)
+    deadline = time.monotonic() + POLL_LIMIT
+    while True:
+        try:
+            fire.Ping(prefecture_pb2.PingRequest(), timeout=5)
+            break
+        except grpc.RpcError as exc:
+            assert code_of(exc) == grpc.StatusCode.UNAUTHENTICATED
+            assert time.monotonic() < deadline, "agency/fire still unknown after SIGHUP"
+            time.sleep(0.05)
+    record = active(own.records)
+    # known now, but granted nothing beyond Ping: a lookup is PERMISSION_DENIED, no data
+    denied = refused(fire.Lookup, police_lookup(record))
+    assert code_of(denied) == grpc.StatusCode.PERMISSION_DENIED
+    assert_no_record_data(denied, record)
+
+
+# --- 10: a refused certificate is audited with the identity it claims and its serial ----------------
+
+
+def _unauthenticated_entries(server: Server) -> list[dict[str, Any]]:
+    return list(query(server.settings.path(server.settings.audit_dir), outcome="UNAUTHENTICATED"))
+
+
+def test_revoked_certificate_is_audited_with_its_claimed_identity_and_serial(
+    own_deployment: Callable[..., Deployment], connect: Connect
+) -> None:
+    own = own_deployment(with_national=False)
+    record = active(own.records)
+    police = connect(own.server, leaf_of(own.pki, POLICE).credentials(own.pki.ca_cert_path))
+    police.Lookup(police_lookup(record), timeout=5)
+    revoked = own.pki.revoke(POLICE)
+    assert code_of(first_refusal(police.Lookup, police_lookup(record))) == grpc.StatusCode.UNAUTHENTICATED
+    entries = [e for e in _unauthenticated_entries(own.server) if e["method"].endswith("/Lookup")]
+    assert entries, "no UNAUTHENTICATED entry"
+    entry = entries[-1]
+    assert entry["claimed"] == "spiffe://juki.mie/agency/police"
+    assert entry["serial"] == f"{revoked.serial:x}"
+    assert entry["caller"] == "" and entry["role"] == ""  # a claim, never an authenticated caller
+    assert entry["subjects"] and entry["items"] == []
+
+
+def test_expired_certificate_on_an_open_connection_is_audited_with_its_claim(
+    server: Server, ca_cert: Path, pki_dir: Path, tmp_path: Path, connect: Connect
+) -> None:
+    leaf = forge_leaf(pki_dir, tmp_path, cn="x", uris=[EDUCATION_URI], lifetime=timedelta(seconds=2))
+    cert = x509.load_pem_x509_certificate(leaf.cert.read_bytes())
+    stub = connect(server, leaf.credentials(ca_cert))
+    stub.Ping(prefecture_pb2.PingRequest(), timeout=5)
+    time.sleep(max(0.0, (cert.not_valid_after_utc - datetime.now(UTC)).total_seconds()) + 1.1)
+    error = refused(stub.Ping, prefecture_pb2.PingRequest())
+    if code_of(error) == grpc.StatusCode.UNAVAILABLE:
+        pytest.skip("the connection was closed at expiry before a call could be refused")
+    claimed = [e for e in _unauthenticated_entries(server) if e.get("serial") == f"{cert.serial_number:x}"]
+    assert [e["claimed"] for e in claimed] == [EDUCATION_URI]
+
+
+# --- 11: protocol and suites (the /metrics ports match these: test_metrics_endpoint) ----------------
+
+
+def _tls12_suite(server: Server, ca_cert: Path, ciphers: str) -> str | None:
+    """The TLS 1.2 suite the gRPC port agrees to when offered only `ciphers`, None when it refuses."""
+    context = ssl.create_default_context(cafile=str(ca_cert))
+    context.maximum_version = ssl.TLSVersion.TLSv1_2
+    context.set_ciphers(ciphers)
+    context.set_alpn_protocols(["h2"])
+    leaf = leaf_of(Pki(server.settings.pki_path), "monitor/monitor-01")
+    context.load_cert_chain(str(leaf.cert), str(leaf.key))
+    host, port = server.settings.host, server.settings.prefecture_port
+    with socket.create_connection((host, port), timeout=5) as sock:
+        try:
+            with context.wrap_socket(sock, server_hostname=host) as tls:
+                cipher = tls.cipher()
+                return cipher[0] if cipher else None
+        except (ssl.SSLError, ConnectionError):
+            return None
+
+
+def test_grpc_port_speaks_tls12_with_aead_suites_only(server: Server, ca_cert: Path) -> None:
+    assert _tls12_suite(server, ca_cert, "ECDHE-ECDSA-AES128-GCM-SHA256") == "ECDHE-ECDSA-AES128-GCM-SHA256"
+    for cbc in ("ECDHE-ECDSA-AES128-SHA256", "ECDHE-ECDSA-AES256-SHA384", "ECDHE-ECDSA-AES128-SHA"):
+        assert _tls12_suite(server, ca_cert, f"{cbc}:@SECLEVEL=0") is None, cbc

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import ipaddress
 import stat
+import subprocess
+import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -300,3 +302,61 @@ def test_ensure_dev(tmp_path: Path) -> None:
 
     with pytest.raises(ValueError):
         p.ensure_dev("other.domain", DEV_IDENTITIES)
+
+
+# --- replacing revokes; every certificate ever issued can be revoked (the issuance log) --------------
+
+
+def test_overwrite_revokes_the_replaced_certificate(pki: Pki) -> None:
+    first = pki.issue("agency", "police")
+    second = pki.issue("agency", "police", overwrite=True)
+    third = pki.issue("agency", "police", overwrite=True)
+    assert load_revoked_serials(pki.crl_path, pki.ca_cert_path) == {first.serial, second.serial}
+    assert {i.name: i.revoked for i in pki.list()} == {"agency/police": False}
+    assert [i.serial for i in pki.issued()] == [first.serial, second.serial, third.serial]
+
+
+def test_every_certificate_ever_issued_can_be_revoked_by_serial(pki: Pki) -> None:
+    gone = pki.issue("agency", "education")
+    gone.cert_path.unlink()  # its file is gone; the issuance log still knows it
+    kept = pki.issue("department", "tax")
+    assert pki.revoke(f"{gone.serial:x}").name == "agency/education"  # hex as `pki issue` prints it
+    assert pki.revoke(f"0x{kept.serial:X}").serial == kept.serial
+    assert pki.revoke(str(kept.serial)).serial == kept.serial  # decimal; idempotent
+    assert load_revoked_serials(pki.crl_path, pki.ca_cert_path) == {gone.serial, kept.serial}
+    replaced = pki.issue("department", "tax", overwrite=True)
+    assert pki.revoke(kept.serial).revoked  # a replaced one, again: no error
+    assert replaced.serial not in load_revoked_serials(pki.crl_path, pki.ca_cert_path)
+    for unknown in ("0x1234", "nonsense", "agency/nobody", 99):
+        with pytest.raises(KeyError):
+            pki.revoke(unknown)
+    line = pki.issued_path.read_text().splitlines()[0]
+    assert f'"serial": "{gone.serial:x}"' in line and '"name": "agency/education"' in line
+
+
+def _juki(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    juki = Path(sys.executable).with_name("juki")
+    return subprocess.run(
+        [str(juki), "--home", str(home), *args], capture_output=True, text=True, timeout=60, check=False
+    )
+
+
+def test_cli_revokes_a_replaced_certificate_and_refuses_unknown_ones_in_one_line(tmp_path: Path) -> None:
+    assert _juki(tmp_path, "pki", "init").returncode == 0
+    old = _juki(tmp_path, "pki", "issue", "agency", "fire")
+    serial = old.stdout.split("serial=")[1].split()[0]
+    replaced = _juki(tmp_path, "pki", "issue", "agency", "fire", "--overwrite")
+    assert replaced.returncode == 0, replaced.stderr
+    again = _juki(tmp_path, "pki", "revoke", serial)
+    assert again.returncode == 0 and f"serial={serial}" in again.stdout, again.stderr
+    listing = _juki(tmp_path, "pki", "list", "--all").stdout.splitlines()
+    assert [line.split()[-1] for line in listing] == ["REVOKED", "valid"]
+    for unknown in ("0xdeadbeef", "agency/nobody", "not-a-serial"):
+        refused = _juki(tmp_path, "pki", "revoke", unknown)
+        assert refused.returncode == 2
+        assert refused.stdout == "" and len(refused.stderr.strip().splitlines()) == 1, refused.stderr
+        assert "Traceback" not in refused.stderr and "KeyError" not in refused.stderr
+    exists = _juki(tmp_path, "pki", "issue", "agency", "fire")
+    assert exists.returncode == 2 and len(exists.stderr.strip().splitlines()) == 1, exists.stderr
+    again = _juki(tmp_path, "pki", "init")
+    assert again.returncode == 2 and len(again.stderr.strip().splitlines()) == 1, again.stderr

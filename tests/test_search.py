@@ -139,6 +139,29 @@ def test_a_page_token_is_bound_to_its_search(server: Server) -> None:
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
 
 
+@pytest.mark.parametrize(
+    ("caller", "purpose"),
+    [("operator/op-0001", PURPOSE), (OPERATOR, "disclosure"), ("operator/op-0001", "disclosure")],
+)
+def test_a_page_token_is_bound_to_its_caller_and_purpose(server: Server, caller: str, purpose: str) -> None:
+    """A token handed to another operator, or used under another purpose (both granted the search itself),
+    is refused as INVALID_ARGUMENT with no results; the same caller and purpose go on with it."""
+    criteria: dict[str, Any] = {"address_prefix": "三重県津市", "sex": R.SEX_MALE, "page_size": 2}
+    page = search(server, **criteria)
+    assert page.next_page_token
+    own = prefecture_pb2.SearchRequest(purpose=purpose, **criteria)
+    server.stub(caller).Search(own, timeout=10)  # control: this caller may search for this purpose
+    other = prefecture_pb2.SearchRequest(purpose=purpose, page_token=page.next_page_token, **criteria)
+    with pytest.raises(grpc.RpcError) as info:
+        server.stub(caller).Search(other, timeout=10)
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "page_token" in str(info.value.details())
+    again = search(server, page_token=page.next_page_token, **criteria)
+    assert again.results and not {v.resident_code for v in again.results} & {
+        v.resident_code for v in page.results
+    }
+
+
 def test_results_are_capped(server: Server) -> None:
     """The server's cap (search_max_results) ends a long walk with capped=True."""
     token = ""

@@ -50,9 +50,13 @@ ENTRY_TYPES: dict[str, type] = {
     "subjects": list,
     "time": str,
 }
-# Keys an entry carries only when set (older entries, and most entries, have none of them).
+# Keys an entry carries only when set (older entries, and most entries, have none of them): on whose behalf
+# a server called, and a refused certificate's claimed identity and its serial (hex), recorded with caller
+# "" since the claim was never authenticated.
 OPTIONAL_TYPES: dict[str, type] = {
     "requester": str,  # SPIFFE ID on whose behalf a server called (FetchMyNumber, National.Query)
+    "claimed": str,
+    "serial": str,
 }
 
 
@@ -70,10 +74,10 @@ class AuditEvent:
     request_id: str = ""
     source: str = ""  # "LOCAL" / "NATIONAL" for forwarded answers
     count: int = 0  # records returned (or notices applied)
-    kind: str = (
-        ""  # "provision" for 提供 / 移転, "intent" for the durable intent of a writing call, "" otherwise
-    )
+    kind: str = ""  # "provision" (提供 / 移転), "intent" (a writing call, before it writes), or ""
     requester: str = ""  # on whose behalf a server called; written only when set
+    claimed: str = ""  # refused for its certificate: the SPIFFE ID it claims (caller stays "")
+    serial: str = ""  # … and the certificate's serial, lowercase hex
 
 
 def jst_now() -> dt.datetime:
@@ -110,13 +114,15 @@ def encode_entry(event: AuditEvent, seq: int, time: str, prev: str) -> tuple[str
     `time` and `prev` are produced by the trail itself (ASCII, nothing to escape). The result is
     byte-identical to `canonical()` of the same dict (checked by the tests on awkward strings).
     """
-    head = f'{{"caller":{_json_str(event.caller)},"count":{int(event.count)}'
+    claimed = f',"claimed":{_json_str(event.claimed)}' if event.claimed else ""
+    serial = f',"serial":{_json_str(event.serial)}' if event.serial else ""
+    head = f'{{"caller":{_json_str(event.caller)}{claimed},"count":{int(event.count)}'
     tail = (
         f',"items":{_str_list(event.items)},"kind":{_json_str(event.kind)}'
         f',"method":{_json_str(event.method)},"outcome":{_json_str(event.outcome)},"prev":"{prev}"'
         f',"purpose":{_json_str(event.purpose)},"request_id":{_json_str(event.request_id)}'
         f"{_optional('requester', event.requester)}"
-        f',"role":{_json_str(event.role)},"seq":{seq},"source":{_json_str(event.source)}'
+        f',"role":{_json_str(event.role)},"seq":{seq}{serial},"source":{_json_str(event.source)}'
         f',"subjects":{_str_list(event.subjects)},"time":"{time}"}}'
     )
     digest = hashlib.sha256((head + tail).encode()).hexdigest()
@@ -135,8 +141,10 @@ def parse_entry(raw: bytes) -> dict[str, Any] | None:
         return None
     if not isinstance(obj, dict) or obj.keys() - OPTIONAL_TYPES.keys() != ENTRY_TYPES.keys():
         return None
-    for key, kind in ENTRY_TYPES.items():
-        value = obj[key]
+    if len(obj) > len(ENTRY_TYPES) and not obj.keys() - ENTRY_TYPES.keys() <= OPTIONAL_TYPES.keys():
+        return None
+    for key, value in obj.items():
+        kind = ENTRY_TYPES.get(key) or OPTIONAL_TYPES[key]
         if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
             return None
     for key, kind in OPTIONAL_TYPES.items():

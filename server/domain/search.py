@@ -3,7 +3,7 @@
 At least two of the four are required. The most selective index is scanned (name, then date of birth, then
 address); other criteria filter the entries. A request examines at most `scan_limit` index entries and a
 search returns at most `max_results` in all, so every call is bounded; page tokens are sealed so that they
-reveal nothing about the index.
+reveal nothing about the index, and bound to the search, the caller and the purpose.
 """
 
 from __future__ import annotations
@@ -154,14 +154,18 @@ class Searcher:
     max_results: int = 1000
 
     def search(
-        self, store: ResidentStore, request: prefecture_pb2.SearchRequest, *, today: dt.date
+        self, store: ResidentStore, request: prefecture_pb2.SearchRequest, *, caller: str, today: dt.date
     ) -> tuple[list[records_pb2.ResidentRecord], str, bool]:
-        """(records, next page token, capped); DomainError (INVALID_ARGUMENT) for a bad request or token."""
+        """(records, next page token, capped); DomainError (INVALID_ARGUMENT) for a bad request or token.
+
+        `caller` (SPIFFE ID) and the request's purpose are bound into the page token: another caller, or the
+        same one under another purpose, cannot go on with it."""
         query = parse_query(request, today=today)
         v = Violations()
         val.check_request_id(v, "request_id", request.request_id)
         v.raise_if_any()
-        cursor = self.tokens.open(query, request.page_token) if request.page_token else None
+        bound = (caller, request.purpose)
+        cursor = self.tokens.open(query, request.page_token, *bound) if request.page_token else None
         with store.reader() as tx:
             page = run_search(
                 tx,
@@ -171,22 +175,30 @@ class Searcher:
                 scan_limit=self.scan_limit,
                 max_results=self.max_results,
             )
-        token = self.tokens.seal(query, page.next_cursor) if page.next_cursor else ""
+        token = self.tokens.seal(query, page.next_cursor, *bound) if page.next_cursor else ""
         return page.records, token, page.capped
 
 
 class PageTokens:
-    """Seals cursors into opaque page tokens bound to their query (AES-256-GCM)."""
+    """Seals cursors into opaque page tokens (AES-256-GCM), bound to their query, to the caller and to the
+    purpose it stated (associated data: a token opens only for the same three)."""
 
     def __init__(self, secret: bytes) -> None:
         self._aead = AESGCM(hmac.digest(secret, b"juki search page token v1", "sha256"))
 
-    def seal(self, query: SearchQuery, cursor: Cursor) -> str:
+    @staticmethod
+    def _bound(caller: str, purpose: str) -> bytes:
+        return b"juki page token\x1f" + caller.encode() + b"\x1f" + purpose.encode()
+
+    def seal(self, query: SearchQuery, cursor: Cursor, caller: str, purpose: str) -> str:
         body = _TOKEN_HEAD.pack(query.digest(), cursor.index, cursor.returned) + cursor.last_key
         nonce = os.urandom(12)
-        return base64.urlsafe_b64encode(nonce + self._aead.encrypt(nonce, body, None)).decode()
+        sealed = self._aead.encrypt(nonce, body, self._bound(caller, purpose))
+        return base64.urlsafe_b64encode(nonce + sealed).decode()
 
-    def open(self, query: SearchQuery, token: str) -> Cursor:
+    def open(self, query: SearchQuery, token: str, caller: str, purpose: str) -> Cursor:
+        """The cursor of a token of this query, caller and purpose; anything else is INVALID_ARGUMENT,
+        with one message whatever differs."""
         invalid = DomainError(
             ErrorKind.INVALID_ARGUMENT,
             "page_token is not a token of this search",
@@ -195,9 +207,11 @@ class PageTokens:
         )
         try:
             raw = base64.urlsafe_b64decode(token.encode())
-            body = self._aead.decrypt(raw[:12], raw[12:], None)
+            body = self._aead.decrypt(raw[:12], raw[12:], self._bound(caller, purpose))
         except (ValueError, InvalidTag) as exc:
             raise invalid from exc
+        if len(body) < _TOKEN_HEAD.size:
+            raise invalid
         digest, index, returned = _TOKEN_HEAD.unpack(body[: _TOKEN_HEAD.size])
         if digest != query.digest() or index >= len(_INDEXES):
             raise invalid

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import ipaddress
+import json
 import os
 import re
 import secrets
@@ -112,6 +113,47 @@ class SpiffeId:
         return self.uri
 
 
+ISSUED_LOG = "issued.log"  # one JSON line per certificate the CA ever issued (serial, name, validity)
+
+
+@dataclass(frozen=True)
+class Issued:
+    """One line of the issuance log: a certificate the CA issued, whether or not its file still exists."""
+
+    serial: int
+    name: str
+    uri: str
+    not_before: datetime
+    not_after: datetime
+
+    def line(self) -> str:
+        return json.dumps(
+            {
+                "serial": f"{self.serial:x}",
+                "name": self.name,
+                "uri": self.uri,
+                "not_before": self.not_before.isoformat(),
+                "not_after": self.not_after.isoformat(),
+            },
+            sort_keys=True,
+        )
+
+    @classmethod
+    def parse(cls, line: str) -> Issued:
+        """One log line; ValueError when it is not one."""
+        try:
+            obj = json.loads(line)
+            return cls(
+                int(obj["serial"], 16),
+                str(obj["name"]),
+                str(obj["uri"]),
+                datetime.fromisoformat(obj["not_before"]),
+                datetime.fromisoformat(obj["not_after"]),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"{ISSUED_LOG}: not an issuance record: {line[:80]!r}") from exc
+
+
 @dataclass(frozen=True)
 class CertInfo:
     """One issued leaf certificate as found on disk."""
@@ -201,7 +243,8 @@ def load_revoked_serials(crl_path: Path, ca_cert_path: Path) -> frozenset[int]:
     return frozenset(entry.serial_number for entry in _load_crl(crl_path, ca_cert))
 
 
-def _spiffe_of_cert(cert: x509.Certificate) -> SpiffeId:
+def spiffe_of_cert(cert: x509.Certificate) -> SpiffeId:
+    """The SPIFFE ID of a certificate: its sole URI SAN; ValueError if absent, ambiguous or malformed."""
     try:
         san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     except x509.ExtensionNotFound as exc:
@@ -213,16 +256,50 @@ def _spiffe_of_cert(cert: x509.Certificate) -> SpiffeId:
     return SpiffeId.parse(uris[0])
 
 
+def client_unusable(cert: x509.Certificate) -> str:
+    """Why a certificate can never be a client identity ("" when it can): a CA certificate
+    (BasicConstraints CA:TRUE) or one whose extended key usage leaves out clientAuth."""
+    try:
+        if cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca:
+            return "a CA certificate is not a client identity"
+    except x509.ExtensionNotFound:
+        pass
+    try:
+        usages = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+    except x509.ExtensionNotFound:
+        return ""
+    if ExtendedKeyUsageOID.CLIENT_AUTH not in usages:
+        return "certificate is not for client authentication"
+    return ""
+
+
 def spiffe_id_of_pem(cert_pem: bytes) -> tuple[SpiffeId, int]:
     """The SPIFFE ID (sole URI SAN) and serial of a PEM leaf certificate; ValueError if absent or bad."""
     cert = x509.load_pem_x509_certificate(cert_pem)
-    return _spiffe_of_cert(cert), cert.serial_number
+    return spiffe_of_cert(cert), cert.serial_number
 
 
-def peer_of_pem(cert_pem: bytes) -> tuple[SpiffeId, int, datetime]:
-    """SPIFFE ID, serial and end of validity (aware UTC) of a PEM leaf certificate; ValueError if bad."""
-    cert = x509.load_pem_x509_certificate(cert_pem)
-    return _spiffe_of_cert(cert), cert.serial_number, cert.not_valid_after_utc
+def _serial_of_file(cert_path: Path) -> int | None:
+    """The serial of the certificate in a file, None when there is none (or it is unreadable)."""
+    try:
+        return int(x509.load_pem_x509_certificate(cert_path.read_bytes()).serial_number)
+    except (OSError, ValueError):
+        return None
+
+
+def _serial_readings(value: str | int) -> set[int]:
+    """The serials a command-line value may mean (empty when it is no serial at all)."""
+    if isinstance(value, int):
+        return {value}
+    text = value.strip().lower()
+    readings: set[int] = set()
+    if text.startswith("0x"):
+        text = text[2:]
+    elif text.isdigit():
+        readings.add(int(text))
+    if text and all(c in "0123456789abcdef" for c in text):
+        readings.add(int(text, 16))
+    return readings
 
 
 class Pki:
@@ -233,6 +310,7 @@ class Pki:
         self.ca_cert_path = self.directory / "ca.crt"
         self.ca_key_path = self.directory / "ca.key"
         self.crl_path = self.directory / "crl.pem"
+        self.issued_path = self.directory / ISSUED_LOG
         self._trust_domain_path = self.directory / "trust_domain.txt"
 
     def exists(self) -> bool:
@@ -390,6 +468,7 @@ class Pki:
             usages.append(ExtendedKeyUsageOID.SERVER_AUTH)
 
         with self._locked_ca() as (ca_cert, ca_key):
+            replaced = _serial_of_file(cert_path) if overwrite else None
             cert = (
                 x509.CertificateBuilder()
                 .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, spiffe.name)]))
@@ -422,9 +501,21 @@ class Pki:
                 .sign(ca_key, _SIG_HASH)
             )
             cert_path.parent.mkdir(parents=True, exist_ok=True)
+            # Logged before it exists anywhere else: every certificate of this CA can be revoked by serial.
+            self._log_issued(
+                Issued(
+                    cert.serial_number,
+                    spiffe.name,
+                    spiffe.uri,
+                    cert.not_valid_before_utc,
+                    cert.not_valid_after_utc,
+                )
+            )
             # Key before certificate, so an existing .crt always has a matching .key.
             _write_atomic(key_path, _key_pem(key), 0o600)
             _write_atomic(cert_path, cert.public_bytes(serialization.Encoding.PEM), 0o644)
+            if replaced is not None:  # the certificate replaced stops being valid at once
+                self._add_to_crl(ca_cert, ca_key, replaced)
 
         return CertInfo(
             name=spiffe.name,
@@ -439,7 +530,7 @@ class Pki:
 
     def _info(self, cert_path: Path, revoked: frozenset[int]) -> CertInfo:
         cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
-        spiffe = _spiffe_of_cert(cert)
+        spiffe = spiffe_of_cert(cert)
         return CertInfo(
             name=spiffe.name,
             spiffe=spiffe,
@@ -451,49 +542,77 @@ class Pki:
             key_path=cert_path.with_suffix(".key"),
         )
 
+    def _log_issued(self, issued: Issued) -> None:
+        """Append one line to the issuance log and make it durable (called under the CA lock)."""
+        fd = os.open(self.issued_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            os.write(fd, (issued.line() + "\n").encode())
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def issued(self) -> list[Issued]:
+        """Every certificate the CA issued since the log began, oldest first."""
+        try:
+            text = self.issued_path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            return []
+        return [Issued.parse(line) for line in text.splitlines() if line.strip()]
+
+    def _add_to_crl(self, ca_cert: x509.Certificate, ca_key: ec.EllipticCurvePrivateKey, serial: int) -> None:
+        """Put one serial on the CRL (called under the CA lock, which serialises read-modify-write)."""
+        entries: dict[int, datetime] = {}
+        number = 1
+        if self.crl_path.exists():
+            crl = _load_crl(self.crl_path, ca_cert)
+            entries = {e.serial_number: e.revocation_date_utc for e in crl}
+            with contextlib.suppress(x509.ExtensionNotFound):
+                number = crl.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number + 1
+        if serial not in entries:
+            entries[serial] = datetime.now(UTC)
+            self._write_crl(ca_cert, ca_key, sorted(entries.items()), number)
+
+    def _find(self, name_or_serial: str | int) -> Issued:
+        """The certificate a `role/id` name (its current one) or a serial names; KeyError if none.
+
+        A serial is an int, ``0x``-prefixed hex, or as `juki pki list`/`issue` print it (hex); digits alone
+        are tried as decimal and as hex (random 128-bit serials do not collide)."""
+        known = {i.serial: i for i in self.issued()}
+        current = {info.serial: info for info in self.list()}
+        for serial, info in current.items():  # certificates issued before the log began
+            known.setdefault(
+                serial, Issued(serial, info.name, info.spiffe.uri, info.not_before, info.not_after)
+            )
+        if isinstance(name_or_serial, str) and "/" in name_or_serial:
+            by_name = [c for c in current.values() if c.name == name_or_serial]
+            if by_name:
+                return known[by_name[0].serial]
+            logged = [i for i in known.values() if i.name == name_or_serial]
+            if logged:
+                return logged[-1]
+            raise KeyError(name_or_serial)
+        candidates = {known[s] for s in _serial_readings(name_or_serial) if s in known}
+        if len(candidates) != 1:
+            raise KeyError(name_or_serial)
+        return candidates.pop()
+
     def revoke(self, name_or_serial: str | int) -> CertInfo:
-        """Put a leaf (by ``role/id`` name or serial) on the CRL; KeyError if unknown. Idempotent."""
-        serial: int | None = None
-        name: str | None = None
-        if isinstance(name_or_serial, int):
-            serial = name_or_serial
-        elif "/" in name_or_serial:
-            name = name_or_serial
-        elif name_or_serial.lower().startswith("0x"):
-            serial = int(name_or_serial, 16)
-        elif name_or_serial.isdigit():
-            serial = int(name_or_serial)
-        else:
-            raise KeyError(name_or_serial)
-
-        target = next(
-            (c for c in self.list() if (name is not None and c.name == name) or c.serial == serial), None
-        )
-        if target is None:
-            raise KeyError(name_or_serial)
-
+        """Put a certificate this CA issued (by ``role/id`` name or serial) on the CRL; KeyError if unknown.
+        Idempotent."""
+        target = self._find(name_or_serial)
         with self._locked_ca() as (ca_cert, ca_key):
-            # Re-read under the lock so a concurrent revoke is never lost.
-            entries: dict[int, datetime] = {}
-            number = 1
-            if self.crl_path.exists():
-                crl = _load_crl(self.crl_path, ca_cert)
-                entries = {e.serial_number: e.revocation_date_utc for e in crl}
-                with contextlib.suppress(x509.ExtensionNotFound):
-                    number = crl.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number + 1
-            if target.serial not in entries:
-                entries[target.serial] = datetime.now(UTC)
-                self._write_crl(ca_cert, ca_key, sorted(entries.items()), number)
-
+            self._add_to_crl(ca_cert, ca_key, target.serial)
+        role, _, ident = target.name.partition("/")
+        cert_path, key_path = self.cert_paths(role, ident)
         return CertInfo(
             name=target.name,
-            spiffe=target.spiffe,
+            spiffe=SpiffeId.parse(target.uri),
             serial=target.serial,
             not_before=target.not_before,
             not_after=target.not_after,
             revoked=True,
-            cert_path=target.cert_path,
-            key_path=target.key_path,
+            cert_path=cert_path,
+            key_path=key_path,
         )
 
     def ensure_dev(self, trust_domain: str, identities: Iterable[tuple[str, str]]) -> list[CertInfo]:

@@ -12,6 +12,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from server.domain.codes import MIE_MUNICIPALITIES
 from server.identity.pki import ROLES, SpiffeId
 
 PACKAGE = "juki.v1"
@@ -32,6 +33,48 @@ class Grant:
     ids: frozenset[str] | None  # None: every id of the role
     purposes: frozenset[str]
     my_number: bool = True  # False: answers under this grant never carry a My Number, whatever the purpose
+
+
+# Rules of the [identities] table for roles whose ids are not listed one by one.
+MUNICIPALITY = "municipality"  # a municipality code (市町村コード) of the deployment's prefecture
+PREFECTURE = "prefecture"  # the deployment's prefecture code; on the national server any code 01–47
+REGISTERED = "registered"  # any id the server's operator registry holds (none where there is no registry)
+RULES = (MUNICIPALITY, PREFECTURE, REGISTERED)
+ALL_PREFECTURES = frozenset(f"{n:02d}" for n in range(1, 48))
+
+
+class KnownIdentities:
+    """Which identities this deployment knows (policy.toml [identities]); any other gets UNAUTHENTICATED.
+
+    Per role a set of ids or a rule; a role without an entry has no known identity.
+    """
+
+    def __init__(
+        self,
+        table: dict[str, frozenset[str] | str],
+        prefecture_code: str,
+        *,
+        any_prefecture: bool,
+        registry: bool,
+    ) -> None:
+        self._ids: dict[str, frozenset[str]] = {}
+        self._any: set[str] = set()
+        municipalities = frozenset(c for c in MIE_MUNICIPALITIES if c.startswith(prefecture_code))
+        prefectures = ALL_PREFECTURES if any_prefecture else frozenset({prefecture_code})
+        for role, entry in table.items():
+            if entry == MUNICIPALITY:
+                self._ids[role] = municipalities
+            elif entry == REGISTERED:
+                if registry:  # a server without an operator registry knows no such identity
+                    self._any.add(role)
+            elif entry == PREFECTURE:
+                self._ids[role] = prefectures
+            elif isinstance(entry, frozenset):
+                self._ids[role] = entry
+
+    def __call__(self, who: SpiffeId) -> bool:
+        ids = self._ids.get(who.role)
+        return who.id in ids if ids is not None else who.role in self._any
 
 
 class Decision:
@@ -55,9 +98,26 @@ def full_method(name: str) -> str:
 
 
 class Policy:
-    def __init__(self, purposes: dict[str, Purpose], grants: dict[tuple[str, str], list[Grant]]) -> None:
+    def __init__(
+        self,
+        purposes: dict[str, Purpose],
+        grants: dict[tuple[str, str], list[Grant]],
+        identities: dict[str, frozenset[str] | str] | None = None,
+    ) -> None:
         self.purposes = purposes
         self._grants = grants
+        self.identities = identities or {}
+
+    def known_identities(
+        self, prefecture_code: str, *, any_prefecture: bool = False, registry: bool = True
+    ) -> KnownIdentities:
+        """The predicate of known identities for a server of the prefecture `prefecture_code`;
+        `any_prefecture` for the national server, which hears from every prefecture's servers;
+        `registry` False for a server without an operator registry (the national server): it knows no
+        identity of a "registered" role."""
+        return KnownIdentities(
+            self.identities, prefecture_code, any_prefecture=any_prefecture, registry=registry
+        )
 
     @classmethod
     def load(cls, path: Path | None = None) -> Policy:
@@ -79,6 +139,7 @@ class Policy:
                 raise PolicyError(f"purpose {pid!r} needs my_number = true|false")
             purposes[pid] = Purpose(pid, str(body.get("title", "")), body["my_number"])
         grants: dict[tuple[str, str], list[Grant]] = {}
+        identities = _identities(raw)
         for i, body in enumerate(raw.get("grants", [])):
             role = body.get("role")
             if role != ANY and role not in ROLES:
@@ -96,7 +157,9 @@ class Policy:
                 roles = ROLES if role == ANY else (role,)
                 for r in roles:
                     grants.setdefault((r, full_method(method)), []).append(grant)
-        return cls(purposes, grants)
+            if grant.ids is not None and role != ANY:
+                _check_known(identities, i, role, grant.ids)
+        return cls(purposes, grants, identities)
 
     def check(self, caller: SpiffeId, method: str, purpose: str | None) -> str:
         """Decision.ALLOW, or the reason for refusing. `purpose` None: the method takes no purpose."""
@@ -135,3 +198,31 @@ class Policy:
             for g in self._grants.get((caller.role, method), [])
             if g.ids is None or caller.id in g.ids
         )
+
+
+def _identities(raw: dict[str, Any]) -> dict[str, frozenset[str] | str]:
+    """The [identities] table: role → list of ids or one of RULES."""
+    table = raw.get("identities")
+    if not isinstance(table, dict):
+        raise PolicyError("policy needs an [identities] table (which ids of each role are known)")
+    out: dict[str, frozenset[str] | str] = {}
+    for role, entry in table.items():
+        if role not in ROLES:
+            raise PolicyError(f"identities: unknown role {role!r}")
+        if isinstance(entry, str) and entry in RULES:
+            out[role] = entry
+        elif isinstance(entry, list) and all(isinstance(x, str) for x in entry):
+            try:
+                out[role] = frozenset(SpiffeId("x", role, x).id for x in entry)
+            except ValueError as exc:
+                raise PolicyError(f"identities.{role}: {exc}") from exc
+        else:
+            raise PolicyError(f"identities.{role}: a list of ids or one of {', '.join(RULES)}")
+    return out
+
+
+def _check_known(table: dict[str, frozenset[str] | str], i: int, role: str, ids: frozenset[str]) -> None:
+    """A grant may name only ids the [identities] table lists (a rule covers any id it admits)."""
+    entry = table.get(role)
+    if entry is None or (isinstance(entry, frozenset) and not ids <= entry):
+        raise PolicyError(f"grant {i}: ids of {role!r} not listed in [identities]")

@@ -21,9 +21,10 @@ class MyNumberLink:
 
     async def fetch(self, resident_code: str, *, purpose: str, requester: str, request_id: str) -> str:
         """One person's My Number; DomainError (UNAVAILABLE, PERMISSION_DENIED, NOT_FOUND) otherwise."""
-        if self._stub is None:
-            self._channel = self._factory()
-            self._stub = prefecture_pb2_grpc.PrefectureStub(self._channel)  # type: ignore[no-untyped-call]
+        channel = self._factory()  # the current channel (a new one after certificate rotation)
+        if channel is not self._channel:
+            self._channel = channel
+            self._stub = prefecture_pb2_grpc.PrefectureStub(channel)  # type: ignore[no-untyped-call]
         request = prefecture_pb2.FetchMyNumberRequest(
             resident_code=resident_code, purpose=purpose, requester=requester, request_id=request_id
         )

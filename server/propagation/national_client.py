@@ -20,9 +20,10 @@ class NationalClient:
         self._channel: grpc.aio.Channel | None = None
 
     def _get_stub(self) -> Any:
-        if self._stub is None:
-            self._channel = self._factory()
-            self._stub = national_pb2_grpc.NationalStub(self._channel)  # type: ignore[no-untyped-call]
+        channel = self._factory()  # the current channel (a new one after certificate rotation)
+        if channel is not self._channel:
+            self._channel = channel
+            self._stub = national_pb2_grpc.NationalStub(channel)  # type: ignore[no-untyped-call]
         return self._stub
 
     async def query(

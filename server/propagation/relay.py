@@ -8,10 +8,10 @@ so a change sent again after a crash between its confirmation and its removal ch
 
 An unreachable national server is waited for, not polled: each attempt waits for the channel to connect
 (`wait_for_ready`, bounded by the call's timeout) and the channel's reconnect backoff is capped at a second
-(see `server.app.PEER_CHANNEL_OPTIONS`), so delivery resumes within about a second of the peer returning;
-only a refusal by a reachable peer backs off exponentially. The outbox gauges are refreshed every second on
-their own, so they stay current while an attempt waits. A storage error is not handled here: it ends `run`,
-and the supervisor (`server.supervision`) logs, counts and restarts it.
+(`server.identity.credentials.PEER_CHANNEL_OPTIONS`), so delivery resumes within about a second of the
+peer returning; only a refusal by a reachable peer backs off exponentially. The outbox gauges are refreshed
+every second on their own, so they stay current while an attempt waits. A storage error is not handled here:
+it ends `run`, and the supervisor (`server.supervision`) logs, counts and restarts it.
 """
 
 from __future__ import annotations
@@ -63,7 +63,7 @@ class OutboxRelay:
     def __init__(
         self,
         store: ResidentStore,
-        channel_factory: Callable[[], grpc.aio.Channel],
+        channel_factory: Callable[[], grpc.aio.Channel],  # the current channel (new after rotation)
         *,
         prefecture_code: str,
         batch_size: int = 500,
@@ -122,15 +122,18 @@ class OutboxRelay:
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self._wakeup.wait(), self._idle_poll)
                     continue
+                current = self._channel_factory()  # a new channel after certificate rotation
+                if current is not channel:
+                    channel = current
+                    stub = national_pb2_grpc.NationalStub(channel)  # type: ignore[no-untyped-call]
                 outcome = await self._unless_stopped(self._deliver(stub, batch))
                 if outcome is None or outcome is _Outcome.DELIVERED:
                     continue
                 await self._sleep_backoff(unreachable=outcome is _Outcome.UNREACHABLE)
-        finally:
+        finally:  # the channel stays open: a restarted relay uses it again; the server closes it at the end
             gauges.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await gauges
-            await channel.close()
 
     async def _refresh_gauges(self, every: float = 1.0) -> None:
         while True:

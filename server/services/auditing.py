@@ -66,6 +66,8 @@ class TrailAuditor:
             count=facts.count,
             kind="provision" if is_provision(facts) else "",
             requester=facts.requester,
+            claimed=facts.claimed.uri if facts.claimed else "",
+            serial=f"{facts.serial:x}" if facts.serial is not None else "",
         )
 
     def _append(self, event: AuditEvent) -> None:

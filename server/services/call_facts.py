@@ -40,6 +40,8 @@ _ITEMS = (
 class CallFacts:
     method: str
     caller: SpiffeId | None = None
+    claimed: SpiffeId | None = None  # a refused certificate's identity (never authenticated) …
+    serial: int | None = None  # … and its serial
     purpose: str = ""
     request_id: str = ""
     requester: str = ""  # on whose behalf a server calls (REQUESTER_METHODS), when a valid SPIFFE ID

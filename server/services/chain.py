@@ -142,8 +142,16 @@ class AccessInterceptor(grpc.aio.ServerInterceptor):
         the request is decoded."""
         who = self.identities.identify(context.auth_context())
         if isinstance(who, Refusal):
+            facts.claimed, facts.serial = who.claimed, who.serial
             return grpc.StatusCode.UNAUTHENTICATED, who.message
         facts.caller = who
+        # an unregistered (or revoked) operator is unknown: UNAUTHENTICATED whatever the method
+        if (
+            who.role == "operator"
+            and self.operators is not None
+            and operator_refusal(self.operators(who.id), None, None) is not None
+        ):
+            return grpc.StatusCode.UNAUTHENTICATED, "operator not registered or revoked"
         decision = self.policy.check(who, method, None)
         if decision != Decision.ALLOW:
             return grpc.StatusCode.PERMISSION_DENIED, decision
