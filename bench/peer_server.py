@@ -34,7 +34,7 @@ from server.app import (
     _start,
     serve,
 )
-from server.domain.errors import nobody
+from server.domain.errors import DomainError, ErrorKind, nobody
 from server.domain.minimise import resident_view
 from server.identity.policy import Policy
 from server.observability.logs import configure as configure_logs
@@ -131,11 +131,11 @@ class PeerPrefectureService(prefecture_pb2_grpc.PrefectureServicer):
     ) -> prefecture_pb2.LookupResponse:
         key, with_number = checked_lookup(request, self._policy())
         if key == "my_number":
-            # not built (the benchmark looks peers up by code only); raised, not aborted, so that the chain
+            # not built (the benchmark looks peers up by code only); a domain error, so that the chain
             # writes the call's entry before the status goes out
-            context.set_code(grpc.StatusCode.UNIMPLEMENTED)
-            context.set_details("a peer front end looks up by resident_code only")
-            raise NotImplementedError("Lookup by my_number on a peer front end")
+            raise DomainError(
+                ErrorKind.UNIMPLEMENTED, "a peer front end looks up by resident_code only", "UNIMPLEMENTED"
+            )
         stored = await self._source.fetch(request.resident_code, with_number)
         if stored is None:
             raise nobody()
