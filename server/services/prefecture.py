@@ -386,7 +386,7 @@ class PrefectureService(prefecture_pb2_grpc.PrefectureServicer):
         with self._store.reader() as tx:
             missing = [
                 code
-                for code, _ in tx.municipality_digests(municipality)
+                for code in tx.municipality_codes(municipality)
                 if code[: ranges.prefix_length] in wanted and code not in seen
             ]
         for code in missing:
