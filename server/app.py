@@ -44,6 +44,7 @@ from server.backup import BackupKey, backup_schedule
 from server.domain import operators
 from server.domain.retention import erase_expired_persons
 from server.domain.search import PageTokens, Searcher
+from server.hardening import harden_process
 from server.identity.peers import PeerIdentities, RevocationList
 from server.identity.pki import Pki, SpiffeId
 from server.identity.policy import Policy, PolicyError
@@ -542,6 +543,7 @@ async def serve(
     on_ready: Callable[[RunningServer], None] | None = None,
 ) -> None:
     """Run a server until SIGTERM/SIGINT, then drain: NOT_SERVING, finish in-flight calls, close the store."""
+    harden_process(settings)  # no core dumps, private files: before any data is opened
     running = await start(settings)
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()

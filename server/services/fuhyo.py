@@ -93,7 +93,7 @@ class FuhyoService(fuhyo_pb2_grpc.FuhyoServicer):
         self, request: fuhyo_pb2.FuhyoProvideRequest, context: Context
     ) -> fuhyo_pb2.FuhyoProvideResponse:
         v = Violations()
-        val.check_ascii_id(v, "request_id", request.request_id, required=request.include_my_number)
+        val.check_request_id(v, "request_id", request.request_id, required=request.include_my_number)
         v.raise_if_any()
         condition = parse_condition(
             request.WhichOneof("condition"),
@@ -153,7 +153,7 @@ class FuhyoService(fuhyo_pb2_grpc.FuhyoServicer):
 
     async def _held(self, request_id: str, *, ack: bool) -> bytes:
         v = Violations()
-        val.check_ascii_id(v, "request_id", request_id, required=True)
+        val.check_request_id(v, "request_id", request_id, required=True)
         v.raise_if_any()
         caller = current_caller().uri
         try:

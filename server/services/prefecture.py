@@ -241,7 +241,7 @@ class PrefectureService(prefecture_pb2_grpc.PrefectureServicer):
         removed from the resident register but keep their My Number, so removed records answer too."""
         v = Violations()
         val.check_resident_code(v, "resident_code", request.resident_code)
-        val.check_ascii_id(v, "request_id", request.request_id, required=True)
+        val.check_request_id(v, "request_id", request.request_id, required=True)
         try:
             requester = SpiffeId.parse(request.requester)
             if requester.role not in operators.BULK_ROLES:
