@@ -40,7 +40,7 @@ from server.audit.entries import worker_trail_dir
 from server.audit.keys import AuditKeys
 from server.audit.query import provisions_of
 from server.audit.trail import AuditTrail
-from server.backup import BackupKey, backup_schedule
+from server.backup import BackupKey, backup_schedule, server_key_file
 from server.domain import operators
 from server.domain.retention import erase_expired_persons
 from server.domain.search import PageTokens, Searcher
@@ -248,7 +248,7 @@ def _attach_backup(running: RunningServer, settings: Settings, name: str, data_d
     environment may be opened once per process, and this one is open for serving)."""
     if not settings.backup_enabled:
         return
-    key = BackupKey.load_or_create(settings.path(settings.backup_key_file)).secret
+    key = BackupKey.load_or_create(server_key_file(settings.path(settings.backup_key_file), name)).secret
     task = asyncio.create_task(
         backup_schedule(
             {name: data_dir},
@@ -325,7 +325,7 @@ def prepare_prefecture(settings: Settings) -> None:
     if not settings.path(settings.auditor_keys_file).exists():
         keys.write_auditor_keys(settings.path(settings.auditor_keys_file))
     if settings.backup_enabled:
-        BackupKey.load_or_create(settings.path(settings.backup_key_file))
+        BackupKey.load_or_create(server_key_file(settings.path(settings.backup_key_file), "prefecture"))
 
 
 async def start_prefecture(settings: Settings, *, worker: int = 0) -> RunningServer:
