@@ -40,7 +40,7 @@ from clients.fuhyo_cmds import fuhyo_stub
 from clients.launch import worker_pids
 from clients.reconcile_cmd import reconcile
 from server.backup import BackupKey, restore_backup, server_key_file
-from server.domain.reconcile import record_digest
+from server.domain.reconcile import record_digest, record_items
 from server.hardening import private_directories
 from server.identity.pki import Pki
 from server.seed.elsewhere import generate_elsewhere
@@ -210,7 +210,8 @@ def _digests(data: bytes) -> list[bytes]:
 
 @dataclass
 class Forbidden:
-    """Values computable from a My Number (or from data holding one) without any key."""
+    """Values computable from a My Number (or from data holding one) without any key: the numbers, and
+    digests (SHA-256, SHA-1, MD5, SHA-512, SHA3-256) of each number and of each piece of data holding one."""
 
     numbers: set[bytes]
     binary: set[bytes]
@@ -265,7 +266,7 @@ def _known(srv: Server, workload: Workload) -> Forbidden:
                     versions = [(record, number)] + [(v.record, v.my_number) for v in tx.history(code)]
                     for version, held in versions:
                         numbers.add(held)
-                        data.append(record_digest(version, held))
+                        data.append("\x1f".join(record_items(version, held)).encode())  # 整合's preimage
                         full = type(version)()
                         full.CopyFrom(version)
                         full.my_number = held
@@ -274,7 +275,9 @@ def _known(srv: Server, workload: Workload) -> Forbidden:
             reader.env.close()
     numbers.discard("")
     assert s.path(s.keys_file).exists()
-    return Forbidden.build(numbers, data)
+    forbidden = Forbidden.build(numbers, data)
+    assert record_digest(version, held) in forbidden.binary  # what schema 1 kept in idx_municipality
+    return forbidden
 
 
 def _environments(root: Path) -> list[Path]:
