@@ -6,6 +6,7 @@ itself, stale reader slots of killed processes cleared at start, and history kep
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import datetime as dt
 import hashlib
@@ -549,3 +550,16 @@ def test_a_store_of_an_unknown_schema_is_refused(tmp_path: Path) -> None:
     store.env.close()
     with pytest.raises(RuntimeError, match="schema"):
         open_store(settings)
+
+
+def test_municipality_digests_in_short_reads_are_those_of_one_read(tmp_path: Path) -> None:
+    store = open_store(Settings(home=tmp_path))
+    try:
+        load(store, generate(400, 4))
+        with store.reader() as tx:
+            whole = list(tx.municipality_digests(MUNICIPALITY))
+        assert len(whole) > 20
+        for per_read in (1, 7, len(whole), len(whole) + 1):
+            assert asyncio.run(store.municipality_digests(MUNICIPALITY, per_read=per_read)) == whole
+    finally:
+        store.env.close()

@@ -351,11 +351,8 @@ class PrefectureService(prefecture_pb2_grpc.PrefectureServicer):
                 "OTHER_MUNICIPALITY",
             )
         theirs = {r.prefix: r.digest for r in ranges.ranges}
-        with self._store.reader() as tx:
-            ours = {
-                r.prefix: r.digest
-                for r in range_digests(tx.municipality_digests(municipality), ranges.prefix_length)
-            }
+        digests = await self._store.municipality_digests(municipality)  # computed now: none is stored
+        ours = {r.prefix: r.digest for r in range_digests(digests, ranges.prefix_length)}
         differing = sorted(p for p in theirs.keys() | ours.keys() if theirs.get(p) != ours.get(p))
         yield prefecture_pb2.ReconcileResponse(send_ranges=prefecture_pb2.RangeRequest(prefixes=differing))
         wanted = set(differing)

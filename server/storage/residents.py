@@ -27,7 +27,9 @@ Nothing here knows about gRPC; the domain layer decides what a change may do.
 
 from __future__ import annotations
 
+import asyncio
 import functools
+import itertools
 import logging
 import struct
 from collections.abc import Iterable, Iterator, Sequence
@@ -258,21 +260,24 @@ class ResidentTxn:
                 erased += 1
         return erased
 
-    def municipality_codes(self, municipality_code: str) -> Iterator[str]:
-        """The resident codes of every record of a municipality, in code order."""
+    def municipality_codes(self, municipality_code: str, after: str = "") -> Iterator[str]:
+        """The resident codes of every record of a municipality (after `after`), in code order."""
         prefix = municipality_code.encode()
+        start = prefix + after.encode()
         with self._txn.cursor(db=self._dbs["idx_municipality"]) as cur:
-            if not cur.set_range(prefix):
+            if not cur.set_range(start):
                 return
             for key in cur.iternext(keys=True, values=False):
                 if not key.startswith(prefix):
                     return
+                if after and key == start:
+                    continue
                 yield bytes(key[len(prefix) :]).decode()
 
-    def municipality_digests(self, municipality_code: str) -> Iterator[tuple[str, bytes]]:
-        """(resident code, record digest) of every record of a municipality, in code order, each digest
-        computed now from the record and its opened My Number (none is stored)."""
-        for code in self.municipality_codes(municipality_code):
+    def municipality_digests(self, municipality_code: str, after: str = "") -> Iterator[tuple[str, bytes]]:
+        """(resident code, record digest) of every record of a municipality (after `after`), in code order,
+        each digest computed now from the record and its opened My Number (none is stored)."""
+        for code in self.municipality_codes(municipality_code, after):
             record = self.get(code)
             if record is not None:
                 yield code, record_digest(record, self.my_number(code))
@@ -627,6 +632,21 @@ class ResidentStore:
 
     def reader(self) -> _ReadScope:
         return _ReadScope(self)
+
+    async def municipality_digests(
+        self, municipality_code: str, *, per_read: int = 2000
+    ) -> list[tuple[str, bytes]]:
+        """`ResidentTxn.municipality_digests` in short read transactions, letting the event loop serve other
+        calls in between: each digest opens a My Number (about 5 µs), and 四日市 has 305k residents."""
+        found: list[tuple[str, bytes]] = []
+        while True:
+            after = found[-1][0] if found else ""
+            with self.reader() as tx:
+                part = list(itertools.islice(tx.municipality_digests(municipality_code, after), per_read))
+            found += part
+            if len(part) < per_read:
+                return found
+            await asyncio.sleep(0)
 
     def bind(self, txn: Any) -> ResidentTxn:
         """Wrap a raw write transaction (inside `env.write`/`write_sync` work)."""
