@@ -71,6 +71,7 @@ def _open(settings: Settings, server: str) -> ResidentStore:
 @click.pass_obj
 def seed(settings: Settings, server: str, count: int | None, seed_number: int, if_empty: bool) -> None:
     """Load a synthetic population: Mie's (prefecture) or other prefectures' (national)."""
+    harden_process(settings)  # My Numbers in memory, files a server will serve
     store = _open(settings, server)
     try:
         existing = _resident_count(store)
@@ -158,6 +159,7 @@ def _serve_prefecture(settings: Settings, sample: _Sample | None = None) -> None
         click.echo("ready")
         sys.stdout.flush()
 
+    harden_process(settings)  # the supervisor prepares the store (keys in memory) before the workers start
     sys.exit(asyncio.run(supervise(settings, _worker_command, on_ready=announce)))
 
 
