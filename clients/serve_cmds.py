@@ -30,7 +30,7 @@ from server.app import (
     start_national,
     start_prefecture,
 )
-from server.hardening import harden_process, log_path
+from server.hardening import LOG_DIR, harden_process, log_path
 from server.observability.logs import JsonFormatter
 from server.seed.elsewhere import generate_elsewhere
 from server.seed.fuhyo import generate_fuhyo, load_fuhyo
@@ -41,6 +41,7 @@ from server.storage.residents import ResidentStore
 from server.workers import announce_ready, exit_with_parent, supervise
 
 SERVERS = ("prefecture", "national", "fuhyo")
+log = logging.getLogger(__name__)
 
 
 def _seed(store: ResidentStore, entries: Iterable[SeedEntry], count: int, label: str) -> None:
@@ -106,7 +107,7 @@ def _announce(settings: Settings, name: str, running: RunningServer, sample: _Sa
         click.echo(
             f"  data {settings.data_path}   keys {settings.keys_path}   certificates {settings.pki_path}"
         )
-        click.echo(f"  logs {log_path(settings, '<server>')}")
+        click.echo(f"  logs {settings.path(LOG_DIR)}/<server>.log")
         click.echo("try, in another terminal:")
         # A resident's code only when asked for (--show-sample): the banner may end up in a terminal log.
         code = sample.code or "<住民票コード>"
@@ -276,6 +277,7 @@ def run(settings: Settings, count: int, show_sample: bool) -> None:
     server to this terminal and var/log/prefecture.log (0600)."""
     harden_process(settings)  # it seeds (My Numbers in memory) before it serves
     _log_to_file(log_path(settings, "prefecture"))
+    log.info("juki run: servers log to files", extra={"directory": str(settings.path(LOG_DIR))})
     issued = ensure_dev_pki(settings)
     if issued:
         click.echo(f"dev PKI: {len(issued)} certificate(s) issued in {settings.pki_path}")

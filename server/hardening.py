@@ -97,11 +97,16 @@ def restrict(paths: Iterable[Path], home: Path) -> int:
 
 
 def _chmod(path: Path, mode: int) -> int:
+    """1 when the mode was changed; a file gone meanwhile or another user's is left (the latter logged)."""
     with contextlib.suppress(FileNotFoundError):
         st = path.lstat()
         if stat.S_ISLNK(st.st_mode) or stat.S_IMODE(st.st_mode) == mode:
             return 0
-        os.chmod(path, mode)
+        try:
+            os.chmod(path, mode)
+        except PermissionError:
+            log.warning("cannot make a file private (not ours)", extra={"path": str(path)})
+            return 0
         return 1
     return 0
 
