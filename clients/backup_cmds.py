@@ -1,8 +1,9 @@
 """`juki backup create|verify|restore`: encrypted archives of a server's LMDB environment (SPEC §4.3).
 
 Whoever runs `create` (the monitoring contractor's daily job) needs the key file only to seal; an archive
-without its key reveals nothing. The key is `var/keys/backup.key` unless `--key` names another, and it must
-live outside the data directory.
+without its key reveals nothing. Each server has its own key, `var/keys/<server>.backup.key`, unless
+`--key` names another, and it must live outside the data directory. `verify` and `restore` also open an
+archive made before there was one key per server, with the shared `var/keys/backup.key`.
 """
 
 from __future__ import annotations
@@ -17,26 +18,45 @@ import click
 from tqdm import tqdm
 
 from server.backup import (
+    SERVERS,
     BackupError,
     BackupKey,
     Progress,
+    archive_key_id,
     create_backup,
     read_manifest,
     restore_backup,
+    server_key_file,
     verify_backup,
 )
 from server.settings import Settings
 
-SERVERS = ("prefecture", "national")
-DEFAULT_KEY = Path("var/keys/backup.key")
-_KEY_HELP = f"backup key file [default: {DEFAULT_KEY} under home]"
+_KEY_HELP = "backup key file [default: var/keys/<server>.backup.key under home]"
+_SERVER_HELP = "whose archive: its key is var/keys/<server>.backup.key"
 
 
-def _key_path(settings: Settings, key_file: Path | None) -> Path:
+def _key_path(settings: Settings, server: str, key_file: Path | None) -> Path:
     if key_file is not None:
         return key_file
-    configured: Path = getattr(settings, "backup_key_file", None) or DEFAULT_KEY  # once settings has one
-    return settings.path(configured)
+    return server_key_file(settings.path(settings.backup_key_file), server)
+
+
+def _archive_key(settings: Settings, server: str, key_file: Path | None, archive: Path) -> bytes:
+    """The key that opens `archive`: --key, else the server's own; an archive sealed with the shared key
+    of older versions (backup.key) is opened with that one."""
+    key = _load_key(_key_path(settings, server, key_file))
+    if key_file is not None:
+        return key
+    shared = settings.path(settings.backup_key_file)
+    try:
+        sealed_with = archive_key_id(archive)
+    except (BackupError, OSError):
+        return key  # verify/restore report what is wrong with the archive
+    if sealed_with != BackupKey(key).id and shared.is_file():
+        older = BackupKey.load(shared)
+        if older.id == sealed_with:
+            return older.secret
+    return key
 
 
 def _load_key(path: Path) -> bytes:
@@ -49,6 +69,8 @@ def _load_key(path: Path) -> bytes:
 
 
 def _source(settings: Settings, server: str) -> Path:
+    if server == "fuhyo":
+        return settings.path(settings.fuhyo_data_dir)  # never its temporary area
     return settings.path(settings.national_data_dir) if server == "national" else settings.data_path
 
 
@@ -88,7 +110,7 @@ def backup() -> None:
 def create_cmd(settings: Settings, server: str, out: Path, key_file: Path | None) -> None:
     """Snapshot the server's store (while it runs) into one sealed archive; makes the key if there is none."""
     source = _source(settings, server)
-    key_path = _key_path(settings, key_file)
+    key_path = _key_path(settings, server, key_file)
     if key_path.absolute().is_relative_to(source.absolute()):
         raise click.ClickException(f"the backup key {key_path} must live outside the data directory {source}")
     if out.exists():
@@ -110,11 +132,14 @@ def create_cmd(settings: Settings, server: str, out: Path, key_file: Path | None
 
 @backup.command("verify")
 @click.argument("archive", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option(
+    "--server", type=click.Choice(SERVERS), default="prefecture", show_default=True, help=_SERVER_HELP
+)
 @click.option("--key", "key_file", type=click.Path(dir_okay=False, path_type=Path), help=_KEY_HELP)
 @click.pass_obj
-def verify_cmd(settings: Settings, archive: Path, key_file: Path | None) -> None:
+def verify_cmd(settings: Settings, archive: Path, server: str, key_file: Path | None) -> None:
     """Check every chunk and checksum of an archive without writing anything (exit 1 when it fails)."""
-    key = _load_key(_key_path(settings, key_file))
+    key = _archive_key(settings, server, key_file, archive)
     try:
         manifest = verify_backup(archive, key)
     except BackupError as exc:
@@ -138,11 +163,14 @@ def verify_cmd(settings: Settings, archive: Path, key_file: Path | None) -> None
     type=click.Path(file_okay=False, path_type=Path),
     help="a new (or empty) directory",
 )
+@click.option(
+    "--server", type=click.Choice(SERVERS), default="prefecture", show_default=True, help=_SERVER_HELP
+)
 @click.option("--key", "key_file", type=click.Path(dir_okay=False, path_type=Path), help=_KEY_HELP)
 @click.pass_obj
-def restore_cmd(settings: Settings, archive: Path, target: Path, key_file: Path | None) -> None:
+def restore_cmd(settings: Settings, archive: Path, target: Path, server: str, key_file: Path | None) -> None:
     """Restore an archive into a new directory, one sub-directory (data.mdb) per environment, verified."""
-    key = _load_key(_key_path(settings, key_file))
+    key = _archive_key(settings, server, key_file, archive)
     started = time.perf_counter()
     try:
         total = read_manifest(archive, key).total_size

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import uuid
+import secrets
 from typing import Any
 
 import click
@@ -40,7 +40,7 @@ def provide(
         resident_code=resident_code,
         purpose=purpose,
         include_my_number=with_my_number,
-        request_id=request_id or f"req-{uuid.uuid4().hex[:16]}",
+        request_id=request_id or f"req-{secrets.token_urlsafe(12)}",
     )
     try:
         _print(fuhyo_stub(settings, identity).Provide(request))

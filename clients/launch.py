@@ -34,19 +34,32 @@ def start_server_process(
     `workers` (prefecture only) overrides `prefecture_workers`: with more than one, the child supervises
     that many server processes on the port; `wait_workers` gives their pids.
     """
-    out = open(log, "ab") if log else subprocess.DEVNULL  # noqa: SIM115 - handed to the child
+    out = _open_log(log) if log else subprocess.DEVNULL
     env = {k: v for k, v in os.environ.items() if not k.startswith("JUKI_")}
     extra: list[str] = []
     if workers is not None:
         if server != "prefecture":
             raise ValueError("only the prefectural server runs several workers")
         extra = ["--workers", str(workers)]
-    return subprocess.Popen(
-        [sys.executable, "-m", "clients", "--config", str(config), "serve", server, *extra],
-        stdout=out,
-        stderr=subprocess.STDOUT,
-        env={**env, "PYTHONUNBUFFERED": "1"},
-    )
+    try:
+        return subprocess.Popen(
+            [sys.executable, "-m", "clients", "--config", str(config), "serve", server, *extra],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env={**env, "PYTHONUNBUFFERED": "1"},
+        )
+    finally:
+        if isinstance(out, int) and out != subprocess.DEVNULL:
+            os.close(out)  # the child has its own copy
+
+
+def _open_log(path: Path) -> int:
+    """A log file to append to: 0600 in a 0700 directory whatever the umask (logs may name what a server
+    was doing, never whom; still nobody else's to read)."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
+    os.fchmod(fd, 0o600)
+    return fd
 
 
 _STUBS = {

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
 import click
@@ -30,6 +31,8 @@ from server.app import (
     start_national,
     start_prefecture,
 )
+from server.hardening import LOG_DIR, harden_process, log_path
+from server.observability.logs import JsonFormatter
 from server.seed.elsewhere import generate_elsewhere
 from server.seed.fuhyo import generate_fuhyo, load_fuhyo
 from server.seed.load import load
@@ -39,6 +42,7 @@ from server.storage.residents import ResidentStore
 from server.workers import announce_ready, exit_with_parent, supervise
 
 SERVERS = ("prefecture", "national", "fuhyo")
+log = logging.getLogger(__name__)
 
 
 def _seed(store: ResidentStore, entries: Iterable[SeedEntry], count: int, label: str) -> None:
@@ -69,6 +73,7 @@ def _open(settings: Settings, server: str) -> ResidentStore:
 @click.pass_obj
 def seed(settings: Settings, server: str, count: int | None, seed_number: int, if_empty: bool) -> None:
     """Load a synthetic population: Mie's (prefecture) or other prefectures' (national)."""
+    harden_process(settings)  # My Numbers in memory, files a server will serve
     store = _open(settings, server)
     try:
         existing = _resident_count(store)
@@ -96,19 +101,29 @@ def serve_group() -> None:
     """Run a server in the foreground (SIGTERM/Ctrl-C drains and stops; SIGHUP reloads CRL and policy)."""
 
 
-def _announce(settings: Settings, name: str, running: RunningServer, sample_code: str | None) -> None:
+def _announce(settings: Settings, name: str, running: RunningServer, sample: _Sample | None) -> None:
     services = ", ".join(s.full_name for s in running.services)
     click.echo(f"{name} server ({services}, mTLS) listening on {settings.host}:{running.port}")
-    if sample_code:
+    if sample is not None:
         click.echo(
             f"  data {settings.data_path}   keys {settings.keys_path}   certificates {settings.pki_path}"
         )
+        click.echo(f"  logs {settings.path(LOG_DIR)}/<server>.log")
         click.echo("try, in another terminal:")
-        click.echo(
-            f"  .venv/bin/juki lookup --as agency/police --purpose bt6-police-driving-licence {sample_code}"
-        )
+        # A resident's code only when asked for (--show-sample): the banner may end up in a terminal log.
+        code = sample.code or "<住民票コード>"
+        click.echo(f"  .venv/bin/juki lookup --as agency/police --purpose bt6-police-driving-licence {code}")
+        if not sample.code:
+            click.echo("  (juki run --show-sample prints a resident's code to try)")
     click.echo("ready")
     sys.stdout.flush()
+
+
+@dataclass(frozen=True)
+class _Sample:
+    """What `juki run` shows to try: a resident's code only when asked for."""
+
+    code: str | None
 
 
 def _first_code(store: ResidentStore) -> str | None:
@@ -125,14 +140,14 @@ def _worker_command(config: Path, worker: int, run_dir: Path) -> list[str]:
     ]  # fmt: skip
 
 
-def _serve_prefecture(settings: Settings, sample_code: str | None = None) -> None:
+def _serve_prefecture(settings: Settings, sample: _Sample | None = None) -> None:
     """One server process, or `prefecture_workers` of them on the port under a supervisor (this process)."""
     if settings.prefecture_workers <= 1:
         asyncio.run(
             serve(
                 settings,
                 start_prefecture,
-                on_ready=lambda r: _announce(settings, "prefecture", r, sample_code),
+                on_ready=lambda r: _announce(settings, "prefecture", r, sample),
             )
         )
         return
@@ -146,6 +161,7 @@ def _serve_prefecture(settings: Settings, sample_code: str | None = None) -> Non
         click.echo("ready")
         sys.stdout.flush()
 
+    harden_process(settings)  # the supervisor prepares the store (keys in memory) before the workers start
     sys.exit(asyncio.run(supervise(settings, _worker_command, on_ready=announce)))
 
 
@@ -247,13 +263,27 @@ def outbox_status(settings: Settings) -> None:
     click.echo(f"delivery failures     {failures}")
 
 
+def _log_to_file(path: Path) -> None:
+    """The logs of this process also in `path` (0600: the umask is 077 by now), as JSON lines."""
+    handler = logging.FileHandler(path, encoding="utf-8")
+    handler.setFormatter(JsonFormatter())
+    logging.getLogger().addHandler(handler)
+
+
 @click.command()
 @click.option(
     "--count", default=100_000, show_default=True, help="Mie residents to seed when the store is empty"
 )
+@click.option("--show-sample", is_flag=True, help="print a resident's code to try in the start banner")
 @click.pass_obj
-def run(settings: Settings, count: int) -> None:
-    """Set up everything on embedded defaults (dev PKI, keys, synthetic data) and start the servers."""
+def run(settings: Settings, count: int, show_sample: bool) -> None:
+    """Set up everything on embedded defaults (dev PKI, keys, synthetic data) and start the servers.
+
+    The 附票 and national servers log to var/log/fuhyo.log and var/log/national.log, the prefectural
+    server to this terminal and var/log/prefecture.log (0600)."""
+    harden_process(settings)  # it seeds (My Numbers in memory) before it serves
+    _log_to_file(log_path(settings, "prefecture"))
+    log.info("juki run: servers log to files", extra={"directory": str(settings.path(LOG_DIR))})
     issued = ensure_dev_pki(settings)
     if issued:
         click.echo(f"dev PKI: {len(issued)} certificate(s) issued in {settings.pki_path}")
@@ -277,11 +307,11 @@ def run(settings: Settings, count: int) -> None:
     if _resident_count(fuhyo) == 0:
         click.echo(f"seeded {load_fuhyo(fuhyo, generate_fuhyo(count, 1)):,} 附票 records")
     fuhyo.env.close()
-    sample = _first_code(store)
+    sample = _Sample(_first_code(store) if show_sample else None)
     store.env.close()
 
     config = write_settings(settings, settings.path(settings.data_dir).parent / "run-settings.toml")
-    peers = [start_server_process(config, "national"), start_server_process(config, "fuhyo")]
+    peers = [start_server_process(config, p, log=log_path(settings, p)) for p in ("national", "fuhyo")]
     try:
         wait_ready(settings, "national", "prefectural-server/" + settings.prefecture_code)
         click.echo(f"national server (juki.v1.National, mTLS) listening on {settings.national_target}")

@@ -40,10 +40,11 @@ from server.audit.entries import worker_trail_dir
 from server.audit.keys import AuditKeys
 from server.audit.query import provisions_of
 from server.audit.trail import AuditTrail
-from server.backup import BackupKey, backup_schedule
+from server.backup import BackupKey, backup_schedule, server_key_file
 from server.domain import operators
 from server.domain.retention import erase_expired_persons
 from server.domain.search import PageTokens, Searcher
+from server.hardening import harden_process
 from server.identity.credentials import PeerChannel, ServerTls
 from server.identity.peers import PeerIdentities, RevocationList
 from server.identity.pki import Pki, SpiffeId
@@ -298,7 +299,7 @@ def _attach_backup(running: RunningServer, settings: Settings, name: str, data_d
     environment may be opened once per process, and this one is open for serving)."""
     if not settings.backup_enabled:
         return
-    key = BackupKey.load_or_create(settings.path(settings.backup_key_file)).secret
+    key = BackupKey.load_or_create(server_key_file(settings.path(settings.backup_key_file), name)).secret
     task = asyncio.create_task(
         _supervised_once(
             running.supervisor,
@@ -389,7 +390,7 @@ def prepare_prefecture(settings: Settings) -> None:
     if not settings.path(settings.auditor_keys_file).exists():
         keys.write_auditor_keys(settings.path(settings.auditor_keys_file))
     if settings.backup_enabled:
-        BackupKey.load_or_create(settings.path(settings.backup_key_file))
+        BackupKey.load_or_create(server_key_file(settings.path(settings.backup_key_file), "prefecture"))
 
 
 async def start_prefecture(settings: Settings, *, worker: int = 0) -> RunningServer:
@@ -623,6 +624,7 @@ async def serve(
     on_ready: Callable[[RunningServer], None] | None = None,
 ) -> None:
     """Run a server until SIGTERM/SIGINT, then drain: NOT_SERVING, finish in-flight calls, close the store."""
+    harden_process(settings)  # no core dumps, private files: before any data is opened
     running = await start(settings)
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()

@@ -73,7 +73,8 @@ class Settings:
     audit_flush_interval: float = 0.1  # the window in which written entries may not yet be on disk
     audit_retention_years: int = 7  # provision records (and the rest of the trail) kept this long
     retention_interval: float = 86_400.0  # how often removed persons past 150 years are erased
-    # encrypted backups (SPEC §4.3); the key lives outside every data directory
+    # encrypted backups (SPEC §4.3); one key per server, <server>.backup.key beside backup_key_file (the
+    # shared key of older archives, still read to open them), outside every data directory
     backup_enabled: bool = True
     backup_dir: Path = Path("var/backups")
     backup_key_file: Path = Path("var/keys/backup.key")

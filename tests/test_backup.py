@@ -502,5 +502,49 @@ def test_cli_default_key_lives_under_var_keys(seeded: Settings, tmp_path: Path) 
     settings = seeded.replace(home=home, data_dir=seeded.data_path)
     result = CliRunner().invoke(backup, ["create", "--out", str(tmp_path / "a.jkb")], obj=settings)
     assert result.exit_code == 0, result.output
-    assert (home / "var" / "keys" / "backup.key").is_file()
-    assert os.stat(home / "var" / "keys" / "backup.key").st_mode & 0o077 == 0
+    assert (home / "var" / "keys" / "prefecture.backup.key").is_file()
+    assert os.stat(home / "var" / "keys" / "prefecture.backup.key").st_mode & 0o077 == 0
+    assert not (home / "var" / "keys" / "backup.key").exists()  # the shared key of older archives
+
+
+def test_each_server_has_its_own_backup_key(seeded: Settings, tmp_path: Path) -> None:
+    """A contractor holding one server's archives and key learns nothing of another's."""
+    home = tmp_path / "home"
+    settings = seeded.replace(home=home, data_dir=seeded.data_path, national_data_dir=seeded.data_path)
+    runner = CliRunner()
+    archives = {server: tmp_path / f"{server}.jkb" for server in ("prefecture", "national")}
+    for server, archive in archives.items():
+        result = runner.invoke(backup, ["create", "--server", server, "--out", str(archive)], obj=settings)
+        assert result.exit_code == 0, result.output
+    keys = {s: BackupKey.load(home / "var" / "keys" / f"{s}.backup.key") for s in archives}
+    assert keys["prefecture"].secret != keys["national"].secret
+    with pytest.raises(BackupError, match="wrong key"):
+        verify_backup(archives["national"], keys["prefecture"].secret)
+    with pytest.raises(BackupError, match="wrong key"):
+        restore_backup(archives["prefecture"], keys["national"].secret, tmp_path / "stolen")
+    assert not (tmp_path / "stolen").exists()
+    result = runner.invoke(
+        backup, ["verify", "--server", "prefecture", str(archives["national"])], obj=settings
+    )
+    assert result.exit_code == 1 and "wrong key" in result.output
+    result = runner.invoke(
+        backup, ["verify", "--server", "national", str(archives["national"])], obj=settings
+    )
+    assert result.exit_code == 0, result.output
+
+
+def test_an_archive_sealed_with_the_older_shared_key_still_opens(seeded: Settings, tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    settings = seeded.replace(home=home, data_dir=seeded.data_path)
+    shared = home / "var" / "keys" / "backup.key"
+    old = tmp_path / "old.jkb"
+    create_backup({"prefecture": seeded.data_path}, old, BackupKey.load_or_create(shared).secret)
+    runner = CliRunner()
+    result = runner.invoke(backup, ["create", "--out", str(tmp_path / "new.jkb")], obj=settings)
+    assert result.exit_code == 0, result.output
+    for archive in (old, tmp_path / "new.jkb"):
+        result = runner.invoke(backup, ["verify", str(archive)], obj=settings)
+        assert result.exit_code == 0, result.output
+    result = runner.invoke(backup, ["restore", str(old), "--to", str(tmp_path / "r")], obj=settings)
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "r" / "prefecture" / "data.mdb").is_file()

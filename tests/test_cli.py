@@ -43,7 +43,7 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 def test_juki_run_sets_everything_up_and_serves_the_printed_command(home: Path) -> None:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen(
-        [*JUKI, "--home", str(home), "run", "--count", "500"],
+        [*JUKI, "--home", str(home), "run", "--count", "500", "--show-sample"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -92,7 +92,7 @@ def test_readme_examples_name_residents_that_make_run_seeds() -> None:
     mie = {entry.record.resident_code for entry in generate(100_000, 1)}
     sample = readme.split("bt6-police-driving-licence ")[1].split()[0]
     assert sample in mie
-    assert min(mie) == sample  # what `make run` prints: the first code of its store
+    assert min(mie) == sample  # what `juki run --show-sample` prints: the first code of its store
 
 
 def test_pki_issue_list_revoke(home: Path) -> None:

@@ -6,8 +6,10 @@ itself, stale reader slots of killed processes cleared at start, and history kep
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import datetime as dt
+import hashlib
 import logging
 import os
 import signal
@@ -26,6 +28,8 @@ from juki.v1 import prefecture_pb2, records_pb2
 
 from server.app import open_store
 from server.domain.codes import my_number_check_digit
+from server.domain.errors import DomainError
+from server.domain.reconcile import record_digest
 from server.domain.updates import apply_notice, validate_notice
 from server.seed.load import load
 from server.seed.population import SeedEntry, generate
@@ -453,3 +457,109 @@ def test_applied_notice_leaves_no_my_number_in_clear(store: ResidentStore) -> No
         assert tx.my_number("90000000001") == number
     assert databases_holding(store, number.encode()) == []
     assert number.encode() not in raw_files(store.env.path)
+
+
+# --- schema 1 → 2: no plain digest over a My Number is kept ------------------------------------------------
+
+
+def _plain_notice_digest(notice: prefecture_pb2.ChangeNotice) -> bytes:
+    """Schema 1's (server.domain.updates.notice_digest before keying)."""
+    return hashlib.sha256(notice.SerializeToString(deterministic=True)).digest()
+
+
+def _as_schema_1(store: ResidentStore, notices: list[prefecture_pb2.ChangeNotice]) -> None:
+    """Rewrite a store as the old code left it: plain record digests in idx_municipality, plain notice
+    digests in applied, schema version 1."""
+
+    def rewrite(txn: Any) -> None:
+        tx, dbs = store.bind(txn), store.env.dbs
+        for key in [bytes(k) for k in txn.cursor(db=dbs["idx_municipality"]).iternext(values=False)]:
+            code = key[6:].decode()
+            record = tx.get(code)
+            assert record is not None
+            txn.put(key, record_digest(record, tx.my_number(code)), db=dbs["idx_municipality"])
+        for notice in notices:
+            key = notice.municipality_code.encode() + notice.sequence.to_bytes(8, "big")
+            value = bytes(txn.get(key, db=dbs["applied"]))
+            txn.put(key, _plain_notice_digest(notice) + value[32:], db=dbs["applied"])
+        txn.put(b"schema_version", b"1", db=dbs["meta"])
+
+    store.env.write_sync(rewrite)
+
+
+def test_a_schema_1_store_is_migrated_on_open_to_keyed_digests(tmp_path: Path) -> None:
+    settings = Settings(home=tmp_path)
+    store = open_store(settings)
+    load(store, generate(200, 3))
+    first = creation(1, "90000000001", VALID_MY_NUMBER, "三重県津市広明町13番地")
+    second = followed_by(
+        first, records_pb2.CHANGE_REASON_TENKYO, "2021-05-01", address="三重県津市西丸之内1番"
+    )
+    for notice in (first, second):
+        apply(store, notice)
+    with store.reader() as tx:
+        digests_before = dict(tx.municipality_digests(MUNICIPALITY))
+    _as_schema_1(store, [first, second])
+    store.env.close()
+
+    store = open_store(settings)  # migrates
+    try:
+        dbs = store.env.dbs
+        with store.env.read() as txn:
+            assert bytes(txn.get(b"schema_version", db=dbs["meta"])) == b"2"
+            assert {bytes(v) for _, v in txn.cursor(db=dbs["idx_municipality"])} == {b""}
+            assert txn.stat(dbs["idx_municipality"])["entries"] == 200 + 1
+        with store.reader() as tx:
+            for notice in (first, second):
+                held = tx.applied(MUNICIPALITY, notice.sequence)
+                assert held is not None
+                plain = _plain_notice_digest(notice)
+                assert held[0] == store.sealer.keyed_digest(plain) != plain
+            assert dict(tx.municipality_digests(MUNICIPALITY)) == digests_before  # 整合 answers as before
+        # a replay after the migration is still recognised, a conflicting one still refused
+        replay = store.env.write_sync(
+            lambda txn: apply_notice(
+                store.bind(txn), first, caller_municipality=MUNICIPALITY, now=lambda: NOW
+            )
+        )
+        assert replay.replayed
+        conflicting = prefecture_pb2.ChangeNotice()
+        conflicting.CopyFrom(first)
+        conflicting.four_info.name_kanji = "三重　別子"
+        with pytest.raises(DomainError, match="conflicting replay"):
+            store.env.write_sync(
+                lambda txn: apply_notice(
+                    store.bind(txn), conflicting, caller_municipality=MUNICIPALITY, now=lambda: NOW
+                )
+            )
+    finally:
+        store.env.close()
+    store = open_store(settings)  # opening again changes nothing
+    try:
+        with store.reader() as tx:
+            again = tx.applied(MUNICIPALITY, first.sequence)
+        assert again is not None and again[0] == store.sealer.keyed_digest(_plain_notice_digest(first))
+    finally:
+        store.env.close()
+
+
+def test_a_store_of_an_unknown_schema_is_refused(tmp_path: Path) -> None:
+    settings = Settings(home=tmp_path)
+    store = open_store(settings)
+    store.env.write_sync(lambda txn: txn.put(b"schema_version", b"9", db=store.env.dbs["meta"]))
+    store.env.close()
+    with pytest.raises(RuntimeError, match="schema"):
+        open_store(settings)
+
+
+def test_municipality_digests_in_short_reads_are_those_of_one_read(tmp_path: Path) -> None:
+    store = open_store(Settings(home=tmp_path))
+    try:
+        load(store, generate(400, 4))
+        with store.reader() as tx:
+            whole = list(tx.municipality_digests(MUNICIPALITY))
+        assert len(whole) > 20
+        for per_read in (1, 7, len(whole), len(whole) + 1):
+            assert asyncio.run(store.municipality_digests(MUNICIPALITY, per_read=per_read)) == whole
+    finally:
+        store.env.close()

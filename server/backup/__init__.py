@@ -3,8 +3,8 @@
 Whoever holds an archive but not the backup key learns nothing. `create_backup` snapshots running
 environments into one sealed archive; `verify_backup` checks one without writing; `restore_backup` restores
 into a new directory; `BackupKey` keeps the key (outside the data directory); `backup_schedule` is the
-server's daily backup with rotation. The 附票 server's temporary area (`tempstore`, or a directory holding a
-`TEMPSTORE` marker) is never backed up.
+server's daily backup with rotation. Each server has its own backup key (`server_key_file`). The 附票
+server's temporary area (`tempstore`, or a directory holding a `TEMPSTORE` marker) is never backed up.
 """
 
 from server.backup.archive import (
@@ -15,6 +15,7 @@ from server.backup.archive import (
     EnvironmentSnapshot,
     Manifest,
     Progress,
+    archive_key_id,
     create_backup,
     is_tempstore,
     mark_tempstore,
@@ -22,7 +23,7 @@ from server.backup.archive import (
     restore_backup,
     verify_backup,
 )
-from server.backup.keys import BackupKey, key_id
+from server.backup.keys import SERVERS, BackupKey, key_id, server_key_file
 from server.backup.schedule import (
     archive_name,
     backup_schedule,
@@ -33,6 +34,7 @@ from server.backup.schedule import (
 
 __all__ = [
     "DEFAULT_CHUNK_SIZE",
+    "SERVERS",
     "TEMPSTORE_DIR",
     "TEMPSTORE_MARKER",
     "BackupError",
@@ -40,6 +42,7 @@ __all__ = [
     "EnvironmentSnapshot",
     "Manifest",
     "Progress",
+    "archive_key_id",
     "archive_name",
     "backup_schedule",
     "create_backup",
@@ -51,5 +54,6 @@ __all__ = [
     "read_manifest",
     "restore_backup",
     "scheduled_archives",
+    "server_key_file",
     "verify_backup",
 ]

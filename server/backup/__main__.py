@@ -13,6 +13,7 @@ from pathlib import Path
 from types import FrameType
 
 from server.backup.archive import BackupError, create_backup
+from server.hardening import disable_core_dumps
 
 USAGE = "usage: python -m server.backup create OUT NAME=DIR [NAME=DIR …]  (key on stdin)"
 
@@ -26,6 +27,7 @@ def main(argv: list[str]) -> int:
         print(USAGE, file=sys.stderr)
         return 2
     signal.signal(signal.SIGTERM, _terminate)
+    disable_core_dumps()  # it holds the key and the plaintext snapshot, chunk by chunk
     sources = {name: Path(directory) for name, _, directory in (a.partition("=") for a in argv[2:])}
     key = sys.stdin.buffer.read()
     try:

@@ -492,6 +492,12 @@ def _open_archive(archive: IO[bytes], key: bytes) -> tuple[_Sealer, Manifest]:
     return sealer, manifest
 
 
+def archive_key_id(path: Path) -> str:
+    """The id of the key an archive was sealed with (from its clear header; no key needed)."""
+    with path.open("rb") as archive:
+        return _Header.parse(_read_exact(archive, _HEADER.size)).key_id.hex()
+
+
 def read_manifest(path: Path, key: bytes) -> Manifest:
     """The manifest alone (header and manifest checked, data chunks not read)."""
     with path.open("rb") as archive:

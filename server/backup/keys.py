@@ -1,4 +1,9 @@
-"""The backup key: 32 random bytes in a file of its own (0600), outside every data directory (SPEC §4.3).
+"""Backup keys: 32 random bytes in a file of their own (0600), outside every data directory (SPEC §4.3).
+
+One key per server (`server_key_file`: var/keys/<server>.backup.key), so that whoever holds one server's
+archives and key learns nothing of another's. Archives made before there was one key per server were sealed
+with the shared `var/keys/backup.key` (the settings' `backup_key_file`): it is never used to seal again, and
+`juki backup verify|restore` still opens such archives with it.
 
 Whoever makes or keeps the archives (the monitoring contractor) holds no key; whoever restores needs it. The
 archive names its key only by a key id — the first bytes of SHA-256 of the key — so a wrong key is told
@@ -18,6 +23,17 @@ log = logging.getLogger(__name__)
 
 KEY_BYTES = 32  # AES-256
 KEY_ID_BYTES = 8
+
+
+SERVERS = ("prefecture", "fuhyo", "national")
+
+
+def server_key_file(shared_key_file: Path, server: str) -> Path:
+    """The backup key file of `server` (one of SERVERS): <server>.backup.key, in the directory of the
+    shared key file of older archives."""
+    if server not in SERVERS:
+        raise ValueError(f"a server is one of {', '.join(SERVERS)}")
+    return shared_key_file.with_name(f"{server}.backup.key")
 
 
 def key_id(key: bytes) -> bytes:

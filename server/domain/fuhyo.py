@@ -115,7 +115,7 @@ def apply_fuhyo_notice(
             "a municipal CS may only send notices it manages",
             "OTHER_MUNICIPALITY",
         )
-    digest = notice_digest(notice)
+    digest = notice_digest(tx, notice)
     first = check_sequence(tx, notice.managing_municipality_code, notice.sequence, digest)
     if first is not None:
         return Applied(first, replayed=True)

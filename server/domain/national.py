@@ -81,7 +81,7 @@ def absorb_change(tx: ResidentTxn, change: national_pb2.PropagatedChange, *, rec
     notice = change.notice
     stream = _FILE_PREFIX[change.file] + notice.municipality_code
     last = tx.last_sequence(stream)
-    digest = notice_digest(notice)
+    digest = notice_digest(tx, notice)
     expected = str(last + 1)
     if notice.sequence <= last:
         held = tx.applied(stream, notice.sequence)

@@ -50,8 +50,11 @@ class Applied:
     replayed: bool
 
 
-def notice_digest(notice: Message) -> bytes:
-    return hashlib.sha256(notice.SerializeToString(deterministic=True)).digest()
+def notice_digest(tx: ResidentTxn, notice: Message) -> bytes:
+    """The keyed digest of a notice that `applied` keeps for idempotent replay: HMAC (the store's key) of
+    its SHA-256. A notice carries a My Number, and everything else in it is in clear in the store: a plain
+    hash would give the number away to brute force."""
+    return tx.keyed_digest(hashlib.sha256(notice.SerializeToString(deterministic=True)).digest())
 
 
 def validate_notice(
@@ -212,7 +215,7 @@ def apply_notice(
             "a municipal CS may only send notices of its own municipality",
             "OTHER_MUNICIPALITY",
         )
-    digest = notice_digest(notice)
+    digest = notice_digest(tx, notice)
     first = check_sequence(tx, notice.municipality_code, notice.sequence, digest)
     if first is not None:
         return Applied(first, replayed=True)

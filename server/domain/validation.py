@@ -23,6 +23,7 @@ _RFC3339 = re.compile(
     r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,9})?([Zz]|[+-][0-9]{2}:[0-9]{2})"
 )
 _ASCII_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
+_LONG_DIGIT_RUN = re.compile(r"[0-9]{11}")
 _OAZA = re.compile(r"[0-9]{1,12}")
 _PURPOSE = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
 _EARLIEST = dt.date(1850, 1, 1)
@@ -106,9 +107,17 @@ def check_purpose(v: Violations, path: str, value: str) -> None:
         v.add(path, "required: a purpose id (lower-case letters, digits, '.', '_', '-')")
 
 
-def check_request_id(v: Violations, path: str, value: str) -> None:
-    if value and not _ASCII_ID.fullmatch(value):
+def check_request_id(v: Violations, path: str, value: str, *, required: bool = False) -> None:
+    """A caller's request id: it is stored in clear (audit trails, the temporary area's key), so it may not
+    hold a 住民票コード or a My Number, nor anything that could pass for one (11 or more digits in a row)."""
+    if not value:
+        if required:
+            v.add(path, "required")
+        return
+    if not _ASCII_ID.fullmatch(value):
         v.add(path, "at most 64 of A-Z a-z 0-9 . _ : -")
+    elif _LONG_DIGIT_RUN.search(value):
+        v.add(path, "must not hold 11 or more digits in a row (a 住民票コード or a My Number)")
 
 
 def check_ascii_id(v: Violations, path: str, value: str, *, required: bool = False) -> None:

@@ -103,7 +103,7 @@ class FuhyoService(fuhyo_pb2_grpc.FuhyoServicer):
         self, request: fuhyo_pb2.FuhyoProvideRequest, context: Context
     ) -> fuhyo_pb2.FuhyoProvideResponse:
         v = Violations()
-        val.check_ascii_id(v, "request_id", request.request_id, required=request.include_my_number)
+        val.check_request_id(v, "request_id", request.request_id, required=request.include_my_number)
         v.raise_if_any()
         condition = parse_condition(
             request.WhichOneof("condition"),
@@ -179,7 +179,7 @@ class FuhyoService(fuhyo_pb2_grpc.FuhyoServicer):
         """The caller's held payload (acknowledged: erased). Not held, expired, acknowledged or another
         caller's: one answer, so that nobody learns what others hold."""
         v = Violations()
-        val.check_ascii_id(v, "request_id", request_id, required=True)
+        val.check_request_id(v, "request_id", request_id, required=True)
         v.raise_if_any()
         caller = current_caller().uri
         slot = caller_slot(caller, request_id)

@@ -244,7 +244,7 @@ class PrefectureService(prefecture_pb2_grpc.PrefectureServicer):
         removed from the resident register but keep their My Number). Every other person gets one refusal."""
         v = Violations()
         val.check_resident_code(v, "resident_code", request.resident_code)
-        val.check_ascii_id(v, "request_id", request.request_id, required=True)
+        val.check_request_id(v, "request_id", request.request_id, required=True)
         try:
             requester = SpiffeId.parse(request.requester)
             if requester.role not in operators.BULK_ROLES:
@@ -357,11 +357,8 @@ class PrefectureService(prefecture_pb2_grpc.PrefectureServicer):
                 "OTHER_MUNICIPALITY",
             )
         theirs = {r.prefix: r.digest for r in ranges.ranges}
-        with self._store.reader() as tx:
-            ours = {
-                r.prefix: r.digest
-                for r in range_digests(tx.municipality_digests(municipality), ranges.prefix_length)
-            }
+        digests = await self._store.municipality_digests(municipality)  # computed now: none is stored
+        ours = {r.prefix: r.digest for r in range_digests(digests, ranges.prefix_length)}
         differing = sorted(p for p in theirs.keys() | ours.keys() if theirs.get(p) != ours.get(p))
         yield prefecture_pb2.ReconcileResponse(send_ranges=prefecture_pb2.RangeRequest(prefixes=differing))
         wanted = set(differing)
@@ -392,7 +389,7 @@ class PrefectureService(prefecture_pb2_grpc.PrefectureServicer):
         with self._store.reader() as tx:
             missing = [
                 code
-                for code, _ in tx.municipality_digests(municipality)
+                for code in tx.municipality_codes(municipality)
                 if code[: ranges.prefix_length] in wanted and code not in seen
             ]
         for code in missing:

@@ -3,13 +3,16 @@
 Reads run on the caller's thread (they take microseconds); writes go through one writer thread so that an
 fsync never blocks the event loop and LMDB's single-writer rule holds by construction (SPEC §10). Several
 processes may open the same environment (prefectural workers on one port): LMDB serialises their writers,
-and a map grown by one is adopted by the others when their next transaction finds it larger.
+and a map grown by one is adopted by the others when their next transaction finds it larger. The directory
+is 0700, data.mdb and lock.mdb 0600, whatever the umask.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import os
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -27,6 +30,14 @@ DEFAULT_MAP_SIZE = 1 << 30
 MAX_MAP_SIZE = 1 << 40
 
 
+def _make_private(path: Path, mode: int) -> None:
+    """0600 files and a 0700 directory whatever the umask (another user's files, e.g. a restored copy
+    opened read-only, are left as they are)."""
+    with contextlib.suppress(FileNotFoundError, PermissionError):
+        if os.stat(path).st_mode & 0o777 != mode:
+            os.chmod(path, mode)
+
+
 class LmdbEnv:
     """An LMDB environment with named databases, growing its map when a write finds it full."""
 
@@ -40,6 +51,7 @@ class LmdbEnv:
         readonly: bool = False,
     ) -> None:
         path.mkdir(parents=True, exist_ok=True, mode=0o700)
+        _make_private(path, 0o700)
         self.path = path
         self.readonly = readonly
         self.env: Any = lmdb.open(
@@ -55,7 +67,10 @@ class LmdbEnv:
             readahead=False,
             readonly=readonly,
             lock=True,
+            mode=0o600,  # data.mdb and lock.mdb (less the umask); files made before are narrowed below
         )
+        for name in ("data.mdb", "lock.mdb"):
+            _make_private(path / name, 0o600)
         # A process killed while reading leaves its reader slot behind; clear those now.
         stale = self.env.reader_check()
         if stale:

@@ -9,19 +9,28 @@ Named databases of one environment:
   idx_name         清音化かな + NUL + YYYYMMDD + 住民票コード → state, sex, YYYYMMDD
   idx_birth        YYYYMMDD + sex + 住民票コード → the same
   idx_address      address + NUL + 住民票コード → the same
-  idx_municipality 市町村コード + 住民票コード → record digest (整合, server.domain.reconcile)
+  idx_municipality 市町村コード + 住民票コード → "" (整合: record digests are computed when asked, from the
+                   record and its opened My Number, never stored: a plain hash over the items would give
+                   the My Number away to brute force)
   idx_removed      removal date YYYYMMDD + 住民票コード → "" (消除者, for the 150-year retention)
   sequences        市町村コード → last applied 更新順番号 (u64)
-  applied          市町村コード + u64 sequence → notice digest + ApplyResult (for idempotent replay)
+  applied          市町村コード + u64 sequence → keyed notice digest (HMAC, MyNumberSealer.keyed_digest) +
+                   ApplyResult (for idempotent replay)
   outbox           u64 counter → applied ChangeNotice (sealed), for the national server (SPEC §6.2)
   meta             counters and the schema version
+
+Schema 2 (this one) keys the applied digests and keeps no record digest; a schema-1 store is migrated when
+opened for writing (`migrate_schema_1`). docs/data-at-rest.md lists every database of every server.
 
 Nothing here knows about gRPC; the domain layer decides what a change may do.
 """
 
 from __future__ import annotations
 
+import asyncio
 import functools
+import itertools
+import logging
 import struct
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -34,6 +43,8 @@ from server.domain.kana import search_kana
 from server.domain.reconcile import record_digest
 from server.storage.lmdbenv import LmdbEnv
 from server.storage.sealing import MyNumberSealer
+
+log = logging.getLogger(__name__)
 
 DB_NAMES = (
     "records",
@@ -50,7 +61,7 @@ DB_NAMES = (
     "outbox",
     "meta",
 )
-SCHEMA_VERSION = b"1"
+SCHEMA_VERSION = b"2"
 _U64 = struct.Struct(">Q")
 _U16 = struct.Struct(">H")
 _ACTIVE, _REMOVED = b"A", b"R"
@@ -212,11 +223,7 @@ class ResidentTxn:
             self._txn.put(key, self._store.sealer.seal(code, my_number), db=self._dbs["my_numbers"])
             self._txn.put(self._store.sealer.index_key(my_number), key, db=self._dbs["my_number_index"])
         self._put_indexes(record)
-        self._txn.put(
-            record.municipality_code.encode() + key,
-            record_digest(record, my_number),
-            db=self._dbs["idx_municipality"],
-        )
+        self._txn.put(record.municipality_code.encode() + key, b"", db=self._dbs["idx_municipality"])
         if record.deleted_flag:
             self._txn.put(_dob_key(record.removed_date) + key, b"", db=self._dbs["idx_removed"])
 
@@ -253,16 +260,27 @@ class ResidentTxn:
                 erased += 1
         return erased
 
-    def municipality_digests(self, municipality_code: str) -> Iterator[tuple[str, bytes]]:
-        """(resident code, record digest) of every record of a municipality, in code order."""
+    def municipality_codes(self, municipality_code: str, after: str = "") -> Iterator[str]:
+        """The resident codes of every record of a municipality (after `after`), in code order."""
         prefix = municipality_code.encode()
+        start = prefix + after.encode()
         with self._txn.cursor(db=self._dbs["idx_municipality"]) as cur:
-            if not cur.set_range(prefix):
+            if not cur.set_range(start):
                 return
-            for key, value in cur:
+            for key in cur.iternext(keys=True, values=False):
                 if not key.startswith(prefix):
                     return
-                yield bytes(key[len(prefix) :]).decode(), bytes(value)
+                if after and key == start:
+                    continue
+                yield bytes(key[len(prefix) :]).decode()
+
+    def municipality_digests(self, municipality_code: str, after: str = "") -> Iterator[tuple[str, bytes]]:
+        """(resident code, record digest) of every record of a municipality (after `after`), in code order,
+        each digest computed now from the record and its opened My Number (none is stored)."""
+        for code in self.municipality_codes(municipality_code, after):
+            record = self.get(code)
+            if record is not None:
+                yield code, record_digest(record, self.my_number(code))
 
     def add_history(self, record: records_pb2.ResidentRecord, my_number: str) -> None:
         """Keep a previous version (with its sealed My Number) as history."""
@@ -275,7 +293,12 @@ class ResidentTxn:
         self._txn.put(municipality_code.encode(), _u64(sequence), db=self._dbs["sequences"])
 
     def record_applied(self, municipality_code: str, sequence: int, digest: bytes, result: bytes) -> None:
+        """`digest` is a keyed one (`keyed_digest`), as `applied` gives it back."""
         self._txn.put(municipality_code.encode() + _u64(sequence), digest + result, db=self._dbs["applied"])
+
+    def keyed_digest(self, digest: bytes) -> bytes:
+        """The store's keyed form of a digest over data that may hold a My Number (see `sealing`)."""
+        return self._store.sealer.keyed_digest(digest)
 
     def enqueue_outbox(self, payload: bytes, enqueued_ms: int) -> None:
         """Queue a change for the national server: the enqueue time in clear (for the age metric), then the
@@ -357,10 +380,9 @@ class ResidentTxn:
 # parts. PreparedRecord: resident code, record (My Number cleared), My Number, idx_removed key (or None),
 # and per earlier version (resident code, My Number, record with My Number cleared): BulkLoad seals the
 # numbers. IndexEntries: the keys of idx_name, idx_birth and idx_address, the value they share, the
-# idx_municipality key and the record digest (its value): IndexLists sorts them, in whichever process
-# prepared them.
+# idx_municipality key (its value is empty): IndexLists sorts them, in whichever process prepared them.
 PreparedRecord = tuple[bytes, bytes, str, bytes | None, tuple[tuple[bytes, str, bytes], ...]]
-IndexEntries = tuple[bytes, bytes, bytes, bytes, bytes, bytes]
+IndexEntries = tuple[bytes, bytes, bytes, bytes, bytes]
 INDEX_DATABASES = ("idx_name", "idx_birth", "idx_address", "idx_municipality")
 
 # Folding is pure and names repeat (a population has far fewer distinct names than people).
@@ -399,7 +421,6 @@ def prepare_resident(
             address,
             value,
             record.municipality_code.encode() + code,
-            record_digest(record, my_number),
         ),
     )
 
@@ -417,11 +438,11 @@ class IndexLists:
 
     def add(self, residents: Iterable[IndexEntries]) -> None:
         idx_name, idx_birth, idx_address, idx_municipality = self._lists
-        for name, birth, address, value, municipality, digest in residents:
+        for name, birth, address, value, municipality in residents:
             idx_name.append((name, value))
             idx_birth.append((birth, value))
             idx_address.append((address, value))
-            idx_municipality.append((municipality, digest))
+            idx_municipality.append((municipality, b""))
 
     def sorted(self) -> Iterator[list[_Entry]]:
         """Each database's entries sorted by key, in the order of INDEX_DATABASES (and let go of here)."""
@@ -572,27 +593,60 @@ class ResidentStore:
     def _init_meta(self, txn: Any) -> None:
         meta = self.env.dbs["meta"]
         version = txn.get(b"schema_version", db=meta)
-        if version is None:
-            txn.put(b"schema_version", SCHEMA_VERSION, db=meta)
-        elif bytes(version) != SCHEMA_VERSION:
+        if version is not None and bytes(version) == b"1":
+            migrated = self.migrate_schema_1(txn)
+            log.info("store migrated to schema 2 (keyed digests)", extra=migrated)
+        elif version is not None and bytes(version) != SCHEMA_VERSION:
             raise RuntimeError(f"store schema {bytes(version)!r} is not {SCHEMA_VERSION!r}")
+        txn.put(b"schema_version", SCHEMA_VERSION, db=meta)
         by_municipality = self.env.dbs["idx_municipality"]
         if txn.stat(by_municipality)["entries"] == 0 and txn.stat(self.env.dbs["records"])["entries"]:
             # a store from before the 整合 index: build it once from the records
-            tx = ResidentTxn(self, txn)
             with txn.cursor(db=self.env.dbs["records"]) as cur:
                 for key, raw in cur:
                     record = records_pb2.ResidentRecord()
                     record.ParseFromString(raw)
-                    digest = record_digest(record, tx.my_number(record.resident_code))
-                    txn.put(record.municipality_code.encode() + bytes(key), digest, db=by_municipality)
+                    txn.put(record.municipality_code.encode() + bytes(key), b"", db=by_municipality)
                     if record.deleted_flag:
                         txn.put(
                             _dob_key(record.removed_date) + bytes(key), b"", db=self.env.dbs["idx_removed"]
                         )
 
+    def migrate_schema_1(self, txn: Any) -> dict[str, int]:
+        """Schema 1 kept plain SHA-256 digests over data holding My Numbers: of each record's items in
+        idx_municipality, of each applied notice in `applied`. Drop the first (computed when asked now) and
+        key the second in place (the digest of a notice is all a replay needs: HMAC of it is what schema 2
+        stores). One transaction: the store is migrated whole or not at all. Counts, for the log."""
+        by_municipality = self.env.dbs["idx_municipality"]
+        with txn.cursor(db=by_municipality) as cur:
+            keys = [(bytes(key), b"") for key in cur.iternext(keys=True, values=False)]
+        txn.drop(by_municipality, delete=False)  # then appended again in key order: full pages
+        with txn.cursor(db=by_municipality) as cur:
+            cur.putmulti(keys, append=True)
+        applied = self.env.dbs["applied"]
+        with txn.cursor(db=applied) as cur:
+            entries = [(bytes(key), bytes(value)) for key, value in cur]
+        for key, value in entries:
+            txn.put(key, self.sealer.keyed_digest(value[:32]) + value[32:], db=applied)
+        return {"record_digests_dropped": len(keys), "notice_digests_keyed": len(entries)}
+
     def reader(self) -> _ReadScope:
         return _ReadScope(self)
+
+    async def municipality_digests(
+        self, municipality_code: str, *, per_read: int = 2000
+    ) -> list[tuple[str, bytes]]:
+        """`ResidentTxn.municipality_digests` in short read transactions, letting the event loop serve other
+        calls in between: each digest opens a My Number (about 5 µs), and 四日市 has 305k residents."""
+        found: list[tuple[str, bytes]] = []
+        while True:
+            after = found[-1][0] if found else ""
+            with self.reader() as tx:
+                part = list(itertools.islice(tx.municipality_digests(municipality_code, after), per_read))
+            found += part
+            if len(part) < per_read:
+                return found
+            await asyncio.sleep(0)
 
     def bind(self, txn: Any) -> ResidentTxn:
         """Wrap a raw write transaction (inside `env.write`/`write_sync` work)."""

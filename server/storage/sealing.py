@@ -2,7 +2,9 @@
 
 My Number is sealed with AES-256-GCM (random 96-bit nonce, the resident code as associated data, so a
 sealed value cannot be moved to another record) and found through an HMAC-SHA-256 index. The two keys live
-in a key file outside the data directory, written 0600.
+in a key file outside the data directory, written 0600. Any other digest a store keeps over data that may
+hold a My Number (an applied notice's, for idempotent replay) is keyed too (`keyed_digest`): a plain hash
+of such data would give the number away to brute force, the other items being in clear beside it.
 """
 
 from __future__ import annotations
@@ -19,6 +21,9 @@ from pathlib import Path
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 _NONCE = 12
+# The key of stored digests is derived from the index key (one key file, nothing new to keep), apart from
+# it by this label.
+_DIGEST_KEY_LABEL = b"jukinet stored-digest key v1"
 
 
 @dataclass(frozen=True)
@@ -69,6 +74,8 @@ class MyNumberSealer:
         # The HMAC with its key already absorbed; each index key starts from a copy (a third faster than
         # hmac.digest, which sets the key up again every time: it counts when 2 million are computed).
         self._index_hmac = hmac.new(keys.my_number_index_key, digestmod=hashlib.sha256)
+        digest_key = hmac.digest(keys.my_number_index_key, _DIGEST_KEY_LABEL, "sha256")
+        self._digest_hmac = hmac.new(digest_key, digestmod=hashlib.sha256)
 
     def seal(self, resident_code: str, my_number: str) -> bytes:
         nonce = os.urandom(_NONCE)
@@ -88,4 +95,12 @@ class MyNumberSealer:
     def index_key(self, my_number: str) -> bytes:
         mac = self._index_hmac.copy()
         mac.update(my_number.encode())
+        return mac.digest()
+
+    def keyed_digest(self, digest: bytes) -> bytes:
+        """HMAC-SHA-256 of a digest (e.g. SHA-256 of a notice) that may cover a My Number: what a store keeps
+        in its place. Keying the digest rather than the data lets a store written with plain digests be
+        migrated in place."""
+        mac = self._digest_hmac.copy()
+        mac.update(digest)
         return mac.digest()

@@ -154,7 +154,10 @@ class TempStore:
         self._update_gauge()
         if found:
             TEMPSTORE_ERASURES.labels(cause="restart").inc(found)
-            log.info("temporary area: entries from before the restart erased", extra={"entries": found})
+            log.info(
+                "temporary area: entries erased",
+                extra={"cause": "restart", "entries": found, "records_deleted": found},
+            )
 
     # --- the calls ------------------------------------------------------------------------------------
 
@@ -210,18 +213,22 @@ class TempStore:
     def ack(self, request_id: str, owner: str) -> None:
         """Erase the entry now (its owner only): WrongOwner for another caller, NotHeld if already gone."""
         self._release(request_id, owner)
+        deleted = False
         try:
-            self.env.write_sync(lambda txn: self._delete_record(txn, request_id))
+            deleted = self.env.write_sync(lambda txn: self._delete_record(txn, request_id))
         except lmdb.Error:  # the key is gone, so the entry is; its record waits for the next sweep
             log.exception("temporary area: record of an acknowledged entry not deleted; left to the sweep")
+        self._log_erasure("ack", 1, int(deleted))
 
     async def ack_async(self, request_id: str, owner: str) -> None:
         """`ack`, with its write on the environment's writer thread (for the event loop)."""
         self._release(request_id, owner)
+        deleted = False
         try:
-            await self.env.write(lambda txn: self._delete_record(txn, request_id))
+            deleted = await self.env.write(lambda txn: self._delete_record(txn, request_id))
         except lmdb.Error:
             log.exception("temporary area: record of an acknowledged entry not deleted; left to the sweep")
+        self._log_erasure("ack", 1, int(deleted))
 
     def expire(self) -> int:
         """Erase every entry past its TTL (counted as "ttl") and every record without a key; returns how
@@ -305,6 +312,7 @@ class TempStore:
                     entry.wipe(key)
                     raise AlreadyHeld(f"request {request_id} is already held")
                 self._forget_locked(request_id, current, "ttl")
+                self._log_erasure("ttl", 1, 0)  # its record is overwritten by this entry's
             # Held before the record is written: a record on disk always has its key in memory, so the
             # sweep can never take a new entry's record for a leftover.
             self._held[request_id] = held
@@ -320,6 +328,7 @@ class TempStore:
                 raise NotHeld(f"request {request_id} is not held")
             if now >= held.expires_at:
                 self._forget_locked(request_id, held, "ttl")
+                self._log_erasure("ttl", 1, 0)  # its record goes at the next sweep
                 raise NotHeld(f"request {request_id} is not held")
             if held.owner != owner:
                 raise WrongOwner(f"request {request_id} belongs to another caller")
@@ -401,6 +410,8 @@ class TempStore:
             raise TempStoreError("the temporary area is closed")
 
     def _log_erasure(self, cause: str, erased: int, swept: int) -> None:
+        """One line per erasure or sweep (SPEC §6.4): the cause and counts, never a request id or owner.
+        `erased`: keys destroyed; `swept`: records deleted."""
         if erased or swept:
             log.info(
                 "temporary area: entries erased",
