@@ -14,11 +14,25 @@ Each problem is named at the segment file, line and seq where it shows:
 - `torn_line`: a last line without its `\\n` (a crash leftover, cut at the next open);
 - `checkpoint_signature`, `checkpoint_mismatch`, `checkpoint_deleted`, `checkpoints_missing`: a checkpoint
   forged or edited, naming a hash the trail does not have, missing from the checkpoint chain, or no
-  checkpoint file at all.
+  checkpoint file at all;
+- `merkle_mismatch`: a checkpoint's signed note names a tree root the entries do not hash to.
 
-Entries after the last checkpoint are protected by the chain only: a tail cut exactly there, together with
-the last checkpoint lines, cannot be seen from the directory alone. Pass checkpoints kept elsewhere (a copy,
-the one printed in a monthly report) as `known` to close that gap.
+Checked against a witnessed checkpoint (`witnessed`: a signed note cosigned by a witness, the newest it
+holds for this log), also:
+
+- `witness_truncated`: the trail holds fewer entries than the witness saw (a tail cut, a rollback to an
+  older copy, a wipe);
+- `witness_mismatch`: the first N entries do not hash to the witnessed root (altered after being
+  witnessed; the altered seq is named when the leaf file still matches the witnessed tree);
+- `witness_checkpoint_deleted`: checkpoints.log ends before the witnessed checkpoint (its last lines cut or
+  the file replaced by an older copy);
+- `unwitnessed`: entries after the witnessed size (appended after it — a forgery — or written within the
+  last checkpoint interval: verify again after the next checkpoint);
+- `witness_invalid`: the witnessed checkpoint is not signed by this log's key (or not cosigned by the
+  witness key given).
+
+Without a witnessed checkpoint, entries after the last checkpoint are protected by the chain only: a tail
+cut exactly there, together with the last checkpoint lines, cannot be seen from the directory alone.
 
 The entries are read once, as a stream with a small look-ahead window, so a trail of any length verifies in
 constant memory.
@@ -27,6 +41,7 @@ constant memory.
 from __future__ import annotations
 
 import bisect
+import datetime as dt
 import json
 from collections import Counter, deque
 from collections.abc import Iterable, Iterator, Mapping
@@ -49,6 +64,9 @@ from server.audit.entries import (
     sha256_hex,
 )
 from server.audit.keys import load_public_key
+from server.audit.merkle import EMPTY_ROOT, CompactRange, leaf_hash
+from server.audit.note import Checkpoint, NoteError, verify_cosignature, verify_note
+from server.audit.tree import TreeReader
 
 EDITED = "edited"
 UNPARSEABLE = "unparseable"
@@ -63,6 +81,12 @@ CHECKPOINT_SIGNATURE = "checkpoint_signature"
 CHECKPOINT_MISMATCH = "checkpoint_mismatch"
 CHECKPOINT_DELETED = "checkpoint_deleted"
 CHECKPOINTS_MISSING = "checkpoints_missing"
+MERKLE_MISMATCH = "merkle_mismatch"
+WITNESS_TRUNCATED = "witness_truncated"
+WITNESS_MISMATCH = "witness_mismatch"
+WITNESS_CHECKPOINT_DELETED = "witness_checkpoint_deleted"
+UNWITNESSED = "unwitnessed"
+WITNESS_INVALID = "witness_invalid"
 
 _WINDOW = 64  # look-ahead, in lines, for telling a reorder or an insertion from a gap
 _CHECKPOINT_KEYS = {"seq", "hash", "time", "segment", "kind", "prev", "sig"}
@@ -97,6 +121,9 @@ class VerifyReport:
     last_checkpoint: dict[str, Any] | None = None  # the newest valid checkpoint, as written
     erased_through: int = 0  # last seq removed by retention (0: none)
     unanchored: int = 0  # entries after the last checkpoint that matched (chain-protected only)
+    origin: str = ""  # the log's name in its checkpoint notes
+    tree_size: int = 0  # entries covered by the Merkle tree the walk rebuilt (0: broken by a problem)
+    witnessed_size: int | None = None  # size of the witnessed checkpoint checked against
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), ensure_ascii=False, indent=2, sort_keys=True)
@@ -110,6 +137,7 @@ class _Rec(NamedTuple):
     hash: str
     computed: str
     canonical: bool
+    leaf: bytes
 
     @property
     def valid(self) -> bool:
@@ -128,6 +156,7 @@ class _Cp(NamedTuple):
     kind: str
     time: str
     segment: str
+    root: bytes | None  # the tree root its signed note names (None: a checkpoint from before the tree)
 
 
 class _Erasures:
@@ -180,6 +209,9 @@ class _CheckpointScan:
         self.last: dict[str, Any] | None = None
         self.sigs: set[str] = set()
         self.segments: set[str] = set()
+        self.origin = ""
+        self.roots: dict[int, bytes] = {}  # line -> root of its valid note
+        self.noted_size = -1  # the largest size a valid note names
         if not self.present:
             problems.append(Problem(CHECKPOINTS_MISSING, CHECKPOINTS, 0, None, "there is no checkpoint file"))
             return
@@ -227,6 +259,10 @@ class _CheckpointScan:
             return Problem(
                 CHECKPOINT_SIGNATURE, CHECKPOINTS, number, seq, "line is not in canonical form (edited)"
             )
+        if "note" in cp:
+            problem = self._check_note(number, seq, cp["note"], public_key)
+            if problem is not None:
+                return problem
         self.count += 1
         self.last = cp
         self.sigs.add(str(cp["sig"]))
@@ -247,6 +283,25 @@ class _CheckpointScan:
             )
         return None
 
+    def _check_note(self, number: int, seq: int, text: Any, public_key: Ed25519PublicKey) -> Problem | None:
+        try:
+            origin = str(text).split("\n", 1)[0]
+            _, checkpoint = verify_note(str(text), origin, public_key)
+        except NoteError as e:
+            return Problem(CHECKPOINT_SIGNATURE, CHECKPOINTS, number, seq, f"signed note: {e}")
+        if checkpoint.size != seq:
+            return Problem(
+                CHECKPOINT_SIGNATURE, CHECKPOINTS, number, seq, f"signed note names size {checkpoint.size}"
+            )
+        if self.origin and origin != self.origin:
+            return Problem(
+                CHECKPOINT_SIGNATURE, CHECKPOINTS, number, seq, f"signed note of another log ({origin})"
+            )
+        self.origin = origin
+        self.roots[number] = checkpoint.root
+        self.noted_size = max(self.noted_size, seq)
+        return None
+
     def valid(self) -> Iterator[_Cp]:
         """The valid checkpoints in file order, seq never going back."""
         if not self.present:
@@ -259,7 +314,13 @@ class _CheckpointScan:
             if cp["seq"] >= last_seq:
                 last_seq = cp["seq"]
                 yield _Cp(
-                    number, cp["seq"], str(cp["hash"]), str(cp["kind"]), str(cp["time"]), str(cp["segment"])
+                    number,
+                    cp["seq"],
+                    str(cp["hash"]),
+                    str(cp["kind"]),
+                    str(cp["time"]),
+                    str(cp["segment"]),
+                    self.roots.get(number),
                 )
 
 
@@ -276,7 +337,16 @@ def _records(directory: Path, segments: list[str], problems: list[Problem]) -> I
                 yield _Unparsed(name, number)  # reported by the chain walk, which can tell what it replaced
                 continue
             is_canonical, computed = entry_hash(raw, entry)
-            yield _Rec(name, number, entry["seq"], entry["prev"], entry["hash"], computed, is_canonical)
+            yield _Rec(
+                name,
+                number,
+                entry["seq"],
+                entry["prev"],
+                entry["hash"],
+                computed,
+                is_canonical,
+                leaf_hash(raw[:-1]),
+            )
 
 
 def _at(rec: _Rec | _Unparsed) -> str:
@@ -291,6 +361,8 @@ class _Chain:
         scan: _CheckpointScan,
         present: list[str],
         problems: list[Problem],
+        directory: Path,
+        witnessed_size: int | None,
     ) -> None:
         self.problems = problems
         self.erasures = scan.erasures
@@ -314,6 +386,14 @@ class _Chain:
         self.reported_missing: set[str] = set()
         self.buf: deque[_Rec | _Unparsed] = deque()
         self.buf_seqs: Counter[int] = Counter()
+        # The Merkle tree of the entries, rebuilt as they are accepted; dropped at the first problem (the
+        # chain has named it; a root compared after it would only say the same again).
+        self.tree: CompactRange | None = CompactRange()
+        self.clean_problems = len(problems)
+        self.directory = directory
+        self.witnessed_size = witnessed_size
+        self.witnessed_root: bytes | None = None  # the rebuilt root at the witnessed size
+        self.tree_size = 0
 
     def report(self, kind: str, rec: _Rec | _Unparsed, seq: int | None, detail: str) -> None:
         self.problems.append(Problem(kind, rec.segment, rec.line, seq, detail))
@@ -490,7 +570,30 @@ class _Chain:
             return
         self.report(DELETED, rec, lo, f"{span} missing before this entry (deleted)")
 
+    def _grow_tree(self, rec: _Rec, seq: int) -> None:
+        tree = self.tree
+        if tree is None:
+            return
+        if len(self.problems) != self.clean_problems or not rec.valid:
+            self.tree = None
+            return
+        if tree.size == 0 and seq > 1:  # the first entries were erased: their leaves are in the leaf file
+            try:
+                with TreeReader(self.directory) as reader:
+                    tree = self.tree = CompactRange.of(seq - 1, reader.subtree)
+            except (LookupError, ValueError, OSError):
+                self.tree = None
+                return
+        if tree.size != seq - 1:
+            self.tree = None
+            return
+        tree.append(rec.leaf)
+        self.tree_size = tree.size
+        if tree.size == self.witnessed_size:
+            self.witnessed_root = tree.root()
+
     def accept(self, rec: _Rec, seq: int, hashes: tuple[str, ...]) -> None:
+        self._grow_tree(rec, seq)
         self.last_seq = seq
         self.last_hashes = hashes
         self.last = rec
@@ -511,6 +614,14 @@ class _Chain:
                     )
                 else:
                     self.anchored_seq = seq
+                    if cp.root is not None and self.tree is not None and cp.root != self.tree.root():
+                        self.report(
+                            MERKLE_MISMATCH,
+                            rec,
+                            seq,
+                            f"checkpoint {CHECKPOINTS}:{cp.line} ({cp.kind}) signed a tree root the "
+                            f"entries 1–{seq} do not hash to",
+                        )
             elif cp.seq > 0 and not self.erasures.covers(cp.seq, cp.seq) and not self._reported_gap(cp.seq):
                 self.problems.append(
                     Problem(
@@ -564,13 +675,126 @@ def _apart(earlier: str, later: str) -> bool:
     return (b // 100 * 12 + b % 100) - (a // 100 * 12 + a % 100) > 1
 
 
+@dataclass(frozen=True)
+class Witnessed:
+    """A checkpoint a witness cosigned: the note as served (log signature and cosignatures)."""
+
+    note: str
+    witness: str = ""  # the witness's key name; "" to skip checking the cosignature
+    witness_key: Ed25519PublicKey | None = None
+
+
+def _witnessed_checkpoint(
+    witnessed: Witnessed, key: Ed25519PublicKey, problems: list[Problem]
+) -> tuple[Checkpoint, str] | None:
+    origin = witnessed.note.split("\n", 1)[0]
+    try:
+        note, checkpoint = verify_note(witnessed.note, origin, key)
+        when = ""
+        if witnessed.witness_key is not None:
+            stamp = verify_cosignature(note, witnessed.witness, witnessed.witness_key)
+            when = f", cosigned {dt.datetime.fromtimestamp(stamp, dt.UTC).isoformat()}"
+    except NoteError as e:
+        problems.append(Problem(WITNESS_INVALID, CHECKPOINTS, 0, None, f"witnessed checkpoint: {e}"))
+        return None
+    return checkpoint, f"the witnessed checkpoint (size {checkpoint.size}{when})"
+
+
+def _check_witnessed(
+    directory: Path,
+    checkpoint: Checkpoint,
+    what: str,
+    chain: _Chain,
+    scan: _CheckpointScan,
+    problems: list[Problem],
+) -> None:
+    n = checkpoint.size
+    if scan.origin and checkpoint.origin != scan.origin:
+        problems.append(
+            Problem(
+                WITNESS_INVALID,
+                CHECKPOINTS,
+                0,
+                None,
+                f"{what} is of log {checkpoint.origin}, not {scan.origin}",
+            )
+        )
+        return
+    held = chain.last_seq if chain.entries else 0
+    end = f"seq {held} at {_at(chain.last)}" if chain.last else "no entry (wiped)"
+    where = (chain.last.segment, chain.last.line) if chain.last else (CHECKPOINTS, 0)
+    if held < n:
+        problems.append(
+            Problem(
+                WITNESS_TRUNCATED,
+                *where,
+                held + 1,
+                f"the trail ends at {end} but {what} names {n} entries: seq {held + 1}–{n} missing "
+                "(tail cut, trail rolled back or wiped)",
+            )
+        )
+    elif chain.witnessed_root is not None and chain.witnessed_root != checkpoint.root:
+        problems.append(Problem(WITNESS_MISMATCH, *where, None, _mismatch(directory, checkpoint, what)))
+    elif chain.witnessed_root is None and len(problems) == chain.clean_problems:
+        problems.append(
+            Problem(
+                WITNESS_MISMATCH, *where, None, f"entries 1–{n} could not be hashed to compare with {what}"
+            )
+        )
+    if scan.noted_size < n:
+        newest = f"size {scan.noted_size}" if scan.noted_size >= 0 else "none"
+        problems.append(
+            Problem(
+                WITNESS_CHECKPOINT_DELETED,
+                CHECKPOINTS,
+                0,
+                n,
+                f"{CHECKPOINTS} ends before {what} (newest there: {newest}): its last checkpoint lines were "
+                "deleted or the file replaced by an older copy",
+            )
+        )
+    if held > n:
+        problems.append(
+            Problem(
+                UNWITNESSED,
+                *where,
+                n + 1,
+                f"seq {n + 1}–{held} come after {what}: not covered by any witnessed checkpoint "
+                "(appended after it — a forgery — or written within the last checkpoint interval: "
+                "verify again after the next)",
+            )
+        )
+
+
+def _mismatch(directory: Path, checkpoint: Checkpoint, what: str) -> str:
+    """Which seq differs, when the leaf file still holds the witnessed tree (its root proves it)."""
+    base = f"entries 1–{checkpoint.size} do not hash to the root of {what}: altered after being witnessed"
+    try:
+        with TreeReader(directory) as reader:
+            if reader.size < checkpoint.size or reader.root(checkpoint.size) != checkpoint.root:
+                return base
+            witnessed = reader.leaves()
+            for name in list_segments(directory):
+                for _, raw in read_lines(directory / name):
+                    entry = parse_entry(raw) if raw.endswith(b"\n") else None
+                    if entry is None or not 0 < entry["seq"] <= checkpoint.size:
+                        continue
+                    if next(witnessed, None) != leaf_hash(raw[:-1]):
+                        return f"{base} — first at {name}, seq {entry['seq']}"
+    except (LookupError, OSError):
+        pass
+    return base
+
+
 def verify(
     directory: Path,
     public_key: Ed25519PublicKey | bytes | Path,
     *,
     known: Iterable[Mapping[str, Any]] = (),
+    witnessed: Witnessed | None = None,
 ) -> VerifyReport:
-    """Verify the chain, the checkpoints and their signatures of the trail in `directory`.
+    """Verify the chain, the checkpoints and their signatures, and the Merkle tree of the trail in
+    `directory`; with `witnessed`, also that the trail holds exactly what the witness saw (and no more).
 
     `known`: checkpoints kept outside the directory (as written, with `sig`); each must still be there.
     """
@@ -592,9 +816,14 @@ def verify(
                     f"a checkpoint kept elsewhere ({cp.get('kind')}, {cp.get('time')}) is not in the file",
                 )
             )
-    chain = _Chain(scan, segments, problems)
+    target = _witnessed_checkpoint(witnessed, key, problems) if witnessed is not None else None
+    chain = _Chain(scan, segments, problems, directory, target[0].size if target else None)
+    if target is not None and target[0].size == 0:
+        chain.witnessed_root = EMPTY_ROOT
     chain.run(_records(directory, segments, problems))
     chain.finish()
+    if target is not None:
+        _check_witnessed(directory, *target, chain, scan, problems)
     order = {name: i for i, name in enumerate([*segments, CHECKPOINTS])}
     problems.sort(key=lambda p: (order.get(p.segment, -1), p.line))
     return VerifyReport(
@@ -611,4 +840,7 @@ def verify(
         unanchored=max(0, chain.last_seq - max(chain.anchored_seq, scan.erasures.through))
         if chain.entries
         else 0,
+        origin=scan.origin,
+        tree_size=chain.tree_size if chain.tree is not None else 0,
+        witnessed_size=target[0].size if target else None,
     )
