@@ -34,12 +34,15 @@ from juki.v1 import (
     national_pb2_grpc,
     prefecture_pb2,
     prefecture_pb2_grpc,
+    witness_pb2,
+    witness_pb2_grpc,
 )
 
 from server.audit.entries import worker_trail_dir
-from server.audit.keys import AuditKeys
+from server.audit.keys import AuditKeys, WitnessKey
 from server.audit.query import provisions_of
 from server.audit.trail import AuditTrail
+from server.audit.witness import Witness
 from server.backup import BackupKey, backup_schedule
 from server.domain import operators
 from server.domain.retention import erase_expired_persons
@@ -58,6 +61,7 @@ from server.services.chain import AccessInterceptor, CallAuditor, OperatorLookup
 from server.services.fuhyo import FuhyoService
 from server.services.national import NationalService
 from server.services.prefecture import PrefectureService, jst_now
+from server.services.witness import Submitter, WitnessService, deployment_logs, local, log_origin, remote
 from server.settings import Settings
 from server.storage import registry as registry_dbs
 from server.storage.lmdbenv import LmdbEnv
@@ -72,6 +76,7 @@ PREFECTURE_SERVICE = prefecture_pb2.DESCRIPTOR.services_by_name["Prefecture"]
 NATIONAL_SERVICE = national_pb2.DESCRIPTOR.services_by_name["National"]
 ADMIN_SERVICE = admin_pb2.DESCRIPTOR.services_by_name["Admin"]
 FUHYO_SERVICE = fuhyo_pb2.DESCRIPTOR.services_by_name["Fuhyo"]
+WITNESS_SERVICE = witness_pb2.DESCRIPTOR.services_by_name["Witness"]
 HEALTH_SERVICE = health_pb2.DESCRIPTOR.services_by_name["Health"]
 
 
@@ -146,7 +151,7 @@ class RunningServer:
     metrics: MetricsEndpoint | None = None
     background: list[asyncio.Task[None]] = field(default_factory=list)
     on_stop: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
-    after_stop: list[Callable[[], None]] = field(default_factory=list)
+    after_stop: list[Callable[[], Awaitable[None] | None]] = field(default_factory=list)
 
     async def set_health(self, serving: bool) -> None:
         """Every service of this server (and the server as a whole) SERVING or NOT_SERVING."""
@@ -281,17 +286,64 @@ async def retention_schedule(store: ResidentStore, *, every: float, stop: asynci
             await asyncio.wait_for(stop.wait(), every)
 
 
-def _open_trail(settings: Settings, directory: Path, keys_file: Path, auditor_file: Path) -> AuditTrail:
+def _open_trail(
+    settings: Settings, directory: Path, keys_file: Path, auditor_file: Path, origin: str
+) -> AuditTrail:
     keys = AuditKeys.load_or_create(settings.path(keys_file))
     if not settings.path(auditor_file).exists():
         keys.write_auditor_keys(settings.path(auditor_file))  # for the auditor's tools: no signing key
     return AuditTrail.open(
-        settings.path(directory), keys, checkpoint_interval=settings.audit_checkpoint_interval
+        settings.path(directory),
+        keys,
+        checkpoint_interval=settings.audit_checkpoint_interval,
+        heartbeat_interval=settings.audit_heartbeat_interval,
+        origin=origin,
     )
 
 
-def _attach_audit(running: RunningServer, trail: AuditTrail, settings: Settings) -> None:
-    """Housekeeping while serving; a shutdown checkpoint when stopping (after in-flight calls)."""
+def open_witness(settings: Settings, directory: Path | None = None, key_file: Path | None = None) -> Witness:
+    """A witness of the deployment's logs (their keys from the auditor key files), its key created once."""
+    key = WitnessKey.load_or_create(
+        settings.path(key_file or settings.witness_key_file), f"{settings.trust_domain}/witness/national"
+    )
+    if key_file is None:
+        key.write_public(settings.path(settings.witness_public_file))
+    files = {
+        "prefecture": settings.auditor_keys_file,
+        "fuhyo": settings.fuhyo_auditor_keys_file,
+        "national": settings.national_auditor_keys_file,
+    }
+    logs = deployment_logs(settings.trust_domain, {k: settings.path(v) for k, v in files.items()})
+    return Witness(key.name, key.signing_key, settings.path(directory or settings.witness_dir), logs)
+
+
+def _witnesses(
+    settings: Settings, trail: AuditTrail, identity: str, own: Witness | None = None
+) -> list[Submitter]:
+    """Who this trail's checkpoints go to: the national server's witness (or `own`, in this process) and
+    the extra witness of the settings."""
+    if not settings.witness_enabled:
+        return []
+    pki = Pki(settings.pki_path)
+    targets = [] if own is not None else [settings.national_target]
+    if settings.audit_extra_witness:
+        targets.append(settings.audit_extra_witness)
+    out = [Submitter(trail.directory, local(own), target="local")] if own is not None else []
+    for target in targets:
+
+        def channel(target: str = target) -> grpc.aio.Channel:
+            return client_channel(pki, identity, target)
+
+        add, close = remote(channel, timeout=settings.national_timeout)
+        out.append(Submitter(trail.directory, add, target=target, close=close))
+    return out
+
+
+def _attach_audit(
+    running: RunningServer, trail: AuditTrail, settings: Settings, witnesses: list[Submitter]
+) -> None:
+    """Housekeeping while serving; a shutdown checkpoint when stopping (after in-flight calls), handed to
+    the witnesses too."""
     stop = asyncio.Event()
 
     async def on_health(healthy: bool) -> None:
@@ -305,6 +357,7 @@ def _attach_audit(running: RunningServer, trail: AuditTrail, settings: Settings)
                 stop=stop,
                 on_health=on_health,
                 retention_years=settings.audit_retention_years,
+                witnesses=witnesses,
             )
         )
     )
@@ -312,8 +365,16 @@ def _attach_audit(running: RunningServer, trail: AuditTrail, settings: Settings)
     async def close() -> None:
         stop.set()
 
+    async def close_trail() -> None:
+        last = trail.close()
+        for witness in witnesses:
+            if last is not None:
+                witness.offer(last["note"], last["seq"])
+            await witness.drain(settings.national_timeout)
+            await witness.close()
+
     running.on_stop.append(close)
-    running.after_stop.append(trail.close)
+    running.after_stop.append(close_trail)
 
 
 def prepare_prefecture(settings: Settings) -> None:
@@ -341,6 +402,7 @@ async def start_prefecture(settings: Settings, *, worker: int = 0) -> RunningSer
         worker_trail_dir(audit_dir, worker),
         settings.audit_keys_file,
         settings.auditor_keys_file,
+        log_origin(settings.trust_domain, "prefecture", worker),
     )
     pki = Pki(settings.pki_path)
 
@@ -376,6 +438,7 @@ async def start_prefecture(settings: Settings, *, worker: int = 0) -> RunningSer
         lambda: policy_ref[0].policy,
         lambda month: monthly_statistics(audit_dir, month),
         now=jst_now,
+        audit_dir=audit_dir,
     )
 
     def add(server: grpc.aio.Server) -> None:
@@ -395,7 +458,7 @@ async def start_prefecture(settings: Settings, *, worker: int = 0) -> RunningSer
         reuse_port=settings.prefecture_workers > 1,
         singletons=singletons,
     )
-    _attach_audit(running, trail, settings)
+    _attach_audit(running, trail, settings, _witnesses(settings, trail, settings.prefecture_identity))
     policy_ref.append(running.access)
     if settings.relay_enabled and singletons:  # other workers' changes reach it at its next poll
         running.background.append(asyncio.create_task(relay.run(), name="outbox-relay"))
@@ -442,7 +505,11 @@ async def start_fuhyo(settings: Settings) -> RunningServer:
     """The 附票 server: its own store, temporary area, link to the prefectural server, audit trail."""
     store = open_fuhyo_store(settings)
     trail = _open_trail(
-        settings, settings.fuhyo_audit_dir, settings.fuhyo_audit_keys_file, settings.fuhyo_auditor_keys_file
+        settings,
+        settings.fuhyo_audit_dir,
+        settings.fuhyo_audit_keys_file,
+        settings.fuhyo_auditor_keys_file,
+        log_origin(settings.trust_domain, "fuhyo"),
     )
     pki = Pki(settings.pki_path)
     tempstore = TempStore(settings.path(settings.tempstore_dir), ttl=settings.tempstore_ttl)
@@ -466,6 +533,7 @@ async def start_fuhyo(settings: Settings) -> RunningServer:
         lambda: policy_ref[0].policy,
         lambda month: monthly_statistics(trail.directory, month),
         now=jst_now,
+        audit_dir=trail.directory,
     )
 
     def add(server: grpc.aio.Server) -> None:
@@ -484,7 +552,7 @@ async def start_fuhyo(settings: Settings) -> RunningServer:
         auditor=TrailAuditor(trail),
     )
     policy_ref.append(running.access)
-    _attach_audit(running, trail, settings)
+    _attach_audit(running, trail, settings, _witnesses(settings, trail, settings.fuhyo_identity))
     stop_expiry = asyncio.Event()
     running.background.append(asyncio.create_task(tempstore.run_expiry(every=1.0, stop=stop_expiry)))
 
@@ -513,23 +581,27 @@ async def start_national(settings: Settings) -> RunningServer:
         settings.national_audit_dir,
         settings.national_audit_keys_file,
         settings.national_auditor_keys_file,
+        log_origin(settings.trust_domain, "national"),
     )
     service = NationalService(store)
+    witness = open_witness(settings) if settings.witness_enabled else None
 
     def add(server: grpc.aio.Server) -> None:
         national_pb2_grpc.add_NationalServicer_to_server(service, server)  # type: ignore[no-untyped-call]
+        if witness is not None:
+            witness_pb2_grpc.add_WitnessServicer_to_server(WitnessService(witness), server)  # type: ignore[no-untyped-call]
 
     running = await _start(
         settings,
         identity=settings.national_identity,
         port=settings.national_port,
         store=store,
-        services=(NATIONAL_SERVICE,),
+        services=(NATIONAL_SERVICE, WITNESS_SERVICE) if witness is not None else (NATIONAL_SERVICE,),
         add_servicers=add,
         metrics_port=settings.national_metrics_port,
         auditor=TrailAuditor(trail),
     )
-    _attach_audit(running, trail, settings)
+    _attach_audit(running, trail, settings, _witnesses(settings, trail, settings.national_identity, witness))
     _attach_backup(running, settings, "national", settings.path(settings.national_data_dir))
     await running.set_health(True)
     return running
@@ -559,7 +631,9 @@ async def serve(
         await asyncio.wait_for(task, settings.grace_seconds)
     await running.server.stop(settings.grace_seconds)
     for final in running.after_stop:
-        final()
+        done = final()
+        if done is not None:
+            await done
     if running.metrics is not None:
         running.metrics.stop()
     running.store.env.close()

@@ -645,13 +645,13 @@ class AuditTrail:
 
     # ---- closing -------------------------------------------------------------------------------------
 
-    def close(self) -> None:
-        """Sync, write the "shutdown" checkpoint and release the trail."""
+    def close(self) -> dict[str, Any] | None:
+        """Sync, write the "shutdown" checkpoint and release the trail; the checkpoint (None: closed)."""
         with self._sync_lock:
             if self._closed:
-                return
+                return None
             try:
-                self._checkpoint_locked("shutdown", {})
+                return self._checkpoint_locked("shutdown", {})
             finally:
                 with self._lock:
                     self._closed = True
