@@ -287,7 +287,7 @@ async def retention_schedule(store: ResidentStore, *, every: float, stop: asynci
 
 
 def _open_trail(
-    settings: Settings, directory: Path, keys_file: Path, auditor_file: Path, origin: str
+    settings: Settings, directory: Path, keys_file: Path, auditor_file: Path, origin: str | None = None
 ) -> AuditTrail:
     keys = AuditKeys.load_or_create(settings.path(keys_file))
     if not settings.path(auditor_file).exists():
@@ -340,11 +340,12 @@ def _witnesses(
 
 
 def _attach_audit(
-    running: RunningServer, trail: AuditTrail, settings: Settings, witnesses: list[Submitter]
+    running: RunningServer, trail: AuditTrail, settings: Settings, witnesses: list[Submitter] | None = None
 ) -> None:
     """Housekeeping while serving; a shutdown checkpoint when stopping (after in-flight calls), handed to
     the witnesses too."""
     stop = asyncio.Event()
+    witnesses = witnesses or []
 
     async def on_health(healthy: bool) -> None:
         await running.set_health(healthy)
