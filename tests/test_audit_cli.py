@@ -104,9 +104,11 @@ def test_verify_fails_and_names_each_tampering(
     trail: tuple[Path, Path], tamper: Callable[[Path], None], kinds: set[str]
 ) -> None:
     directory, auditor = trail
-    assert juki_audit("verify", "--dir", str(directory), "--keys", str(auditor)).returncode == 0
+    assert (
+        juki_audit("verify", "--no-witness", "--dir", str(directory), "--keys", str(auditor)).returncode == 0
+    )
     tamper(directory)
-    done = juki_audit("verify", "--dir", str(directory), "--keys", str(auditor))
+    done = juki_audit("verify", "--no-witness", "--dir", str(directory), "--keys", str(auditor))
     assert done.returncode == 1
     named = {
         line.split(":", 1)[0] for line in done.stdout.splitlines() if line and not line.startswith("FAILED")
@@ -116,7 +118,7 @@ def test_verify_fails_and_names_each_tampering(
 
 def test_the_untouched_trail_verifies(trail: tuple[Path, Path]) -> None:
     directory, auditor = trail
-    done = juki_audit("verify", "--dir", str(directory), "--keys", str(auditor))
+    done = juki_audit("verify", "--no-witness", "--dir", str(directory), "--keys", str(auditor))
     assert done.returncode == 0 and done.stdout.startswith("OK: 12 entries in 1 segment(s)")
 
 

@@ -124,6 +124,7 @@ class VerifyReport:
     origin: str = ""  # the log's name in its checkpoint notes
     tree_size: int = 0  # entries covered by the Merkle tree the walk rebuilt (0: broken by a problem)
     witnessed_size: int | None = None  # size of the witnessed checkpoint checked against
+    first_unwitnessed_time: str = ""  # time of the first entry after it ("" when none)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), ensure_ascii=False, indent=2, sort_keys=True)
@@ -138,6 +139,7 @@ class _Rec(NamedTuple):
     computed: str
     canonical: bool
     leaf: bytes
+    time: str
 
     @property
     def valid(self) -> bool:
@@ -346,6 +348,7 @@ def _records(directory: Path, segments: list[str], problems: list[Problem]) -> I
                 computed,
                 is_canonical,
                 leaf_hash(raw[:-1]),
+                entry["time"],
             )
 
 
@@ -393,6 +396,7 @@ class _Chain:
         self.directory = directory
         self.witnessed_size = witnessed_size
         self.witnessed_root: bytes | None = None  # the rebuilt root at the witnessed size
+        self.first_unwitnessed_time = ""  # time of the first entry after the witnessed size
         self.tree_size = 0
 
     def report(self, kind: str, rec: _Rec | _Unparsed, seq: int | None, detail: str) -> None:
@@ -594,6 +598,8 @@ class _Chain:
 
     def accept(self, rec: _Rec, seq: int, hashes: tuple[str, ...]) -> None:
         self._grow_tree(rec, seq)
+        if self.witnessed_size is not None and seq > self.witnessed_size and not self.first_unwitnessed_time:
+            self.first_unwitnessed_time = rec.time
         self.last_seq = seq
         self.last_hashes = hashes
         self.last = rec
@@ -843,4 +849,5 @@ def verify(
         origin=scan.origin,
         tree_size=chain.tree_size if chain.tree is not None else 0,
         witnessed_size=target[0].size if target else None,
+        first_unwitnessed_time=chain.first_unwitnessed_time,
     )
