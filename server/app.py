@@ -303,8 +303,9 @@ def _open_trail(
 
 def open_witness(settings: Settings, directory: Path | None = None, key_file: Path | None = None) -> Witness:
     """A witness of the deployment's logs (their keys from the auditor key files), its key created once."""
+    name = "national" if key_file is None else "standalone"
     key = WitnessKey.load_or_create(
-        settings.path(key_file or settings.witness_key_file), f"{settings.trust_domain}/witness/national"
+        settings.path(key_file or settings.witness_key_file), f"{settings.trust_domain}/witness/{name}"
     )
     if key_file is None:
         key.write_public(settings.path(settings.witness_public_file))
@@ -604,6 +605,42 @@ async def start_national(settings: Settings) -> RunningServer:
     )
     _attach_audit(running, trail, settings, _witnesses(settings, trail, settings.national_identity, witness))
     _attach_backup(running, settings, "national", settings.path(settings.national_data_dir))
+    await running.set_health(True)
+    return running
+
+
+async def start_witness(settings: Settings, *, port: int, identity: str, directory: Path) -> RunningServer:
+    """A witness on its own (`juki witness serve`): its state, key, audit trail and an empty store of its
+    own (the servers' machinery wants one) in `directory`; it knows the logs of the settings' key files."""
+    directory = settings.path(directory)
+    witness = open_witness(settings, directory / "state", directory / "witness.json")
+    WitnessKey.load_or_create(directory / "witness.json", witness.name).write_public(
+        directory / "witness.pub.json"
+    )
+    store = open_store(settings, data_dir=directory / "store", keys_file=directory / "store.keys.json")
+    trail = _open_trail(
+        settings,
+        directory / "audit",
+        directory / "audit.keys.json",
+        directory / "auditor.json",
+        log_origin(settings.trust_domain, "witness"),
+    )
+
+    def add(server: grpc.aio.Server) -> None:
+        witness_pb2_grpc.add_WitnessServicer_to_server(WitnessService(witness), server)  # type: ignore[no-untyped-call]
+
+    running = await _start(
+        settings,
+        identity=identity,
+        port=port,
+        store=store,
+        services=(WITNESS_SERVICE,),
+        add_servicers=add,
+        metrics_port=-1,
+        auditor=TrailAuditor(trail),
+        singletons=False,
+    )
+    _attach_audit(running, trail, settings)
     await running.set_health(True)
     return running
 
