@@ -1,9 +1,10 @@
 """The writer of the audit trail (監査証跡): append-only, hash-chained, a Merkle log with signed checkpoints.
 
-Every entry is also leaf seq − 1 of the trail's Merkle tree (RFC 9162 hashing, `merkle`): `append()` adds
-it to a compact range (one leaf hash, amortised one node hash, nothing re-read) and the hashes reach the
-tree files (`tree`) at the next flush. A checkpoint carries the tree size and root as a C2SP signed note
-(`note`); the server hands every checkpoint to a witness (`witness`).
+Every entry is also leaf seq − 1 of the trail's Merkle tree (RFC 9162 hashing, `merkle`): it is added to a
+compact range (one leaf hash, amortised one node hash, nothing re-read) off the caller's path, by the next
+flush or checkpoint (`append()` only keeps the written line), and the hashes reach the tree files (`tree`)
+at that flush, after the entries themselves are synced. A checkpoint carries the tree size and root as a
+C2SP signed note (`note`); the server hands every checkpoint to a witness (`witness`).
 
 Durability window: `append()` hands its line to the OS (one `write` on an O_APPEND descriptor) before it
 returns, so an entry survives a crash of the process; it survives a crash of the machine once `flush()`
@@ -203,8 +204,9 @@ class AuditTrail:
         self._now = now
         self._interval = checkpoint_interval
         self._heartbeat = heartbeat_interval
-        self._tree = CompactRange()
+        self._tree = CompactRange()  # the tree, its files and `_unhashed` are touched under _sync_lock only
         self._tree_files: TreeWriter | None = None
+        self._unhashed: list[bytes] = []  # lines appended since the tree was last brought up to date
         self._lock_fd = lock_fd
         self._lock = threading.Lock()  # the head: seq, hash, current segment
         self._sync_lock = threading.Lock()  # fsync, checkpoints, erasure, close
@@ -337,7 +339,16 @@ class AuditTrail:
     def _rebuild_tree(self, size: int) -> None:
         """Add the leaves of the entries after leaf `size`, read from the segments (once)."""
         missing = 0
-        for name in list_segments(self.directory):
+        segments = list_segments(self.directory)
+        start = 0  # the newest segment that begins at or before the first leaf missing: read from there
+        for i in reversed(range(len(segments))):
+            first = next(
+                (e for _, raw in read_lines(self.directory / segments[i]) if (e := parse_entry(raw))), None
+            )
+            if first is not None and first["seq"] <= size + 1:
+                start = i
+                break
+        for name in segments[start:]:
             for _, raw in read_lines(self.directory / name):
                 entry = parse_entry(raw) if raw.endswith(b"\n") else None
                 if entry is None or entry["seq"] <= self._tree.size:
@@ -366,13 +377,11 @@ class AuditTrail:
 
     def _flush_tree(self) -> None:
         assert self._tree_files is not None
-        with self._lock:
-            taken = self._tree_files.take()
+        taken = self._tree_files.take()
         try:
             self._tree_files.write(taken)
         except OSError:
-            with self._lock:
-                self._tree_files.put_back(taken)
+            self._tree_files.put_back(taken)
             raise
 
     def _last_entry(self, name: str) -> _Tail | None:
@@ -455,9 +464,7 @@ class AuditTrail:
                 segment.write_line(data)
             except OSError as e:
                 raise self._failed("an audit entry could not be written", e) from e
-            leaf = leaf_hash(data[:-1])
-            self._tree.append(leaf)
-            self._tree_files.leaf(leaf)  # type: ignore[union-attr]
+            self._unhashed.append(data)
             self._seq = seq
             self._head = digest
             self._head_segment = segment.path.name
@@ -497,8 +504,14 @@ class AuditTrail:
         with self._sync_lock:
             self._flush_locked()
 
+    def _hash(self, lines: list[bytes]) -> None:
+        """Add the leaves of lines taken from `_unhashed` (under _sync_lock, off the caller's path)."""
+        for data in lines:
+            self._add_leaf(leaf_hash(data[:-1]))
+
     def _flush_locked(self) -> None:
         with self._lock:
+            unhashed, self._unhashed = self._unhashed, []
             current = self._segment if self._unsynced else None
             retired = self._retired
             sync_dir = self._dir_unsynced
@@ -513,9 +526,12 @@ class AuditTrail:
                 os.fsync(current.fd)
             if sync_dir:
                 os.fsync(self._dir_fd)
+            self._hash(unhashed)
+            unhashed = []
             self._flush_tree()  # after the entries: a leaf on disk always has its entry on disk
         except OSError as e:
             with self._lock:
+                self._unhashed[:0] = unhashed
                 self._retired[:0] = retired
                 self._unsynced = self._unsynced or current is not None
                 self._dir_unsynced = self._dir_unsynced or sync_dir
@@ -547,9 +563,13 @@ class AuditTrail:
         return self._write_checkpoint(kind, extra, head)
 
     def _snapshot(self) -> tuple[int, str, str, bytes]:
+        """The head and the tree root over exactly the entries up to it (under _sync_lock)."""
         with self._lock:
-            assert self._tree.size == self._seq
-            return self._seq, self._head, self._head_segment, self._tree.root()
+            unhashed, self._unhashed = self._unhashed, []
+            seq, head, segment = self._seq, self._head, self._head_segment
+        self._hash(unhashed)
+        assert self._tree.size == seq
+        return seq, head, segment, self._tree.root()
 
     def _write_checkpoint(
         self, kind: str, extra: dict[str, Any], head: tuple[int, str, str, bytes] | None = None

@@ -151,7 +151,7 @@ class TreeWriter:
         self._pending[level].append(h)
 
     def take(self) -> dict[int, list[bytes]]:
-        """What is pending, per level (called under the trail's head lock: cheap)."""
+        """What is pending, per level."""
         out = {level: hashes for level, hashes in self._pending.items() if hashes}
         for level in out:
             self._pending[level] = []
