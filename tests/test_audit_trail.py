@@ -36,6 +36,10 @@ from server.audit import (
     verify,
 )
 from server.audit.entries import CHECKPOINTS, canonical, encode_entry, sha256_hex
+from server.audit.merkle import verify_consistency
+from server.audit.note import verify_note
+from server.audit.proofs import consistency
+from server.audit.verify import Witnessed
 
 POLICE = "spiffe://juki.mie/agency/police"
 EDUCATION = "spiffe://juki.mie/agency/education"
@@ -517,6 +521,18 @@ def test_retention_erases_exactly_the_expired_segments(tmp_path: Path, keys: Aud
     assert report.ok and report.first_seq == 31 and report.erased_through == 30, [
         str(p) for p in report.problems
     ]
+    # the erased range stays in the Merkle tree as its leaf hashes: the whole tree verifies against the
+    # newest checkpoint, and the tree of a checkpoint from before the erasure is proven a prefix of it
+    newest = json.loads(lines_of(directory / CHECKPOINTS)[-1])
+    report = verify(directory, keys.public_key_pem(), witnessed=Witnessed(newest["note"]))
+    assert report.ok and report.tree_size == newest["seq"] == 201, [str(p) for p in report.problems]
+    before = next(
+        json.loads(raw) for raw in lines_of(directory / CHECKPOINTS) if json.loads(raw)["seq"] == 20
+    )
+    proof = consistency(directory, 20)
+    _, old = verify_note(before["note"], before["note"].split("\n")[0], keys.public_key)
+    _, new = verify_note(proof.second_checkpoint, old.origin, keys.public_key)
+    verify_consistency(20, new.size, old.root, new.root, proof.hashes)
 
     (directory / "trail-201804.log").unlink()  # not expired: its loss is still caught
     assert [p.kind for p in verify(directory, keys.public_key_pem()).problems] == ["missing_segment"]
