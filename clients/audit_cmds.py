@@ -17,7 +17,7 @@ from juki.v1 import witness_pb2, witness_pb2_grpc
 
 from clients.channel import secure_channel
 from server.audit import AuditorKeys, monthly_report, query, verify
-from server.audit.entries import trail_directories
+from server.audit.entries import jst_now, trail_directories
 from server.audit.keys import load_public_key, load_witness_public
 from server.audit.merkle import ProofError
 from server.audit.note import NoteError
@@ -318,7 +318,7 @@ def query_cmd(
 @audit.command("report")
 @_server
 @_dir
-@click.option("--month", required=True, help="YYYY-MM")
+@click.option("--month", help="YYYY-MM (JST; default the current month)")
 @click.option(
     "--out", type=click.Path(dir_okay=False, path_type=Path), help="Markdown report (default stdout)"
 )
@@ -328,16 +328,14 @@ def report_cmd(
     settings: Settings,
     server: str,
     directory: Path | None,
-    month: str,
+    month: str | None,
     out: Path | None,
     json_out: Path | None,
 ) -> None:
     """The monthly analysis: volume per caller, off-hours activity, searches without a following
     provision, refusals."""
-    where = directory or settings.path(
-        settings.national_audit_dir if server == "national" else settings.audit_dir
-    )
-    report = monthly_report(where, month)
+    where = directory or settings.path(_defaults(settings, server)[0])
+    report = monthly_report(where, month or jst_now().strftime("%Y-%m"))
     if out:
         out.write_text(report.to_markdown(), encoding="utf-8")
     else:

@@ -151,3 +151,32 @@ def test_monthly_report_as_markdown_and_json(trail: tuple[Path, Path], tmp_path:
     assert json.loads(data.read_text(encoding="utf-8"))
     for code in CODES:
         assert code not in text
+
+
+def test_the_fuhyo_trail_by_name_and_the_report_of_the_current_month(
+    trail: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """`--server fuhyo` reads the 附票 server's trail and keys of the settings (no --dir/--keys), and the
+    monthly report defaults to the current month (the trail was written just now)."""
+    directory, auditor = trail
+    config = tmp_path / "juki.toml"
+    config.write_text(f'fuhyo_audit_dir = "{directory}"\nfuhyo_auditor_keys_file = "{auditor}"\n')
+
+    def juki(*args: str) -> subprocess.CompletedProcess[str]:
+        return juki_audit_with(config, *args)
+
+    by_operator = juki("query", "--server", "fuhyo", "--operator", "op-0001")
+    assert by_operator.returncode == 0 and len(by_operator.stdout.splitlines()) == 6
+    done = juki("verify", "--server", "fuhyo", "--no-witness")
+    assert done.returncode == 0 and done.stdout.startswith("OK: 12 entries"), done.stdout + done.stderr
+    report = juki("report", "--server", "fuhyo")
+    assert report.returncode == 0 and "spiffe://juki.mie/operator/op-0001" in report.stdout
+
+
+def juki_audit_with(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "clients", "--config", str(config), "audit", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
