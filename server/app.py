@@ -38,9 +38,9 @@ from juki.v1 import (
     witness_pb2_grpc,
 )
 
+from server.audit.disclosure import disclosure
 from server.audit.entries import worker_trail_dir
 from server.audit.keys import AuditKeys, WitnessKey
-from server.audit.query import provisions_of
 from server.audit.trail import AuditTrail
 from server.audit.witness import Witness
 from server.backup import BackupKey, backup_schedule
@@ -433,7 +433,7 @@ async def start_prefecture(settings: Settings, *, worker: int = 0) -> RunningSer
         on_applied=relay.notify,
         registry=registry,
         batch_threshold=settings.batch_threshold,
-        provisions=lambda code: provisions_of(audit_dir, trail.subject_hash(code)),
+        provisions=lambda code: disclosure(audit_dir, trail.subject_hash(code), flush=trail.flush),
     )
     admin = AdminService(
         registry,

@@ -28,6 +28,9 @@ JST = dt.timezone(dt.timedelta(hours=9), "JST")
 CHECKPOINTS = "checkpoints.log"
 CHECKPOINT_GENESIS_PREV = "0" * 64  # `prev` of the first checkpoint line
 LOCK_FILE = ".lock"
+WITNESSED_FILE = (
+    "witnessed.note"  # the newest checkpoint a witness cosigned, kept by the server (a convenience)
+)
 SEGMENT_RE = re.compile(r"^trail-(\d{4})(0[1-9]|1[0-2])\.log$")
 WORKER_TRAIL_RE = re.compile(r"^w([1-9]\d*)$")  # a worker's own trail, inside the main trail directory
 PROVISION = "provision"  # AuditEvent.kind of 提供 / 移転

@@ -21,19 +21,35 @@ from server.audit.proofs import Consistency, Inclusion
 
 
 def inclusion_json(origin: str, proof: Inclusion) -> str:
-    return json.dumps(
-        {
-            "type": "inclusion",
-            "origin": origin,
-            "leaf_index": proof.index,
-            "tree_size": proof.size,
-            "hashes": [base64.b64encode(h).decode() for h in proof.hashes],
-            "entry": proof.entry.decode(),
-            "checkpoint": proof.checkpoint,
-        },
-        ensure_ascii=False,
-        indent=1,
+    return inclusion_json_of(
+        origin, proof.index, proof.size, proof.hashes, proof.checkpoint, entry=proof.entry
     )
+
+
+def inclusion_json_of(
+    origin: str,
+    index: int,
+    size: int,
+    hashes: list[bytes],
+    checkpoint: str,
+    *,
+    entry: bytes | None = None,
+    leaf: bytes | None = None,
+) -> str:
+    """An inclusion proof file, of the entry line (or, when it is not to be shown, of its leaf hash)."""
+    body: dict[str, Any] = {
+        "type": "inclusion",
+        "origin": origin,
+        "leaf_index": index,
+        "tree_size": size,
+        "hashes": [base64.b64encode(h).decode() for h in hashes],
+    }
+    if entry is not None:
+        body["entry"] = entry.decode()
+    elif leaf is not None:
+        body["leaf"] = base64.b64encode(leaf).decode()
+    body["checkpoint"] = checkpoint
+    return json.dumps(body, ensure_ascii=False, indent=1)
 
 
 def consistency_json(origin: str, proof: Consistency) -> str:
@@ -76,12 +92,15 @@ def check(
         index, size = int(proof["leaf_index"]), int(proof["tree_size"])
         if size != checkpoint.size:
             raise ProofError(f"the proof is for size {size}, the checkpoint for {checkpoint.size}")
+        root = base64.b64encode(checkpoint.root).decode()
+        if "entry" not in proof:  # a leaf hash only: its entry is not shown
+            verify_inclusion(index, size, base64.b64decode(str(proof["leaf"])), hashes, checkpoint.root)
+            return f"the leaf of entry seq {index + 1} is in {origin} at size {size} (root {root})"
         entry = str(proof["entry"]).encode()
         verify_inclusion(index, size, leaf_hash(entry), hashes, checkpoint.root)
         seq = json.loads(entry).get("seq") if entry.startswith(b"{") else None
         if seq != index + 1:
             raise ProofError(f"the entry's seq {seq} is not leaf {index} + 1")
-        root = base64.b64encode(checkpoint.root).decode()
         return f"entry seq {index + 1} is in {origin} at size {size} (root {root})"
     if proof.get("type") == "consistency":
         first, second = int(proof["first"]), int(proof["second"])
@@ -100,4 +119,4 @@ def check(
     raise ProofError("unknown proof type")
 
 
-__all__ = ["NoteError", "ProofError", "check", "consistency_json", "inclusion_json"]
+__all__ = ["NoteError", "ProofError", "check", "consistency_json", "inclusion_json", "inclusion_json_of"]

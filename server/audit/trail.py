@@ -34,6 +34,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, NamedTuple
 
+import lmdb
+
 from server.audit.entries import (
     CHECKPOINT_GENESIS_PREV,
     CHECKPOINTS,
@@ -56,6 +58,7 @@ from server.audit.entries import (
 from server.audit.keys import AuditKeys
 from server.audit.merkle import CompactRange, leaf_hash
 from server.audit.note import Checkpoint, sign
+from server.audit.subjects import SubjectIndex, disclosed
 from server.audit.tree import LEVELS, TreeReader, TreeWriter, repair
 
 log = logging.getLogger(__name__)
@@ -207,6 +210,9 @@ class AuditTrail:
         self._tree = CompactRange()  # the tree, its files and `_unhashed` are touched under _sync_lock only
         self._tree_files: TreeWriter | None = None
         self._unhashed: list[bytes] = []  # lines appended since the tree was last brought up to date
+        self._index: SubjectIndex | None = None
+        self._unindexed: list[tuple[int, tuple[str, ...]]] = []  # (seq, subjects) for the subject index
+        self._indexed = 0  # the seq the index is written through
         self._lock_fd = lock_fd
         self._lock = threading.Lock()  # the head: seq, hash, current segment
         self._sync_lock = threading.Lock()  # fsync, checkpoints, erasure, close
@@ -304,6 +310,9 @@ class AuditTrail:
         if tail is not None:
             self._seq, self._head, self._head_segment = tail
         self._recover_tree()
+        self._index = SubjectIndex(self.directory)
+        self._index.rebuild(self.directory, self._seq)
+        self._indexed = self._seq
         if self.recovered_torn_bytes:
             log.warning("audit trail: cut a torn last line", extra={"bytes": self.recovered_torn_bytes})
         if fresh:
@@ -465,6 +474,8 @@ class AuditTrail:
             except OSError as e:
                 raise self._failed("an audit entry could not be written", e) from e
             self._unhashed.append(data)
+            if event.subjects and disclosed(event.kind, event.outcome):
+                self._unindexed.append((seq, event.subjects))
             self._seq = seq
             self._head = digest
             self._head_segment = segment.path.name
@@ -512,6 +523,7 @@ class AuditTrail:
     def _flush_locked(self) -> None:
         with self._lock:
             unhashed, self._unhashed = self._unhashed, []
+            unindexed, self._unindexed, through = self._unindexed, [], self._seq
             current = self._segment if self._unsynced else None
             retired = self._retired
             sync_dir = self._dir_unsynced
@@ -529,9 +541,16 @@ class AuditTrail:
             self._hash(unhashed)
             unhashed = []
             self._flush_tree()  # after the entries: a leaf on disk always has its entry on disk
-        except OSError as e:
+            if self._index is not None and (unindexed or through > self._indexed):
+                self._index.add(unindexed, through)
+                self._indexed = through
+            unindexed = []
+        except (OSError, lmdb.Error) as e:
+            if not isinstance(e, OSError):
+                e = OSError(errno.EIO, f"the subject index could not be written: {e}")
             with self._lock:
                 self._unhashed[:0] = unhashed
+                self._unindexed[:0] = unindexed
                 self._retired[:0] = retired
                 self._unsynced = self._unsynced or current is not None
                 self._dir_unsynced = self._dir_unsynced or sync_dir

@@ -20,6 +20,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from google.rpc import error_details_pb2, status_pb2
 from juki.v1 import witness_pb2, witness_pb2_grpc
 
+from server.audit.entries import WITNESSED_FILE
 from server.audit.keys import AuditorKeys
 from server.audit.note import Note, NoteError
 from server.audit.proofs import NoProof, consistency
@@ -30,7 +31,6 @@ from server.observability import metrics
 log = logging.getLogger(__name__)
 
 Context = grpc.aio.ServicerContext[Any, Any]
-WITNESSED_FILE = "witnessed.note"  # the newest cosigned checkpoint, kept next to the trail (a convenience)
 _MAX_PROOF = 128
 
 
