@@ -266,3 +266,22 @@ def test_reopened_and_crashed_trails_keep_one_tree(tmp_path: Path, keys: AuditKe
     leaves = [ref_leaf(line) for line in entry_lines(directory)]
     with TreeReader(directory) as reader:
         assert reader.size == 313 and reader.root(313) == ref_root(leaves)
+
+
+def test_an_entry_is_found_by_seq_in_any_segment(tmp_path: Path, keys: AuditKeys) -> None:
+    """proofs.find_entry binary-searches a segment's offsets: every seq of a two-month trail is found, and
+    a seq the trail does not hold is not."""
+    from server.audit.proofs import NoProof, find_entry
+
+    directory = tmp_path / "audit"
+    clock = [dt.datetime(2025, 4, 30, 23, 0, tzinfo=JST)]
+    with AuditTrail.open(directory, keys, now=lambda: clock[0]) as trail:
+        for i in range(400):
+            trail.append(event(i))
+            clock[0] += dt.timedelta(seconds=20)  # the month changes after 180 entries
+    assert len(list_segments(directory)) == 2
+    lines = entry_lines(directory)
+    for seq in range(1, 401):
+        assert find_entry(directory, seq) == lines[seq - 1]
+    with pytest.raises(NoProof):
+        find_entry(directory, 401)

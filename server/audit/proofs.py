@@ -64,26 +64,34 @@ def checkpoint_note(directory: Path, size: int = 0) -> tuple[int, str]:
     return found
 
 
+def _line_at(fd: int, offset: int, end: int) -> bytes | None:
+    """The complete line starting at `offset` (with its `\\n`), None when there is none."""
+    size = 4096
+    while True:
+        chunk = os.pread(fd, size, offset)
+        cut = chunk.find(b"\n")
+        if cut >= 0:
+            return chunk[: cut + 1]
+        if offset + len(chunk) >= end or size >= 1 << 20:
+            return None
+        size *= 4
+
+
 def _seq_at(fd: int, offset: int, end: int) -> tuple[int, int, bytes] | None:
     """(seq, offset, line) of the first entry line starting at or after `offset`."""
-    if offset:
-        back = os.pread(fd, 1, offset - 1)
-        if back != b"\n":
-            chunk = os.pread(fd, 64 * 1024, offset)
-            cut = chunk.find(b"\n")
-            if cut < 0:
-                return None
-            offset += cut + 1
-    while offset < end:
-        chunk = os.pread(fd, 64 * 1024, offset)
-        cut = chunk.find(b"\n")
-        if cut < 0:
+    if offset and os.pread(fd, 1, offset - 1) != b"\n":
+        partial = _line_at(fd, offset, end)
+        if partial is None:
             return None
-        line = chunk[: cut + 1]
+        offset += len(partial)
+    while offset < end:
+        line = _line_at(fd, offset, end)
+        if line is None:
+            return None
         entry = parse_entry(line)
         if entry is not None:
             return int(entry["seq"]), offset, line
-        offset += cut + 1
+        offset += len(line)
     return None
 
 
