@@ -179,3 +179,34 @@ def test_an_older_trail_verifies_the_old_way_and_gets_its_tree_at_open(
     segment.write_bytes(segment.read_bytes().replace(b'"count":1', b'"count":2', 1))
     report = verify(directory, public)
     assert {p.kind for p in report.problems} == {"edited"}
+
+
+def test_the_subject_index_is_rebuilt_from_the_trail(tmp_path: Path, keys: AuditKeys) -> None:
+    """A trail without its subject index (an older trail, or one whose index was lost) gets it at open, so
+    a disclosure finds the resident's provisions and refusals — and nothing else."""
+    import shutil
+
+    from server.audit.disclosure import disclosure
+    from server.audit.subjects import INDEX_DIR, seqs_of
+
+    directory = tmp_path / "audit"
+    subject = keys.subject_hash("99000000001")
+    with AuditTrail.open(directory, keys) as trail:
+        for i in range(12):
+            kind = "provision" if i % 3 == 0 else ""
+            outcome = "PERMISSION_DENIED" if i % 4 == 1 else "OK"
+            subjects = (subject,) if i % 2 else (f"{i:032x}",)
+            trail.append(
+                AuditEvent(
+                    "spiffe://juki.mie/agency/police", "agency", "/m", "p", outcome, subjects, kind=kind
+                )
+            )
+    expected = [i + 1 for i in range(12) if i % 2 and (i % 3 == 0 or i % 4 == 1)]
+    assert seqs_of(directory, subject) == expected
+    copy = tmp_path / "older"
+    shutil.copytree(directory, copy, ignore=shutil.ignore_patterns(INDEX_DIR))
+    assert seqs_of(copy, subject) is None
+    AuditTrail.open(copy, keys).close()
+    assert seqs_of(copy, subject) == expected
+    listed = disclosure(copy, subject)
+    assert [e.seq for e in listed.entries] == expected and all(e.tree_size for e in listed.entries)

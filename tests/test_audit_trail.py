@@ -781,7 +781,7 @@ def test_no_resident_identity_in_any_file(tmp_path: Path, keys: AuditKeys) -> No
     scripted(directory, keys)
     write_trail(directory, keys, Clock(dt.datetime(2025, 6, 1, tzinfo=JST)), 30)
     names = ["三重 太郎", "ミエ タロウ"]  # what a resident's record would hold; never handed to the trail
-    files = [p for p in directory.iterdir() if p.is_file()]
+    files = [p for p in directory.rglob("*") if p.is_file()]  # the tree files and subject index too
     assert {p.name for p in files} >= {
         "trail-202503.log",
         "trail-202504.log",

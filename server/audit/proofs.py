@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from server.audit.entries import CHECKPOINTS, list_segments, parse_entry, read_lines
+from server.audit.entries import CHECKPOINTS, lines_backwards, list_segments, parse_entry, read_lines
 from server.audit.merkle import consistency_proof, inclusion_proof
 from server.audit.tree import TreeReader
 
@@ -42,26 +42,39 @@ class Consistency:
     second_checkpoint: str
 
 
-def _notes(directory: Path) -> Iterator[tuple[int, str]]:
-    """(size, note) of every checkpoint line carrying a signed note, in file order."""
-    for _, raw in read_lines(directory / CHECKPOINTS):
-        try:
-            cp = json.loads(raw)
-        except (ValueError, UnicodeDecodeError):
-            continue
-        if isinstance(cp, dict) and isinstance(cp.get("note"), str) and isinstance(cp.get("seq"), int):
-            yield cp["seq"], cp["note"]
+def _note_of(raw: bytes) -> tuple[int, str] | None:
+    try:
+        cp = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        return None
+    if isinstance(cp, dict) and isinstance(cp.get("note"), str) and isinstance(cp.get("seq"), int):
+        return cp["seq"], cp["note"]
+    return None
 
 
 def checkpoint_note(directory: Path, size: int = 0) -> tuple[int, str]:
-    """(size, note) of the newest checkpoint (size 0) or of the newest one of exactly `size`."""
-    found: tuple[int, str] | None = None
-    for seq, note in _notes(directory):
-        if size == 0 or seq == size:
-            found = (seq, note)
-    if found is None:
-        raise NoProof("no signed checkpoint of that size" if size else "no signed checkpoint yet")
-    return found
+    """(size, note) of the newest checkpoint (size 0, read from the end) or of one of exactly `size`
+    (a binary search: checkpoints.log is in size order), without reading the whole file."""
+    try:
+        fd = os.open(directory / CHECKPOINTS, os.O_RDONLY | _O_CLOEXEC)
+    except FileNotFoundError:
+        raise NoProof("no signed checkpoint yet") from None
+    try:
+        end = os.fstat(fd).st_size
+        if size == 0:
+            for raw in lines_backwards(fd, end):
+                found = _note_of(raw)
+                if found is not None:
+                    return found
+            raise NoProof("no signed checkpoint yet")
+        hit = _search(fd, end, size, lambda line: n[0] if (n := _note_of(line)) else None)
+        if hit is not None:
+            note = _note_of(hit)
+            assert note is not None
+            return note
+    finally:
+        os.close(fd)
+    raise NoProof("no signed checkpoint of that size")
 
 
 def _line_at(fd: int, offset: int, end: int) -> bytes | None:
@@ -77,8 +90,15 @@ def _line_at(fd: int, offset: int, end: int) -> bytes | None:
         size *= 4
 
 
-def _seq_at(fd: int, offset: int, end: int) -> tuple[int, int, bytes] | None:
-    """(seq, offset, line) of the first entry line starting at or after `offset`."""
+def _entry_seq(line: bytes) -> int | None:
+    entry = parse_entry(line)
+    return int(entry["seq"]) if entry is not None else None
+
+
+def _seq_at(
+    fd: int, offset: int, end: int, seq_of: Callable[[bytes], int | None] = _entry_seq
+) -> tuple[int, int, bytes] | None:
+    """(seq, offset, line) of the first line with a seq starting at or after `offset`."""
     if offset and os.pread(fd, 1, offset - 1) != b"\n":
         partial = _line_at(fd, offset, end)
         if partial is None:
@@ -88,10 +108,30 @@ def _seq_at(fd: int, offset: int, end: int) -> tuple[int, int, bytes] | None:
         line = _line_at(fd, offset, end)
         if line is None:
             return None
-        entry = parse_entry(line)
-        if entry is not None:
-            return int(entry["seq"]), offset, line
+        seq = seq_of(line)
+        if seq is not None:
+            return seq, offset, line
         offset += len(line)
+    return None
+
+
+def _search(fd: int, end: int, seq: int, seq_of: Callable[[bytes], int | None] = _entry_seq) -> bytes | None:
+    """A line of `seq` in a file whose lines are in seq order (binary search over offsets); None if none."""
+    lo, hi = 0, end  # the line, if here, starts in [lo, hi)
+    while hi - lo > 4096:
+        mid = (lo + hi) // 2
+        found = _seq_at(fd, mid, end, seq_of)
+        if found is None or found[0] > seq:
+            hi = mid
+        elif found[0] == seq:
+            return found[2]
+        else:
+            lo = found[1] + len(found[2])
+    at = lo
+    while (found := _seq_at(fd, at, end, seq_of)) is not None and found[0] <= seq:
+        if found[0] == seq:
+            return found[2]
+        at = found[1] + len(found[2])
     return None
 
 
@@ -104,21 +144,9 @@ def find_entry(directory: Path, seq: int) -> bytes:
             first = _seq_at(fd, 0, end)
             if first is None or first[0] > seq:
                 continue
-            lo, hi = 0, end  # the entry, if in order here, starts in [lo, hi)
-            while hi - lo > 4096:
-                mid = (lo + hi) // 2
-                found = _seq_at(fd, mid, end)
-                if found is None or found[0] > seq:
-                    hi = mid
-                elif found[0] == seq:
-                    return found[2][:-1]
-                else:
-                    lo = found[1] + len(found[2])
-            at = lo
-            while (found := _seq_at(fd, at, end)) is not None and found[0] <= seq:
-                if found[0] == seq:
-                    return found[2][:-1]
-                at = found[1] + len(found[2])
+            line = _search(fd, end, seq)
+            if line is not None:
+                return line[:-1]
             for _, raw in read_lines(directory / name):  # out of order (tampered): a plain scan
                 entry = parse_entry(raw) if raw.endswith(b"\n") else None
                 if entry is not None and entry["seq"] == seq:

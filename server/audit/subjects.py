@@ -17,7 +17,7 @@ from typing import Any
 
 import lmdb
 
-from server.audit.entries import PROVISION, list_segments, parse_entry, read_lines
+from server.audit.entries import PROVISION, parse_entry, read_lines, segments_from
 
 INDEX_DIR = "subjects.lmdb"
 _MAP_SIZE = 1 << 36  # address space only; the file grows with what is written
@@ -85,7 +85,7 @@ class SubjectIndex:
         if start >= last_seq:
             return 0
         items: list[tuple[int, list[str]]] = []
-        for name in list_segments(directory):
+        for name in segments_from(directory, start + 1):
             for _, raw in read_lines(directory / name):
                 entry = parse_entry(raw) if raw.endswith(b"\n") else None
                 if entry is None or not start < entry["seq"] <= last_seq or not entry["subjects"]:

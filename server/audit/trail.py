@@ -29,7 +29,7 @@ import logging
 import os
 import secrets
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 from typing import Any, NamedTuple
@@ -46,6 +46,7 @@ from server.audit.entries import (
     encode_entry,
     format_time,
     jst_now,
+    lines_backwards,
     list_segments,
     month_end,
     parse_entry,
@@ -53,6 +54,7 @@ from server.audit.entries import (
     read_lines,
     segment_month,
     segment_name,
+    segments_from,
     sha256_hex,
 )
 from server.audit.keys import AuditKeys
@@ -106,23 +108,6 @@ def _complete_size(fd: int, size: int) -> int:
             return start + cut + 1
         end = start
     return 0
-
-
-def _lines_backwards(fd: int, size: int) -> Iterator[bytes]:
-    """Complete lines of a file, last first, reading it from the end in chunks."""
-    pending = b""
-    end = size
-    while end > 0:
-        start = max(0, end - _TAIL_CHUNK)
-        pending = os.pread(fd, end - start, start) + pending
-        end = start
-        parts = pending.split(b"\n")
-        pending = parts[0]
-        for part in reversed(parts[1:]):
-            if part:
-                yield part + b"\n"
-    if pending:
-        yield pending + b"\n"
 
 
 def _cut_torn_tail(path: Path) -> int:
@@ -348,16 +333,7 @@ class AuditTrail:
     def _rebuild_tree(self, size: int) -> None:
         """Add the leaves of the entries after leaf `size`, read from the segments (once)."""
         missing = 0
-        segments = list_segments(self.directory)
-        start = 0  # the newest segment that begins at or before the first leaf missing: read from there
-        for i in reversed(range(len(segments))):
-            first = next(
-                (e for _, raw in read_lines(self.directory / segments[i]) if (e := parse_entry(raw))), None
-            )
-            if first is not None and first["seq"] <= size + 1:
-                start = i
-                break
-        for name in segments[start:]:
+        for name in segments_from(self.directory, size + 1):
             for _, raw in read_lines(self.directory / name):
                 entry = parse_entry(raw) if raw.endswith(b"\n") else None
                 if entry is None or entry["seq"] <= self._tree.size:
@@ -396,7 +372,7 @@ class AuditTrail:
     def _last_entry(self, name: str) -> _Tail | None:
         fd = os.open(self.directory / name, os.O_RDONLY | _O_CLOEXEC)
         try:
-            for raw in _lines_backwards(fd, os.fstat(fd).st_size):
+            for raw in lines_backwards(fd, os.fstat(fd).st_size):
                 entry = parse_entry(raw)
                 if entry is not None:
                     return _Tail(entry["seq"], entry["hash"], name)
@@ -409,7 +385,7 @@ class AuditTrail:
     def _last_checkpoint(path: Path) -> dict[str, Any] | None:
         fd = os.open(path, os.O_RDONLY | _O_CLOEXEC)
         try:
-            for raw in _lines_backwards(fd, os.fstat(fd).st_size):
+            for raw in lines_backwards(fd, os.fstat(fd).st_size):
                 try:
                     cp = json.loads(raw)
                     if not isinstance(cp, dict) or not isinstance(cp.get("seq"), int):
