@@ -19,6 +19,7 @@ from pathlib import Path
 from juki.v1 import admin_pb2
 
 from server.audit.entries import AuditEvent
+from server.audit.proofs import NoProof, checkpoint_note
 from server.audit.query import query
 from server.audit.trail import AuditTrail, AuditUnavailable
 from server.observability import metrics
@@ -110,6 +111,11 @@ async def housekeeping(
     loop = asyncio.get_running_loop()
     healthy = True
     next_erasure = 0.0
+    if witnesses:  # the newest checkpoint at once: a trail rolled back while stopped is refused at start
+        with contextlib.suppress(NoProof, OSError):
+            size, note = await loop.run_in_executor(None, checkpoint_note, trail.directory)
+            for witness in witnesses:
+                witness.offer(note, size)
     while not stop.is_set():
         if retention_years and loop.time() >= next_erasure:
             next_erasure = loop.time() + 3600.0
