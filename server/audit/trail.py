@@ -506,6 +506,7 @@ class AuditTrail:
             self._retired = []
             self._unsynced = False
             self._dir_unsynced = False
+        self._hash(unhashed)  # in memory: the leaves are written below, only after their entries are synced
         try:
             while retired:
                 os.fsync(retired[0].fd)
@@ -514,8 +515,6 @@ class AuditTrail:
                 os.fsync(current.fd)
             if sync_dir:
                 os.fsync(self._dir_fd)
-            self._hash(unhashed)
-            unhashed = []
             self._flush_tree()  # after the entries: a leaf on disk always has its entry on disk
             if self._index is not None and (unindexed or through > self._indexed):
                 self._index.add(unindexed, through)
@@ -525,7 +524,6 @@ class AuditTrail:
             if not isinstance(e, OSError):
                 e = OSError(errno.EIO, f"the subject index could not be written: {e}")
             with self._lock:
-                self._unhashed[:0] = unhashed
                 self._unindexed[:0] = unindexed
                 self._retired[:0] = retired
                 self._unsynced = self._unsynced or current is not None
