@@ -17,19 +17,8 @@ Each problem is named at the segment file, line and seq where it shows:
   checkpoint file at all;
 - `merkle_mismatch`: a checkpoint's signed note names a tree root the entries do not hash to.
 
-Checked against a witnessed checkpoint (`witnessed`: a signed note cosigned by a witness, the newest it
-holds for this log), also:
-
-- `witness_truncated`: the trail holds fewer entries than the witness saw (a tail cut, a rollback to an
-  older copy, a wipe);
-- `witness_mismatch`: the first N entries do not hash to the witnessed root (altered after being
-  witnessed; the altered seq is named when the leaf file still matches the witnessed tree);
-- `witness_checkpoint_deleted`: checkpoints.log ends before the witnessed checkpoint (its last lines cut or
-  the file replaced by an older copy);
-- `unwitnessed`: entries after the witnessed size (appended after it — a forgery — or written within the
-  last checkpoint interval: verify again after the next checkpoint);
-- `witness_invalid`: the witnessed checkpoint is not signed by this log's key (or not cosigned by the
-  witness key given).
+Checked against a witnessed checkpoint (`witnessed`), also what `witnessed` describes (a cut tail, a
+rollback, a wipe, an edit or an appended entry after what the witness saw).
 
 Without a witnessed checkpoint, entries after the last checkpoint are protected by the chain only: a tail
 cut exactly there, together with the last checkpoint lines, cannot be seen from the directory alone.
@@ -41,7 +30,6 @@ constant memory.
 from __future__ import annotations
 
 import bisect
-import datetime as dt
 import json
 from collections import Counter, deque
 from collections.abc import Iterable, Iterator, Mapping
@@ -65,45 +53,34 @@ from server.audit.entries import (
 )
 from server.audit.keys import load_public_key
 from server.audit.merkle import EMPTY_ROOT, CompactRange, leaf_hash
-from server.audit.note import Checkpoint, NoteError, verify_cosignature, verify_note
+from server.audit.note import NoteError, verify_note
+from server.audit.problems import (
+    CHAIN_BREAK,
+    CHECKPOINT_DELETED,
+    CHECKPOINT_MISMATCH,
+    CHECKPOINT_SIGNATURE,
+    CHECKPOINTS_MISSING,
+    DELETED,
+    EDITED,
+    INSERTED,
+    MERKLE_MISMATCH,
+    MISSING_SEGMENT,
+    REORDERED,
+    TORN_LINE,
+    TRUNCATED,
+    UNPARSEABLE,
+    UNWITNESSED,
+    WITNESS_CHECKPOINT_DELETED,
+    WITNESS_INVALID,
+    WITNESS_MISMATCH,
+    WITNESS_TRUNCATED,
+    Problem,
+)
 from server.audit.tree import TreeReader
-
-EDITED = "edited"
-UNPARSEABLE = "unparseable"
-DELETED = "deleted"
-MISSING_SEGMENT = "missing_segment"
-REORDERED = "reordered"
-INSERTED = "inserted"
-CHAIN_BREAK = "chain_break"
-TRUNCATED = "truncated"
-TORN_LINE = "torn_line"
-CHECKPOINT_SIGNATURE = "checkpoint_signature"
-CHECKPOINT_MISMATCH = "checkpoint_mismatch"
-CHECKPOINT_DELETED = "checkpoint_deleted"
-CHECKPOINTS_MISSING = "checkpoints_missing"
-MERKLE_MISMATCH = "merkle_mismatch"
-WITNESS_TRUNCATED = "witness_truncated"
-WITNESS_MISMATCH = "witness_mismatch"
-WITNESS_CHECKPOINT_DELETED = "witness_checkpoint_deleted"
-UNWITNESSED = "unwitnessed"
-WITNESS_INVALID = "witness_invalid"
+from server.audit.witnessed import Walked, Witnessed, check_witnessed, witnessed_checkpoint
 
 _WINDOW = 64  # look-ahead, in lines, for telling a reorder or an insertion from a gap
 _CHECKPOINT_KEYS = {"seq", "hash", "time", "segment", "kind", "prev", "sig"}
-
-
-@dataclass(frozen=True)
-class Problem:
-    kind: str
-    segment: str  # file name in the trail directory ("checkpoints.log" for checkpoints)
-    line: int  # from 1; 0 when the problem has no line (a missing file)
-    seq: int | None
-    detail: str
-
-    def __str__(self) -> str:
-        where = f"{self.segment}:{self.line}" if self.line else self.segment or "-"
-        seq = f" seq {self.seq}" if self.seq is not None else ""
-        return f"{self.kind} at {where}{seq}: {self.detail}"
 
 
 @dataclass
@@ -681,117 +658,6 @@ def _apart(earlier: str, later: str) -> bool:
     return (b // 100 * 12 + b % 100) - (a // 100 * 12 + a % 100) > 1
 
 
-@dataclass(frozen=True)
-class Witnessed:
-    """A checkpoint a witness cosigned: the note as served (log signature and cosignatures)."""
-
-    note: str
-    witness: str = ""  # the witness's key name; "" to skip checking the cosignature
-    witness_key: Ed25519PublicKey | None = None
-
-
-def _witnessed_checkpoint(
-    witnessed: Witnessed, key: Ed25519PublicKey, problems: list[Problem]
-) -> tuple[Checkpoint, str] | None:
-    origin = witnessed.note.split("\n", 1)[0]
-    try:
-        note, checkpoint = verify_note(witnessed.note, origin, key)
-        when = ""
-        if witnessed.witness_key is not None:
-            stamp = verify_cosignature(note, witnessed.witness, witnessed.witness_key)
-            when = f", cosigned {dt.datetime.fromtimestamp(stamp, dt.UTC).isoformat()}"
-    except NoteError as e:
-        problems.append(Problem(WITNESS_INVALID, CHECKPOINTS, 0, None, f"witnessed checkpoint: {e}"))
-        return None
-    return checkpoint, f"the witnessed checkpoint (size {checkpoint.size}{when})"
-
-
-def _check_witnessed(
-    directory: Path,
-    checkpoint: Checkpoint,
-    what: str,
-    chain: _Chain,
-    scan: _CheckpointScan,
-    problems: list[Problem],
-) -> None:
-    n = checkpoint.size
-    if scan.origin and checkpoint.origin != scan.origin:
-        problems.append(
-            Problem(
-                WITNESS_INVALID,
-                CHECKPOINTS,
-                0,
-                None,
-                f"{what} is of log {checkpoint.origin}, not {scan.origin}",
-            )
-        )
-        return
-    held = chain.last_seq if chain.entries else 0
-    end = f"seq {held} at {_at(chain.last)}" if chain.last else "no entry (wiped)"
-    where = (chain.last.segment, chain.last.line) if chain.last else (CHECKPOINTS, 0)
-    if held < n:
-        problems.append(
-            Problem(
-                WITNESS_TRUNCATED,
-                *where,
-                held + 1,
-                f"the trail ends at {end} but {what} names {n} entries: seq {held + 1}–{n} missing "
-                "(tail cut, trail rolled back or wiped)",
-            )
-        )
-    elif chain.witnessed_root is not None and chain.witnessed_root != checkpoint.root:
-        problems.append(Problem(WITNESS_MISMATCH, *where, None, _mismatch(directory, checkpoint, what)))
-    elif chain.witnessed_root is None and len(problems) == chain.clean_problems:
-        problems.append(
-            Problem(
-                WITNESS_MISMATCH, *where, None, f"entries 1–{n} could not be hashed to compare with {what}"
-            )
-        )
-    if scan.noted_size < n:
-        newest = f"size {scan.noted_size}" if scan.noted_size >= 0 else "none"
-        problems.append(
-            Problem(
-                WITNESS_CHECKPOINT_DELETED,
-                CHECKPOINTS,
-                0,
-                n,
-                f"{CHECKPOINTS} ends before {what} (newest there: {newest}): its last checkpoint lines were "
-                "deleted or the file replaced by an older copy",
-            )
-        )
-    if held > n:
-        problems.append(
-            Problem(
-                UNWITNESSED,
-                *where,
-                n + 1,
-                f"seq {n + 1}–{held} come after {what}: not covered by any witnessed checkpoint "
-                "(appended after it — a forgery — or written within the last checkpoint interval: "
-                "verify again after the next)",
-            )
-        )
-
-
-def _mismatch(directory: Path, checkpoint: Checkpoint, what: str) -> str:
-    """Which seq differs, when the leaf file still holds the witnessed tree (its root proves it)."""
-    base = f"entries 1–{checkpoint.size} do not hash to the root of {what}: altered after being witnessed"
-    try:
-        with TreeReader(directory) as reader:
-            if reader.size < checkpoint.size or reader.root(checkpoint.size) != checkpoint.root:
-                return base
-            witnessed = reader.leaves()
-            for name in list_segments(directory):
-                for _, raw in read_lines(directory / name):
-                    entry = parse_entry(raw) if raw.endswith(b"\n") else None
-                    if entry is None or not 0 < entry["seq"] <= checkpoint.size:
-                        continue
-                    if next(witnessed, None) != leaf_hash(raw[:-1]):
-                        return f"{base} — first at {name}, seq {entry['seq']}"
-    except (LookupError, OSError):
-        pass
-    return base
-
-
 def verify(
     directory: Path,
     public_key: Ed25519PublicKey | bytes | Path,
@@ -822,14 +688,22 @@ def verify(
                     f"a checkpoint kept elsewhere ({cp.get('kind')}, {cp.get('time')}) is not in the file",
                 )
             )
-    target = _witnessed_checkpoint(witnessed, key, problems) if witnessed is not None else None
+    target = witnessed_checkpoint(witnessed, key, problems) if witnessed is not None else None
     chain = _Chain(scan, segments, problems, directory, target[0].size if target else None)
     if target is not None and target[0].size == 0:
         chain.witnessed_root = EMPTY_ROOT
     chain.run(_records(directory, segments, problems))
     chain.finish()
     if target is not None:
-        _check_witnessed(directory, *target, chain, scan, problems)
+        walked = Walked(
+            held=chain.last_seq if chain.entries else 0,
+            last=(chain.last.segment, chain.last.line) if chain.last else None,
+            root=chain.witnessed_root,
+            clean=len(problems) == chain.clean_problems,
+            origin=scan.origin,
+            noted_size=scan.noted_size,
+        )
+        check_witnessed(directory, *target, walked, problems)
     order = {name: i for i, name in enumerate([*segments, CHECKPOINTS])}
     problems.sort(key=lambda p: (order.get(p.segment, -1), p.line))
     return VerifyReport(
@@ -851,3 +725,30 @@ def verify(
         witnessed_size=target[0].size if target else None,
         first_unwitnessed_time=chain.first_unwitnessed_time,
     )
+
+
+__all__ = [
+    "CHAIN_BREAK",
+    "CHECKPOINTS_MISSING",
+    "CHECKPOINT_DELETED",
+    "CHECKPOINT_MISMATCH",
+    "CHECKPOINT_SIGNATURE",
+    "DELETED",
+    "EDITED",
+    "INSERTED",
+    "MERKLE_MISMATCH",
+    "MISSING_SEGMENT",
+    "REORDERED",
+    "TORN_LINE",
+    "TRUNCATED",
+    "UNPARSEABLE",
+    "UNWITNESSED",
+    "WITNESS_CHECKPOINT_DELETED",
+    "WITNESS_INVALID",
+    "WITNESS_MISMATCH",
+    "WITNESS_TRUNCATED",
+    "Problem",
+    "VerifyReport",
+    "Witnessed",
+    "verify",
+]
