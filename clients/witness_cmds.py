@@ -8,8 +8,9 @@ from pathlib import Path
 
 import click
 
-from server.app import RunningServer, serve, start_witness
+from server.app import RunningServer, serve
 from server.settings import Settings
+from server.witness_server import start_witness
 
 
 @click.group()

@@ -40,7 +40,7 @@ from juki.v1 import (
 
 from server.audit.disclosure import disclosure
 from server.audit.entries import worker_trail_dir
-from server.audit.keys import AuditKeys, WitnessKey
+from server.audit.keys import AuditKeys
 from server.audit.trail import AuditTrail
 from server.audit.witness import Witness
 from server.backup import BackupKey, backup_schedule
@@ -61,7 +61,7 @@ from server.services.chain import AccessInterceptor, CallAuditor, OperatorLookup
 from server.services.fuhyo import FuhyoService
 from server.services.national import NationalService
 from server.services.prefecture import PrefectureService, jst_now
-from server.services.witness import Submitter, WitnessService, deployment_logs, local, log_origin, remote
+from server.services.witness import Submitter, WitnessService, log_origin, open_witness, submitters
 from server.settings import Settings
 from server.storage import registry as registry_dbs
 from server.storage.lmdbenv import LmdbEnv
@@ -301,43 +301,11 @@ def _open_trail(
     )
 
 
-def open_witness(settings: Settings, directory: Path | None = None, key_file: Path | None = None) -> Witness:
-    """A witness of the deployment's logs (their keys from the auditor key files), its key created once."""
-    name = "national" if key_file is None else "standalone"
-    key = WitnessKey.load_or_create(
-        settings.path(key_file or settings.witness_key_file), f"{settings.trust_domain}/witness/{name}"
-    )
-    if key_file is None:
-        key.write_public(settings.path(settings.witness_public_file))
-    files = {
-        "prefecture": settings.auditor_keys_file,
-        "fuhyo": settings.fuhyo_auditor_keys_file,
-        "national": settings.national_auditor_keys_file,
-    }
-    logs = deployment_logs(settings.trust_domain, {k: settings.path(v) for k, v in files.items()})
-    return Witness(key.name, key.signing_key, settings.path(directory or settings.witness_dir), logs)
-
-
-def _witnesses(
+def _submitters(
     settings: Settings, trail: AuditTrail, identity: str, own: Witness | None = None
 ) -> list[Submitter]:
-    """Who this trail's checkpoints go to: the national server's witness (or `own`, in this process) and
-    the extra witness of the settings."""
-    if not settings.witness_enabled:
-        return []
     pki = Pki(settings.pki_path)
-    targets = [] if own is not None else [settings.national_target]
-    if settings.audit_extra_witness:
-        targets.append(settings.audit_extra_witness)
-    out = [Submitter(trail.directory, local(own), target="local")] if own is not None else []
-    for target in targets:
-
-        def channel(target: str = target) -> grpc.aio.Channel:
-            return client_channel(pki, identity, target)
-
-        add, close = remote(channel, timeout=settings.national_timeout)
-        out.append(Submitter(trail.directory, add, target=target, close=close))
-    return out
+    return submitters(settings, trail.directory, lambda target: client_channel(pki, identity, target), own)
 
 
 def _attach_audit(
@@ -460,7 +428,7 @@ async def start_prefecture(settings: Settings, *, worker: int = 0) -> RunningSer
         reuse_port=settings.prefecture_workers > 1,
         singletons=singletons,
     )
-    _attach_audit(running, trail, settings, _witnesses(settings, trail, settings.prefecture_identity))
+    _attach_audit(running, trail, settings, _submitters(settings, trail, settings.prefecture_identity))
     policy_ref.append(running.access)
     if settings.relay_enabled and singletons:  # other workers' changes reach it at its next poll
         running.background.append(asyncio.create_task(relay.run(), name="outbox-relay"))
@@ -554,7 +522,7 @@ async def start_fuhyo(settings: Settings) -> RunningServer:
         auditor=TrailAuditor(trail),
     )
     policy_ref.append(running.access)
-    _attach_audit(running, trail, settings, _witnesses(settings, trail, settings.fuhyo_identity))
+    _attach_audit(running, trail, settings, _submitters(settings, trail, settings.fuhyo_identity))
     stop_expiry = asyncio.Event()
     running.background.append(asyncio.create_task(tempstore.run_expiry(every=1.0, stop=stop_expiry)))
 
@@ -603,44 +571,8 @@ async def start_national(settings: Settings) -> RunningServer:
         metrics_port=settings.national_metrics_port,
         auditor=TrailAuditor(trail),
     )
-    _attach_audit(running, trail, settings, _witnesses(settings, trail, settings.national_identity, witness))
+    _attach_audit(running, trail, settings, _submitters(settings, trail, settings.national_identity, witness))
     _attach_backup(running, settings, "national", settings.path(settings.national_data_dir))
-    await running.set_health(True)
-    return running
-
-
-async def start_witness(settings: Settings, *, port: int, identity: str, directory: Path) -> RunningServer:
-    """A witness on its own (`juki witness serve`): its state, key, audit trail and an empty store of its
-    own (the servers' machinery wants one) in `directory`; it knows the logs of the settings' key files."""
-    directory = settings.path(directory)
-    witness = open_witness(settings, directory / "state", directory / "witness.json")
-    WitnessKey.load_or_create(directory / "witness.json", witness.name).write_public(
-        directory / "witness.pub.json"
-    )
-    store = open_store(settings, data_dir=directory / "store", keys_file=directory / "store.keys.json")
-    trail = _open_trail(
-        settings,
-        directory / "audit",
-        directory / "audit.keys.json",
-        directory / "auditor.json",
-        log_origin(settings.trust_domain, "witness"),
-    )
-
-    def add(server: grpc.aio.Server) -> None:
-        witness_pb2_grpc.add_WitnessServicer_to_server(WitnessService(witness), server)  # type: ignore[no-untyped-call]
-
-    running = await _start(
-        settings,
-        identity=identity,
-        port=port,
-        store=store,
-        services=(WITNESS_SERVICE,),
-        add_servicers=add,
-        metrics_port=-1,
-        auditor=TrailAuditor(trail),
-        singletons=False,
-    )
-    _attach_audit(running, trail, settings)
     await running.set_health(True)
     return running
 

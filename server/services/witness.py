@@ -21,12 +21,13 @@ from google.rpc import error_details_pb2, status_pb2
 from juki.v1 import witness_pb2, witness_pb2_grpc
 
 from server.audit.entries import WITNESSED_FILE
-from server.audit.keys import AuditorKeys
+from server.audit.keys import AuditorKeys, WitnessKey
 from server.audit.note import Note, NoteError
 from server.audit.proofs import NoProof, consistency
 from server.audit.witness import MALFORMED, OLD_SIZE_MISMATCH, ROLLBACK, LogKeys, Refused, Witness
 from server.domain.errors import DomainError, ErrorKind, FieldViolation
 from server.observability import metrics
+from server.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -261,3 +262,46 @@ def deployment_logs(trust_domain: str, auditor_files: dict[str, Path]) -> LogKey
         return cache[server]
 
     return key
+
+
+def open_witness(settings: Settings, directory: Path | None = None, key_file: Path | None = None) -> Witness:
+    """A witness of the deployment's logs (their keys from the auditor key files), its key created once:
+    the national server's (the settings' files), or a standalone one's (`directory`, `key_file`)."""
+    name = "national" if key_file is None else "standalone"
+    key = WitnessKey.load_or_create(
+        settings.path(key_file or settings.witness_key_file), f"{settings.trust_domain}/witness/{name}"
+    )
+    key.write_public(
+        settings.path(settings.witness_public_file) if key_file is None else key_file.with_suffix(".pub.json")
+    )
+    files = {
+        "prefecture": settings.auditor_keys_file,
+        "fuhyo": settings.fuhyo_auditor_keys_file,
+        "national": settings.national_auditor_keys_file,
+    }
+    logs = deployment_logs(settings.trust_domain, {k: settings.path(v) for k, v in files.items()})
+    return Witness(key.name, key.signing_key, settings.path(directory or settings.witness_dir), logs)
+
+
+def submitters(
+    settings: Settings,
+    directory: Path,
+    channel: Callable[[str], grpc.aio.Channel],
+    own: Witness | None = None,
+) -> list[Submitter]:
+    """Who the checkpoints of the trail in `directory` go to: the national server's witness (or `own`, in
+    this process) and the extra witness of the settings; `channel(target)` opens an mTLS channel."""
+    if not settings.witness_enabled:
+        return []
+    targets = [] if own is not None else [settings.national_target]
+    if settings.audit_extra_witness:
+        targets.append(settings.audit_extra_witness)
+    out = [Submitter(directory, local(own), target="local")] if own is not None else []
+    for target in targets:
+
+        def opener(target: str = target) -> grpc.aio.Channel:
+            return channel(target)
+
+        add, close = remote(opener, timeout=settings.national_timeout)
+        out.append(Submitter(directory, add, target=target, close=close))
+    return out
