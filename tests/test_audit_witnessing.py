@@ -136,6 +136,24 @@ def test_proofs_are_for_the_auditor_only_and_bad_requests_name_the_field(srv: Se
     assert {f for f, _ in error_details(info.value)[0]} == {"checkpoint", "consistency_proof"}
 
 
+def test_juki_audit_verify_on_a_running_server(srv: Server) -> None:
+    """While the server writes, the entries of the last checkpoint intervals are not witnessed yet: with
+    --live they are no failure; the national trail, witnessed by the national server itself, verifies too."""
+    import subprocess
+    import sys
+
+    calls(srv, 3)
+    witnessed(srv, 1)
+    for server in ("prefecture", "national"):
+        done = subprocess.run(
+            [sys.executable, "-m", "clients", "--config", str(srv.config), "audit", "verify", "--live",
+             "--server", server],
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert "OK: " in done.stdout and "witnessed size" in done.stdout
+
+
 def _refusals(server: Server) -> float:
     _, text = scrape(server, "monitor/monitor-01")
     return sum(
