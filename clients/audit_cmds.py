@@ -89,7 +89,8 @@ def _recent(report: VerifyReport, window: float) -> bool:
     "--checkpoint",
     "checkpoint_file",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="a witnessed checkpoint (signed note) to check against, instead of asking the witness",
+    help="a witnessed checkpoint (signed note) of the main trail to check against, instead of asking the "
+    "witness (worker trails are then checked without one)",
 )
 @click.option("--no-witness", is_flag=True, help="check the directory alone (cannot see a cut tail)")
 @click.option("--witness", "witness_target", help="host:port of the witness (default: the national server)")
@@ -129,6 +130,8 @@ def verify_cmd(
     trails = trail_directories(where)
     witness_file = witness_key or settings.path(settings.witness_public_file)
     cosigner = load_witness_public(witness_file) if witness_file.exists() else None
+    if cosigner is None and not no_witness:
+        click.echo(f"warning: no witness key ({witness_file}): the cosignature is not checked", err=True)
     reports: dict[Path, VerifyReport] = {}
     for d in trails:
         held: Witnessed | None = None
