@@ -74,7 +74,7 @@ class SubjectIndex:
         with self._env.begin(write=True) as txn:
             for seq, subjects in items:
                 value = seq.to_bytes(8, "big")
-                for subject in subjects:
+                for subject in _hex_only(subjects):
                     txn.put(bytes.fromhex(subject), value, db=self._subjects, dupdata=True)
             txn.put(_THROUGH, through.to_bytes(8, "big"), db=self._meta)
 
@@ -91,12 +91,13 @@ class SubjectIndex:
                 if entry is None or not start < entry["seq"] <= last_seq or not entry["subjects"]:
                     continue
                 if disclosed(entry["kind"], entry["outcome"]):
-                    items.append((entry["seq"], _hex_only(entry["subjects"])))
+                    items.append((entry["seq"], entry["subjects"]))
         self.add(items, last_seq)
         return len(items)
 
 
-def _hex_only(subjects: list[str]) -> list[str]:
+def _hex_only(subjects: Iterable[str]) -> list[str]:
+    """Subject hashes as the trail writes them (hex); anything else cannot be a resident's key."""
     out = []
     for s in subjects:
         try:
