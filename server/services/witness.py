@@ -22,8 +22,9 @@ from juki.v1 import witness_pb2, witness_pb2_grpc
 
 from server.audit.entries import WITNESSED_FILE
 from server.audit.keys import AuditorKeys, WitnessKey
+from server.audit.merkle import ProofError
 from server.audit.note import Note, NoteError
-from server.audit.proofs import NoProof, consistency
+from server.audit.proofs import consistency
 from server.audit.witness import MALFORMED, OLD_SIZE_MISMATCH, ROLLBACK, LogKeys, Refused, Witness
 from server.domain.errors import DomainError, ErrorKind, FieldViolation
 from server.observability import metrics
@@ -205,7 +206,7 @@ class Submitter:
                     extra={"reason": r.reason, "size": size, "witness_size": r.size, "witness": self._target},
                 )
                 return False
-            except (Unreachable, NoProof, OSError) as e:
+            except (Unreachable, LookupError, ProofError, OSError) as e:  # LookupError: NoProof, short files
                 metrics.AUDIT_WITNESS_UNREACHABLE.inc()
                 log.warning(
                     "audit checkpoint not witnessed (witness unreachable); the next one will be",
