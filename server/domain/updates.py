@@ -289,7 +289,7 @@ def apply_notice(
     change = national_pb2.PropagatedChange(
         file=national_pb2.CHANGE_FILE_RESIDENT, notice=notice, applied_at=result.applied_at
     )
-    tx.enqueue_outbox(change.SerializeToString(), int(applied_at.timestamp() * 1000))
+    tx.enqueue_outbox(change, int(applied_at.timestamp() * 1000))
     return Applied(result, replayed=False)
 
 

@@ -5,9 +5,9 @@ Identity is the SPIFFE ID of the client certificate (expiry and revocation re-ch
 operator must also be registered and not revoked. Authorization is the policy (role, method, purpose)
 and, for an operator, its registration. grpc hands the chain each request as raw bytes (the wrapped
 handlers have no request deserializer), so nothing a caller sends is decoded before the caller is
-identified and its role is granted the method; then the request is decoded (undecodable bytes:
-INVALID_ARGUMENT with a BadRequest violation, for each message of a client stream too) and its purpose
-checked. A refused call is answered before any handler runs, with a status and no payload. Every call,
+identified and its role is granted the method; then the request is decoded and its unknown fields
+discarded at every depth (undecodable bytes: INVALID_ARGUMENT with a BadRequest violation, for each
+message of a client stream too) and its purpose checked. A refused call is answered before any handler runs, with a status and no payload. Every call,
 allowed or refused, leaves one audit entry; when it cannot be written the call fails with UNAVAILABLE and
 returns no data (fail closed). An unexpected exception is answered INTERNAL with a generic message and an
 error id that the server's log line of the failure carries too: no class name, path or traceback reaches
@@ -27,6 +27,7 @@ from typing import Any, NoReturn, Protocol
 
 import grpc
 from google.protobuf.descriptor import ServiceDescriptor
+from google.protobuf.message import Message
 from juki.v1 import admin_pb2
 
 from server.domain.errors import DomainError, ErrorKind, FieldViolation
@@ -243,10 +244,10 @@ def _ended(gate: AccessInterceptor, context: Context, facts: CallFacts, exc: Bas
 
 
 def _decode(decode: Decode, raw: bytes, where: str) -> Any:
-    """A request message from a caller's bytes; bytes that do not decode are INVALID_ARGUMENT, described
-    without naming the parser or what it raised."""
+    """A request message from a caller's bytes, its unknown fields (at every depth) discarded; bytes that
+    do not decode are INVALID_ARGUMENT, described without naming the parser or what it raised."""
     try:
-        return decode(raw)
+        message = decode(raw)
     except Exception:
         raise DomainError(
             ErrorKind.INVALID_ARGUMENT,
@@ -254,12 +255,15 @@ def _decode(decode: Decode, raw: bytes, where: str) -> Any:
             "UNDECODABLE",
             [FieldViolation(where, "the bytes do not decode as this method's request message")],
         ) from None
+    if isinstance(message, Message):
+        message.DiscardUnknownFields()  # nothing outside the schema goes further (SPEC §4.2)
+    return message
 
 
 def _concerned(facts: CallFacts, decode: Decode, raw: bytes) -> None:
     """What a call refused before decoding concerned, for its audit entry only (nothing answers from it)."""
     try:
-        facts.add_request(decode(raw))
+        facts.add_request(_decode(decode, raw, "request"))
     except Exception:  # undecodable: the entry records the refusal without a subject
         return
 

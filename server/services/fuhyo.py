@@ -62,6 +62,7 @@ class FuhyoService(fuhyo_pb2_grpc.FuhyoServicer):
 
     def _apply_one(self, tx: ResidentTxn, notice: fuhyo_pb2.FuhyoNotice, caller: str) -> Any:
         def put_full(record: records_pb2.FuhyoRecord) -> None:
+            record.DiscardUnknownFields()  # defence in depth: the chain discarded them already
             tx.put_raw(FULL_RECORDS, record.resident_code.encode(), record.SerializeToString())
 
         return apply_fuhyo_notice(tx, notice, caller_municipality=caller, now=self._now, put_full=put_full)

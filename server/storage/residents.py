@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from operator import itemgetter
 from typing import Any
 
+from google.protobuf.message import Message
 from juki.v1 import records_pb2
 
 from server.domain.kana import search_kana
@@ -61,7 +62,9 @@ def _u64(value: int) -> bytes:
 
 
 def _without_my_number(record: records_pb2.ResidentRecord) -> bytes:
-    """The record serialized with My Number cleared, leaving the caller's message as it was."""
+    """The record serialized with My Number cleared (and no field outside the schema: defence in depth
+    behind the chain, which discards unknown fields of every request), leaving the My Number as it was."""
+    record.DiscardUnknownFields()
     if not record.my_number:
         return bytes(record.SerializeToString())
     number = record.my_number
@@ -277,11 +280,13 @@ class ResidentTxn:
     def record_applied(self, municipality_code: str, sequence: int, digest: bytes, result: bytes) -> None:
         self._txn.put(municipality_code.encode() + _u64(sequence), digest + result, db=self._dbs["applied"])
 
-    def enqueue_outbox(self, payload: bytes, enqueued_ms: int) -> None:
+    def enqueue_outbox(self, change: Message, enqueued_ms: int) -> None:
         """Queue a change for the national server: the enqueue time in clear (for the age metric), then the
-        change sealed, since a change notice carries a My Number."""
+        change sealed, since a change notice carries a My Number. Fields outside the schema are dropped
+        first: only what was validated is forwarded."""
+        change.DiscardUnknownFields()
         key = _u64(self._next_counter(b"outbox_counter"))
-        sealed = self._store.sealer.seal_blob(b"outbox" + key, payload)
+        sealed = self._store.sealer.seal_blob(b"outbox" + key, change.SerializeToString())
         self._txn.put(key, _u64(enqueued_ms) + sealed, db=self._dbs["outbox"])
 
     def outbox_batch(self, limit: int) -> list[tuple[bytes, bytes]]:
