@@ -75,7 +75,7 @@ def deployment(tmp_path_factory: pytest.TempPathFactory, pki_dir: Path) -> Itera
 def raw_call(server: Server, target: str, identity: str, method: str) -> Callable[..., Any]:
     channel = secure_channel(Pki(server.settings.pki_path), identity, target)
     server._channels.append(channel)
-    return channel.unary_unary(method)  # type: ignore[no-any-return]
+    return channel.unary_unary(method)
 
 
 def last_sequence(server: Server) -> int:
