@@ -45,7 +45,9 @@ class Violations:
         self.items: list[FieldViolation] = []
 
     def add(self, field_path: str, description: str) -> None:
-        self.items.append(FieldViolation(field_path, description))
+        """One violation per field: the first found (the schema's size and alphabet come first)."""
+        if all(item.field != field_path for item in self.items):
+            self.items.append(FieldViolation(field_path, description))
 
     def raise_if_any(self) -> None:
         if self.items:

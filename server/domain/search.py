@@ -23,6 +23,7 @@ from juki.v1 import prefecture_pb2, records_pb2
 from server.domain import validation as val
 from server.domain.errors import DomainError, ErrorKind, FieldViolation, Violations
 from server.domain.kana import search_kana
+from server.domain.limits import check_message
 from server.storage.residents import ResidentStore, ResidentTxn
 
 _INDEXES = ("idx_name", "idx_birth", "idx_address")
@@ -61,6 +62,7 @@ class SearchPage:
 def parse_query(request: prefecture_pb2.SearchRequest, *, today: dt.date) -> SearchQuery:
     """Validate a search request and fold it into a query; refuse fewer than two of the four."""
     v = Violations()
+    check_message(v, request)
     kana = ""
     if request.name_kana:
         val.check_kana(v, "name_kana", request.name_kana)

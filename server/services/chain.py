@@ -7,11 +7,11 @@ and, for an operator, its registration. grpc hands the chain each request as raw
 handlers have no request deserializer), so nothing a caller sends is decoded before the caller is
 identified and its role is granted the method; then the request is decoded and its unknown fields
 discarded at every depth (undecodable bytes: INVALID_ARGUMENT with a BadRequest violation, for each
-message of a client stream too) and its purpose checked. A refused call is answered before any handler runs, with a status and no payload. Every call,
-allowed or refused, leaves one audit entry; when it cannot be written the call fails with UNAVAILABLE and
-returns no data (fail closed). An unexpected exception is answered INTERNAL with a generic message and an
-error id that the server's log line of the failure carries too: no class name, path or traceback reaches
-a caller.
+message of a client stream too) and its purpose checked. A refused call is answered before any handler
+runs, with a status and no payload. Every call, allowed or refused, leaves one audit entry; when it cannot
+be written the call fails with UNAVAILABLE and returns no data (fail closed). An unexpected exception is
+answered INTERNAL with a generic message and an error id that the server's log line of the failure
+carries too: no class name, path or traceback reaches a caller.
 """
 
 from __future__ import annotations
