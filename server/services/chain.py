@@ -36,7 +36,7 @@ from server.identity.peers import PeerIdentities, Refusal
 from server.identity.pki import SpiffeId
 from server.identity.policy import Decision, Policy
 from server.observability.calls import MethodMetrics, finish
-from server.services.call_facts import CallFacts
+from server.services.call_facts import CallFacts, bounded_method
 from server.services.status import CODES, INTERNAL_MESSAGE, internal_metadata, status_metadata
 
 log = logging.getLogger(__name__)
@@ -461,7 +461,7 @@ def _unknown_method_handler(gate: AccessInterceptor, method: str) -> Handler:
 
     async def refuse(request: bytes, context: Context) -> NoReturn:
         facts = gate.facts("/unknown/unknown", "unary")
-        facts.method = method
+        facts.method = bounded_method(method)
         who = gate.identities.identify(context.auth_context())
         if isinstance(who, Refusal):
             await _refuse(gate, context, facts, (grpc.StatusCode.UNAUTHENTICATED, who.message))
