@@ -221,8 +221,12 @@ def ping_all(callers: Callers) -> None:
         callers.stub(service, identity).Ping(prefecture_pb2.PingRequest(), timeout=5)
 
 
-IDS = [f"{m.full}{'-record' if m.kind == 'reconcile' and m.base().WhichOneof('part') == 'record' else ''}"  # type: ignore[attr-defined]
-       for m in METHODS]  # fmt: skip
+def method_id(method: Method) -> str:
+    record = method.kind == "reconcile" and method.base().WhichOneof("part") == "record"
+    return method.full + ("-record" if record else "")
+
+
+IDS = [method_id(m) for m in METHODS]
 
 
 @pytest.mark.parametrize("method", METHODS, ids=IDS)
@@ -249,9 +253,9 @@ def raw_call(server: Server, method: Method) -> Any:
     if method.kind == "unary":
         return channel.unary_unary(path)
     if method.kind == "notices":
-        unary_stream = channel.stream_unary(path)
+        unary_stream: Any = channel.stream_unary(path)
         return lambda payload, timeout: unary_stream(iter([payload]), timeout=timeout)
-    bidi = channel.stream_stream(path)
+    bidi: Any = channel.stream_stream(path)
     return lambda payload, timeout: list(bidi(iter([payload, payload]), timeout=timeout))
 
 
