@@ -37,7 +37,9 @@ def validate_changes(request: national_pb2.NotifyUpdatesRequest, *, caller: Spif
     """Refuse the whole request (PERMISSION_DENIED) unless every change is of the caller's own file and
     prefecture; INVALID_ARGUMENT naming every malformed field."""
     v = Violations()
-    check_message(v, request)
+    check_message(v, request, skip=frozenset({"changes"}))  # each change's notice: validate_notice below
+    for i, change in enumerate(request.changes):
+        check_message(v, change, f"changes[{i}]", skip=frozenset({"notice"}))
     if not is_digits(request.prefecture_code, 2):
         v.add("prefecture_code", "must be 2 ASCII digits")
     elif request.prefecture_code != caller.id:
