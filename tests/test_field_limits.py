@@ -15,10 +15,13 @@ from typing import Any
 import grpc
 import pytest
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
+from google.rpc import error_details_pb2, status_pb2
 from juki.v1 import admin_pb2, fuhyo_pb2, national_pb2, prefecture_pb2, records_pb2
 
 from clients.channel import error_details
+from server.domain.errors import DomainError, ErrorKind
 from server.domain.limits import BINARY, COUNTS, LIMITS, Limit, markdown_table
+from server.services.status import status_metadata
 from server.storage.lmdbenv import LmdbEnv
 from server.storage.residents import DB_NAMES, ResidentStore
 from server.storage.sealing import DataKeys, MyNumberSealer
@@ -285,3 +288,12 @@ def test_statistics_of_a_month_answers(callers: Callers) -> None:
         admin_pb2.StatisticsRequest(month="2026-12"), timeout=10
     )
     assert answer.month == "2026-12"
+
+
+def test_an_invalid_argument_always_carries_a_bad_request() -> None:
+    """The safety net behind every rule: an INVALID_ARGUMENT raised without violations still names one."""
+    err = DomainError(ErrorKind.INVALID_ARGUMENT, "something is off", "INVALID_FIELDS")
+    [(_, raw)] = status_metadata(grpc.StatusCode.INVALID_ARGUMENT, err.message, err)
+    bad = error_details_pb2.BadRequest()
+    assert any(d.Unpack(bad) for d in status_pb2.Status.FromString(raw).details)
+    assert [(v.field, v.description) for v in bad.field_violations] == [("request", "something is off")]

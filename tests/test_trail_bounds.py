@@ -6,6 +6,7 @@ month's Statistics answer stays small and readable."""
 from __future__ import annotations
 
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ from juki.v1 import admin_pb2, admin_pb2_grpc, prefecture_pb2
 from clients.channel import secure_channel
 from server.audit.query import query
 from server.identity.pki import Pki
+from server.services.auditing import MAX_STATISTICS_COUNTS, OTHERS, bounded_counts
 from tests.conftest import Server, make_server
 
 P = prefecture_pb2
@@ -118,3 +120,15 @@ def test_the_months_statistics_stay_small_after_refusals_with_huge_purposes(serv
     keys = [count.key for count in answer.provisions]
     assert "spiffe://juki.mie/agency/police <invalid> PERMISSION_DENIED" in keys
     assert all(len(key) < 200 for key in keys)
+
+
+def test_a_statistics_list_holds_at_most_its_bound_and_sums_the_rest() -> None:
+    counts = Counter(
+        {f"spiffe://juki.mie/agency/a{n:05d} p OK": 1 for n in range(MAX_STATISTICS_COUNTS + 500)}
+    )
+    listed = bounded_counts(counts)
+    assert len(listed) == MAX_STATISTICS_COUNTS
+    assert listed[-1].key == OTHERS and listed[-1].count == 501
+    assert sum(c.count for c in listed) == sum(counts.values())
+    few = Counter({"b": 2, "a": 1})
+    assert [(c.key, c.count) for c in bounded_counts(few)] == [("a", 1), ("b", 2)]

@@ -86,7 +86,7 @@ def monthly_statistics(directory: Path, month: str) -> admin_pb2.StatisticsRespo
                 1, int(entry["count"])
             )
     return admin_pb2.StatisticsResponse(
-        month=month, updates_by_municipality=_bounded(updates), provisions=_bounded(provisions)
+        month=month, updates_by_municipality=bounded_counts(updates), provisions=bounded_counts(provisions)
     )
 
 
@@ -94,7 +94,7 @@ MAX_STATISTICS_COUNTS = 1000  # per list of an answer; the rest are summed under
 OTHERS = "<others>"
 
 
-def _bounded(counts: Counter[str]) -> list[admin_pb2.StatisticsCount]:
+def bounded_counts(counts: Counter[str]) -> list[admin_pb2.StatisticsCount]:
     """The counts in key order, at most MAX_STATISTICS_COUNTS of them (the last one then sums the rest)."""
     keys = sorted(counts)
     kept, rest = keys[: MAX_STATISTICS_COUNTS - 1], keys[MAX_STATISTICS_COUNTS - 1 :]
