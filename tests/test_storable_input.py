@@ -19,6 +19,7 @@ from juki.v1 import admin_pb2, admin_pb2_grpc, prefecture_pb2, records_pb2
 
 from clients.channel import error_details, secure_channel
 from server.identity.pki import Pki
+from server.storage.residents import ADDRESS_KEY_BYTES, MAX_KEY_BYTES, prepare_resident
 from tests.conftest import Server, make_server
 from tests.notices import Municipality, fresh_resident
 
@@ -125,3 +126,21 @@ def test_revoking_an_operator_id_that_cannot_be_one_is_invalid_argument(
         )
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert {field for field, _ in error_details(info.value)[0]} == {"operator_id"}
+
+
+@pytest.mark.parametrize(
+    ("kana", "address"),
+    [("㌖" * 100, "𠮷" * 200), ("ア" * 100, "三" * 200), ("ミエ", "三" * 163 + "ab")],
+    ids=["beyond-any-rule", "longest-valid", "fits-exactly"],
+)
+def test_index_keys_fit_lmdb_by_construction(kana: str, address: str) -> None:
+    record = R.ResidentRecord(resident_code="90000000001", municipality_code=TSU)
+    record.four_info.CopyFrom(
+        R.FourInfo(name_kana=kana, birth_date="2000-01-01", sex=R.SEX_MALE, address=address)
+    )
+    _, (name, birth, by_address, _, municipality, _) = prepare_resident(record, "")
+    assert all(len(key) <= MAX_KEY_BYTES for key in (name, birth, by_address, municipality))
+    if len(address.encode()) <= ADDRESS_KEY_BYTES:  # a key that fitted before is the same key
+        assert by_address == address.encode() + b"\x00" + b"90000000001"
+    assert by_address.split(b"\x00")[0].decode()  # cut at a character boundary: still UTF-8
+    assert name.split(b"\x00")[0].decode()

@@ -24,7 +24,13 @@ from server.domain import validation as val
 from server.domain.errors import DomainError, ErrorKind, FieldViolation, Violations
 from server.domain.kana import search_kana
 from server.domain.limits import check_message
-from server.storage.residents import ResidentStore, ResidentTxn, index_text
+from server.storage.residents import (
+    ADDRESS_KEY_BYTES,
+    NAME_KEY_BYTES,
+    ResidentStore,
+    ResidentTxn,
+    index_text,
+)
 
 _INDEXES = ("idx_name", "idx_birth", "idx_address")
 _TOKEN_HEAD = struct.Struct(">16sBI")
@@ -96,13 +102,13 @@ def parse_query(request: prefecture_pb2.SearchRequest, *, today: dt.date) -> Sea
 def _plan(query: SearchQuery) -> tuple[int, bytes, bytes | None]:
     """(index, key prefix, stop key) of the most selective index for this query."""
     if query.kana:
-        return 0, index_text(query.kana), None
+        return 0, index_text(query.kana, NAME_KEY_BYTES), None
     if query.birth_from:
         if query.birth_from == query.birth_to:
             sex = bytes((query.sex,)) if query.sex else b""
             return 1, query.birth_from + sex, None
         return 1, b"", query.birth_to + b"\xff"
-    return 2, index_text(query.address_prefix), None
+    return 2, index_text(query.address_prefix, ADDRESS_KEY_BYTES), None
 
 
 def run_search(

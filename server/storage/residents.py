@@ -9,9 +9,10 @@ Named databases of one environment:
   idx_name         清音化かな + NUL + YYYYMMDD + 住民票コード → state, sex, YYYYMMDD
   idx_birth        YYYYMMDD + sex + 住民票コード → the same
   idx_address      address + NUL + 住民票コード → the same
-                   (the kana and the address at most INDEX_TEXT_BYTES of UTF-8 each, cut at a character:
-                   every key fits LMDB's 511 bytes whatever NFKC makes of a name; a search filters on the
-                   record, so a longer name or address is still found by its whole prefix)
+                   (the kana cut to NAME_KEY_BYTES, the address to ADDRESS_KEY_BYTES of UTF-8, at a
+                   character: every key fits LMDB's 511 bytes whatever NFKC makes of a name, and a key
+                   that fitted before is unchanged; a search filters on the record, so a longer name or
+                   address is still found by its whole prefix)
   idx_municipality 市町村コード + 住民票コード → record digest (整合, server.domain.reconcile)
   idx_removed      removal date YYYYMMDD + 住民票コード → "" (消除者, for the 150-year retention)
   sequences        市町村コード → last applied 更新順番号 (u64)
@@ -83,16 +84,18 @@ def _history_value(sealed: bytes, record: bytes) -> bytes:
     return _U16.pack(len(sealed)) + sealed + record
 
 
-INDEX_TEXT_BYTES = 400  # + NUL + YYYYMMDD + 住民票コード = 420 bytes, under LMDB's 511-byte keys
+MAX_KEY_BYTES = 511  # LMDB's key size
+NAME_KEY_BYTES = MAX_KEY_BYTES - 1 - 8 - 11  # 清音化かな + NUL + YYYYMMDD + 住民票コード
+ADDRESS_KEY_BYTES = MAX_KEY_BYTES - 1 - 11  # address + NUL + 住民票コード
 
 
-def index_text(text: str) -> bytes:
+def index_text(text: str, limit: int) -> bytes:
     """The text part of an idx_name / idx_address key (or of a prefix scanning them): its UTF-8, cut to
-    INDEX_TEXT_BYTES at a character boundary."""
+    `limit` bytes at a character boundary."""
     raw = text.encode()
-    if len(raw) <= INDEX_TEXT_BYTES:
+    if len(raw) <= limit:
         return raw
-    return raw[:INDEX_TEXT_BYTES].decode("utf-8", "ignore").encode()
+    return raw[:limit].decode("utf-8", "ignore").encode()
 
 
 def _dob_key(iso_date: str) -> bytes:
@@ -107,9 +110,9 @@ def _index_keys(
     sex_byte = bytes((sex,))
     value = (_REMOVED if removed else _ACTIVE) + sex_byte + dob
     return (
-        index_text(search_kana) + b"\x00" + dob + code,
+        index_text(search_kana, NAME_KEY_BYTES) + b"\x00" + dob + code,
         dob + sex_byte + code,
-        index_text(address) + b"\x00" + code,
+        index_text(address, ADDRESS_KEY_BYTES) + b"\x00" + code,
         value,
     )
 
