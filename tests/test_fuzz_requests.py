@@ -17,6 +17,8 @@ run: FUZZ_EXAMPLES=400 .venv/bin/pytest -q tests/test_fuzz_requests.py
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -279,3 +281,19 @@ def test_raw_bytes_get_documented_answers(deployment: Server, callers: Callers, 
 
     check()
     ping_all(callers)
+
+
+def test_the_audit_trails_verify_after_the_fuzz(deployment: Server) -> None:
+    """Every call above left its entry; the chains and checkpoints of the three trails still verify."""
+    s = deployment.settings
+    trails = [
+        ("--server", "prefecture"),
+        ("--server", "national"),
+        ("--dir", str(s.path(s.fuhyo_audit_dir)), "--keys", str(s.path(s.fuhyo_auditor_keys_file))),
+    ]
+    for where in trails:
+        done = subprocess.run(
+            [sys.executable, "-m", "clients", "--config", str(deployment.config), "audit", "verify", *where],
+            capture_output=True, text=True, timeout=120, cwd=Path(__file__).parents[1],
+        )  # fmt: skip
+        assert done.returncode == 0, done.stdout + done.stderr
