@@ -30,9 +30,10 @@ from google.protobuf.message import Message
 from google.rpc import error_details_pb2, status_pb2
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from juki.v1 import prefecture_pb2
+from juki.v1 import prefecture_pb2, records_pb2
 
 from clients.channel import secure_channel
+from server.domain.limits import max_bytes
 from server.identity.pki import Pki
 from server.storage import registry
 from server.storage.lmdbenv import LmdbEnv
@@ -297,3 +298,25 @@ def test_the_audit_trails_verify_after_the_fuzz(deployment: Server) -> None:
             capture_output=True, text=True, timeout=120, cwd=Path(__file__).parents[1],
         )  # fmt: skip
         assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_every_stored_record_is_within_the_documented_bound(deployment: Server) -> None:
+    """What was accepted is bounded by the schema: no record in any store is larger than docs/limits.md
+    says a record can be."""
+    s = deployment.settings
+    record_bound = max_bytes(records_pb2.ResidentRecord.DESCRIPTOR)
+    stores = [
+        (s.data_path, DB_NAMES, {"records": record_bound}),
+        (s.path(s.national_data_dir), DB_NAMES, {"records": record_bound}),
+        (s.path(s.fuhyo_data_dir), (*DB_NAMES, "fuhyo_records"),
+         {"records": record_bound, "fuhyo_records": max_bytes(records_pb2.FuhyoRecord.DESCRIPTOR)}),
+    ]  # fmt: skip
+    for path, dbs, bounds in stores:
+        env = LmdbEnv(path, dbs, readonly=True)
+        try:
+            with env.read() as txn:
+                for db, bound in bounds.items():
+                    with txn.cursor(db=env.dbs[db]) as cursor:
+                        assert max((len(v) for _, v in cursor), default=0) <= bound, (path, db)
+        finally:
+            env.close()
