@@ -56,7 +56,9 @@ def _kana(value: str) -> bool:
 DIGITS = Alphabet("digits", "ASCII digits 0–9", 1, _ascii("0-9"))
 DATE = Alphabet("date", "YYYY-MM-DD: ASCII digits and -", 1, _ascii("0-9-"))
 MONTH = Alphabet("month", "YYYY-MM: ASCII digits and -", 1, _ascii("0-9-"))
-TIMESTAMP = Alphabet("rfc3339", "RFC 3339 time: ASCII digits and T t Z z : + - .", 1, _ascii("0-9TtZz:+.-"))
+TIMESTAMP = Alphabet(
+    "rfc3339", "RFC 3339 time: ASCII digits, T t (or a space), Z z : + - .", 1, _ascii("0-9TtZz:+. -")
+)
 ASCII_ID = Alphabet("ascii-id", "A–Z a–z 0–9 . _ : -", 1, _ascii("A-Za-z0-9._:-"))
 OPERATOR_ID = Alphabet(
     "operator-id", "A–Z a–z 0–9 . _ - (a SPIFFE ID's last segment)", 1, _ascii("A-Za-z0-9._-")
