@@ -33,7 +33,7 @@ from operator import itemgetter
 from typing import Any
 
 from google.protobuf.message import Message
-from juki.v1 import records_pb2
+from juki.v1 import national_pb2, records_pb2
 
 from server.domain.kana import search_kana
 from server.domain.reconcile import record_digest
@@ -298,10 +298,12 @@ class ResidentTxn:
     def record_applied(self, municipality_code: str, sequence: int, digest: bytes, result: bytes) -> None:
         self._txn.put(municipality_code.encode() + _u64(sequence), digest + result, db=self._dbs["applied"])
 
-    def enqueue_outbox(self, change: Message, enqueued_ms: int) -> None:
-        """Queue a change for the national server: the enqueue time in clear (for the age metric), then the
-        change sealed, since a change notice carries a My Number. Fields outside the schema are dropped
-        first: only what was validated is forwarded."""
+    def enqueue_outbox(self, change: Message | bytes, enqueued_ms: int) -> None:
+        """Queue a change (a PropagatedChange, or its bytes) for the national server: the enqueue time in
+        clear (for the age metric), then the change sealed, since a change notice carries a My Number.
+        Fields outside the schema are dropped first: only what was validated is forwarded."""
+        if isinstance(change, bytes):
+            change = national_pb2.PropagatedChange.FromString(change)
         change.DiscardUnknownFields()
         key = _u64(self._next_counter(b"outbox_counter"))
         sealed = self._store.sealer.seal_blob(b"outbox" + key, change.SerializeToString())
