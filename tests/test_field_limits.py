@@ -19,7 +19,7 @@ from google.rpc import error_details_pb2, status_pb2
 from juki.v1 import admin_pb2, fuhyo_pb2, national_pb2, prefecture_pb2, records_pb2
 
 from clients.channel import error_details
-from server.domain.errors import DomainError, ErrorKind
+from server.domain.errors import MAX_VIOLATIONS, DomainError, ErrorKind
 from server.domain.limits import BINARY, COUNTS, LIMITS, Limit, markdown_table
 from server.services.status import status_metadata
 from server.storage.lmdbenv import LmdbEnv
@@ -297,3 +297,20 @@ def test_an_invalid_argument_always_carries_a_bad_request() -> None:
     bad = error_details_pb2.BadRequest()
     assert any(d.Unpack(bad) for d in status_pb2.Status.FromString(raw).details)
     assert [(v.field, v.description) for v in bad.field_violations] == [("request", "something is off")]
+
+
+def test_a_request_with_thousands_of_bad_fields_names_a_bounded_few(callers: Callers) -> None:
+    """1000 changes, each with two bad fields: one INVALID_ARGUMENT whose trailers stay small."""
+    request = next(m for m in METHODS if m.full == "National.NotifyUpdates").base()
+    change = request.changes[0]  # type: ignore[attr-defined]
+    change.applied_at = "\x00" * 35
+    change.notice.four_info.address = "\x1b" * 10
+    request.changes.extend([change] * 999)  # type: ignore[attr-defined]
+    with pytest.raises(grpc.RpcError) as info:
+        callers.stub("National", "prefectural-server/24").NotifyUpdates(request, timeout=30)
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    violations = error_details(info.value)[0]
+    assert 1 <= len(violations) <= MAX_VIOLATIONS
+    assert len(info.value.details() or "") < 1024
+    trailing: Any = info.value.trailing_metadata() or ()
+    assert sum(len(value) for _, value in trailing) < 4096
