@@ -124,9 +124,7 @@ LIMITS: dict[str, Limit] = {
     "juki.v1.ResidentRecord.resident_code": RESIDENT_CODE,
     "juki.v1.ResidentRecord.my_number": MY_NUMBER,
     "juki.v1.ResidentRecord.change_date": DAY,
-    "juki.v1.ResidentRecord.search_kana": Limit(
-        500, KANA, "清音化かな (derived by the server; NFKC may expand)"
-    ),
+    "juki.v1.ResidentRecord.search_kana": Limit(600, KANA, "清音化かな: 100 kana, × 6 at most by NFKC (㌖)"),
     "juki.v1.ResidentRecord.municipality_code": MUNICIPALITY,
     "juki.v1.ResidentRecord.oaza_code": Limit(12, DIGITS, "大字・字コード: up to 12 digits"),
     "juki.v1.ResidentRecord.operator_id": ID,
