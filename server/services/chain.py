@@ -5,13 +5,15 @@ Identity is the SPIFFE ID of the client certificate (expiry and revocation re-ch
 operator must also be registered and not revoked. Authorization is the policy (role, method, purpose)
 and, for an operator, its registration. grpc hands the chain each request as raw bytes (the wrapped
 handlers have no request deserializer), so nothing a caller sends is decoded before the caller is
-identified and its role is granted the method; then the request is decoded and its unknown fields
-discarded at every depth (undecodable bytes: INVALID_ARGUMENT with a BadRequest violation, for each
-message of a client stream too) and its purpose checked. A refused call is answered before any handler
-runs, with a status and no payload. Every call, allowed or refused, leaves one audit entry; when it cannot
-be written the call fails with UNAVAILABLE and returns no data (fail closed). An unexpected exception is
-answered INTERNAL with a generic message and an error id that the server's log line of the failure
-carries too: no class name, path or traceback reaches a caller.
+identified and its role is granted the method; then the request is decoded (undecodable bytes:
+INVALID_ARGUMENT with a BadRequest violation, for each message of a client stream too) and its purpose
+checked. A refused call is answered before any handler runs, with a status and no payload. Every call,
+allowed or refused, leaves one audit entry; when it cannot be written the call fails with UNAVAILABLE and
+returns no data (fail closed). An unexpected exception is answered INTERNAL with a generic message and an
+error id that the server's log line of the failure carries too: no class name, path or traceback reaches
+a caller.
+A decoded request's unknown fields are discarded at every depth: nothing outside the schema goes
+further (SPEC §4.2).
 """
 
 from __future__ import annotations
