@@ -161,6 +161,8 @@ METHODS: tuple[Method, ...] = (
            lambda: A.IssueApprovalRequest(caller=f"spiffe://juki.mie/{POLICE}", purpose=POLICE_PURPOSE,
                                           max_count=5)),
     Method("Admin", "Statistics", "auditor/auditor-01", lambda: A.StatisticsRequest(month="2026-01")),
+    Method("Admin", "InclusionProof", "auditor/auditor-01", lambda: A.InclusionProofRequest(seq=1)),
+    Method("Admin", "ConsistencyProof", "auditor/auditor-01", lambda: A.ConsistencyProofRequest(first=1)),
 )  # fmt: skip
 
 _STUBS = {
