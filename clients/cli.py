@@ -17,6 +17,7 @@ from clients import (
     peer_cmds,
     pki_cmds,
     reconcile_cmd,
+    run_cmd,
     serve_cmds,
 )
 from server.observability.logs import configure as configure_logs
@@ -38,7 +39,7 @@ cli.add_command(pki_cmds.pki)
 cli.add_command(serve_cmds.seed)
 cli.add_command(serve_cmds.serve_group)
 cli.add_command(serve_cmds.outbox)
-cli.add_command(serve_cmds.run)
+cli.add_command(run_cmd.run)
 peer_cmds.cs.add_command(reconcile_cmd.reconcile_cmd)
 cli.add_command(peer_cmds.cs)
 cli.add_command(peer_cmds.lookup)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -34,8 +35,10 @@ def juki(
 def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("JUKI_PREFECTURE_PORT", str(free_port()))
     monkeypatch.setenv("JUKI_NATIONAL_PORT", str(free_port()))
+    monkeypatch.setenv("JUKI_FUHYO_PORT", str(free_port()))
     monkeypatch.setenv("JUKI_PREFECTURE_METRICS_PORT", str(free_port()))
     monkeypatch.setenv("JUKI_NATIONAL_METRICS_PORT", str(free_port()))
+    monkeypatch.setenv("JUKI_FUHYO_METRICS_PORT", str(free_port()))
     monkeypatch.setenv("JUKI_NATIONAL_SEED_COUNT", "2000")
     return tmp_path
 
@@ -61,13 +64,22 @@ def test_juki_run_sets_everything_up_and_serves_the_printed_command(home: Path) 
             if line.strip() == "ready":
                 break
         assert lines and lines[-1].strip() == "ready", "".join(lines)
-        command = next(line.strip() for line in lines if "juki lookup" in line)
+        command = next(line.strip() for line in lines if "juki" in line and " lookup " in line)
         code = command.split()[-1]
         assert len(code) == 11 and code.isdigit()
+        # started with --home: the command to paste carries it (the dev CA of that home)
+        assert f"--home {home.resolve()} lookup" in command
+        # a second `juki run` here: one line naming the running one, exit 1, nothing started
+        second = juki(home, "run", "--count", "500", check=False)
+        assert second.returncode == 1, second.stdout + second.stderr
+        assert second.stderr.count("\n") == 1 and "already running" in second.stderr
+        assert f"pid {proc.pid}" in second.stderr and os.environ["JUKI_PREFECTURE_PORT"] in second.stderr
+        assert "ready" not in second.stdout and "Traceback" not in second.stderr
         assert oct((home / "certs/dev/ca.key").stat().st_mode & 0o777) == "0o600"
         assert (home / "var/keys/prefecture.keys.json").exists()
         # the printed command, as pasted (its arguments after `juki`)
         args = command.split()[1:]
+        assert Path(command.split()[0]).name == "juki"
         out = juki(home, *args)
         record = json.loads(out.stdout)["record"]
         assert record["residentCode"] == code and len(record["myNumber"]) == 12
@@ -112,3 +124,21 @@ def test_bench_lookup_smoke(home: Path) -> None:
     result = json.loads(out.stdout)
     assert result["sequential"]["ping"]["p50_us"] > 0 and result["sequential"]["lookup"]["p50_us"] > 0
     assert result["concurrent"]["lookup_qps"] > 0 and result["residents"] == 300
+
+
+def test_juki_run_with_a_port_taken_names_the_server_and_never_says_ready(home: Path) -> None:
+    """The 附票 server's port is held by another program: `juki run` stops, exit 1, naming that server and
+    why (from var/log/fuhyo.log), and never prints "ready"."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", int(os.environ["JUKI_FUHYO_PORT"])))
+        taken.listen()
+        result = juki(home, "run", "--count", "300", check=False, timeout=180)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "ready" not in result.stdout.split()
+    error = result.stderr.strip().splitlines()[-1]
+    assert error.startswith("Error: the 附票 (fuhyo) server did not start: cannot listen on 127.0.0.1:")
+    assert "the port is in use" in error and "var/log/fuhyo.log" in error
+    assert "Traceback" not in result.stderr
+    # the national server, started first, was stopped again: its port is free
+    with socket.socket() as again:
+        again.bind(("127.0.0.1", int(os.environ["JUKI_NATIONAL_PORT"])))
