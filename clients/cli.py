@@ -12,6 +12,7 @@ from clients import (
     backup_cmds,
     batch_cmd,
     bench_cmds,
+    export_cmd,
     fuhyo_cmds,
     operator_cmds,
     peer_cmds,
@@ -41,6 +42,7 @@ cli.add_command(serve_cmds.serve_group)
 cli.add_command(serve_cmds.outbox)
 cli.add_command(run_cmd.run)
 peer_cmds.cs.add_command(reconcile_cmd.reconcile_cmd)
+peer_cmds.cs.add_command(export_cmd.export_cmd)
 cli.add_command(peer_cmds.cs)
 cli.add_command(peer_cmds.lookup)
 cli.add_command(peer_cmds.search)

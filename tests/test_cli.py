@@ -93,6 +93,39 @@ def test_juki_run_sets_everything_up_and_serves_the_printed_command(home: Path) 
         )
         status = juki(home, "outbox", "status").stdout
         assert "outbox depth" in status
+        # a search's next page by --page-token
+        search = ("search", "--as", "operator/op-0001", "--purpose", "identity-check", "--page-size", "1")
+        first = json.loads(juki(home, *search, "--address", "三重県", "--sex", "male").stdout)
+        token = first["nextPageToken"]
+        second = json.loads(
+            juki(home, *search, "--address", "三重県", "--sex", "male", "--page-token", token).stdout
+        )
+        assert first["results"] and second["results"] and first["results"] != second["results"]
+        # a provision by 4情報 with --sex
+        sex = "male" if record["sex"] == "SEX_MALE" else "female"
+        by_four = (
+            "--kana",
+            record["nameKana"],
+            "--birth",
+            record["birthDate"],
+            "--address",
+            record["address"],
+        )
+        provide = ("provide", "--as", "agency/police", "--purpose", "bt6-police-driving-licence", *by_four)
+        found = json.loads(juki(home, *provide, "--sex", sex).stdout)
+        assert code in {r["residentCode"] for r in found["records"]}
+        other = "female" if sex == "male" else "male"
+        refused = juki(home, *provide, "--sex", other, check=False)
+        assert code not in refused.stdout
+        # 整合: the municipality's view exported from the same seed matches the server
+        municipality = "242012"
+        view = home / "var" / "view.jsonl"
+        juki(
+            home, "cs", "export", "--as", f"municipal-cs/{municipality}", "--count", "500", "--out", str(view)
+        )
+        assert oct(view.stat().st_mode & 0o777) == "0o600" and view.read_text(encoding="utf-8")
+        same = juki(home, "cs", "reconcile", "--as", f"municipal-cs/{municipality}", "--file", str(view))
+        assert "missing here 0, missing there 0, items differ 0" in same.stdout
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=30) == 0
@@ -142,3 +175,36 @@ def test_juki_run_with_a_port_taken_names_the_server_and_never_says_ready(home: 
     # the national server, started first, was stopped again: its port is free
     with socket.socket() as again:
         again.bind(("127.0.0.1", int(os.environ["JUKI_NATIONAL_PORT"])))
+
+
+def one_error_line(result: subprocess.CompletedProcess[str]) -> str:
+    """The CLI's answer to a mistake: exit 2 and one line on stderr ("Error: …"), no traceback."""
+    assert result.returncode == 2, result.stdout + result.stderr
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: "), result.stderr
+    return lines[0]
+
+
+def test_every_cli_mistake_is_one_line_saying_what_to_do(home: Path) -> None:
+    juki(home, "pki", "dev")
+    lookup = ("lookup", "--purpose", "bt6-police-driving-licence", "00000281034")
+    error = one_error_line(juki(home, *lookup, "--as", "agency/nobody", check=False))
+    assert "no certificate for agency/nobody" in error and "`juki pki issue agency nobody`" in error
+    error = one_error_line(juki(home, *lookup, "--as", "police", check=False))
+    assert "<role>/<id>" in error and "agency/police" in error
+    # an operator registered (`juki admin register-operator op-0003`) but never given a certificate
+    search = ("search", "--purpose", "identity-check", "--kana", "さとう", "--sex", "male")
+    error = one_error_line(juki(home, *search, "--as", "operator/op-0003", check=False))
+    assert "`juki pki issue operator op-0003`" in error
+    for unknown in ("agency/nobody", "3f2a", "0xdeadbeef"):
+        error = one_error_line(juki(home, "pki", "revoke", unknown, check=False))
+        assert f"no certificate {unknown!r} was issued by this CA" in error
+    bad = home / "residents.jsonl"
+    bad.write_text('{"residentCode": "00000281034"}\n{"residentCode": \n', encoding="utf-8")
+    reconcile = ("cs", "reconcile", "--as", "municipal-cs/242012", "--file", str(bad))
+    error = one_error_line(juki(home, *reconcile, check=False))
+    assert f"{bad}:2: not a juki.v1.ResidentRecord JSON line" in error and "juki cs export" in error
+    error = one_error_line(juki(home, "cs", "apply", "--as", "municipal-cs/242012", str(bad), check=False))
+    assert f"{bad}:2: not a juki.v1.ChangeNotice JSON line" in error
+    error = one_error_line(juki(home, "cs", "export", "--as", "municipal-cs/999999", check=False))
+    assert "municipal-cs/<市町村コード>" in error
