@@ -20,6 +20,7 @@ from clients import (
     reconcile_cmd,
     run_cmd,
     serve_cmds,
+    witness_cmds,
 )
 from server.observability.logs import configure as configure_logs
 from server.settings import Settings
@@ -56,6 +57,7 @@ cli.add_command(batch_cmd.agency)
 cli.add_command(operator_cmds.operator)
 cli.add_command(audit_cmds.audit)
 cli.add_command(backup_cmds.backup)
+cli.add_command(witness_cmds.witness)
 
 
 def main() -> None:

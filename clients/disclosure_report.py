@@ -11,6 +11,8 @@ from typing import Any
 
 from juki.v1 import records_pb2
 
+from server.audit.proof_check import inclusion_json_of
+
 _SEX = {records_pb2.SEX_MALE: "男", records_pb2.SEX_FEMALE: "女"}
 _REASON = {
     records_pb2.CHANGE_REASON_TENNYU: "転入",
@@ -24,7 +26,15 @@ _REASON = {
     records_pb2.CHANGE_REASON_KOJIN_BANGO_HENKO: "個人番号の変更",
     records_pb2.CHANGE_REASON_SHOKKEN_SHUSEI: "職権修正",
 }
-_OUTCOME = {"OK": "提供しました", "PERMISSION_DENIED": "拒否しました（権限なし）", "NOT_FOUND": "該当なし"}
+_OUTCOME = {
+    "OK": "提供しました",
+    "PERMISSION_DENIED": "拒否しました（権限なし）",
+    "UNAUTHENTICATED": "拒否しました（認証できない証明書）",
+    "INVALID_ARGUMENT": "拒否しました（要求の誤り）",
+    "FAILED_PRECONDITION": "拒否しました（条件を満たさない）",
+    "NOT_FOUND": "該当なし",
+    "UNAVAILABLE": "応答できませんでした",
+}
 
 _STYLE = """
 body { font-family: "Noto Sans CJK JP", "Noto Sans JP", "Hiragino Sans", "Yu Gothic", "Meiryo", sans-serif;
@@ -62,15 +72,21 @@ def render_html(disclosure: Any, *, generated_at: str, purposes: dict[str, str])
     rows = "\n".join(f"<tr><th>{_e(k)}</th><td>{_e(v)}</td></tr>" for k, v in items)
     if disclosure.provisions:
         provided = "\n".join(
-            _row(p.time, p.recipient, purposes.get(p.purpose, p.purpose), _OUTCOME.get(p.outcome, p.outcome))
+            _row(
+                p.time,
+                p.recipient,
+                purposes.get(p.purpose, p.purpose),
+                _OUTCOME.get(p.outcome, p.outcome),
+                f"{p.trail or '-'} #{p.seq}",
+            )
             for p in disclosure.provisions
         )
         provisions = (
-            "<table><tr><th>日時</th><th>提供先</th><th>事務（目的）</th><th>結果</th></tr>\n"
+            "<table><tr><th>日時</th><th>提供先（要求元）</th><th>事務（目的）</th><th>結果</th><th>記録番号</th></tr>\n"
             f"{provided}</table>"
         )
     else:
-        provisions = "<p>記録された提供・移転はありません。</p>"
+        provisions = "<p>記録された提供・移転・拒否はありません。</p>"
     return f"""<!DOCTYPE html>
 <html lang="ja">
 <head><meta charset="utf-8"><title>本人確認情報開示</title><style>{_STYLE}</style></head>
@@ -83,8 +99,44 @@ def render_html(disclosure: Any, *, generated_at: str, purposes: dict[str, str])
 </table>
 <h2>提供・移転の記録（拒否を含む）</h2>
 {provisions}
+{_proofs(disclosure)}
 <p class="note">提供・移転の記録は7年間保存されます。
 内容に誤りがある場合は、お住まいの市町村にお申し出ください。</p>
 </body>
 </html>
 """
+
+
+def _proofs(disclosure: Any) -> str:
+    """Each record's inclusion proof, as a file `juki audit check-proof` verifies with the public key."""
+    notes = {c.trail: c.checkpoint for c in disclosure.checkpoints}
+    blocks = []
+    for p in disclosure.provisions:
+        note = notes.get(p.trail, "")
+        if not p.tree_size or not note:
+            blocks.append(
+                f"<p>記録番号 {_e(p.trail or '-')} #{p.seq}: "
+                "直近のチェックポイントの後の記録です（数秒後に証明できます）。</p>"
+            )
+            continue
+        proof = inclusion_json_of(
+            note.split("\n", 1)[0],
+            p.seq - 1,
+            p.tree_size,
+            list(p.inclusion_proof),
+            note,
+            entry=p.entry.encode() if p.entry else None,
+            leaf=p.leaf_hash,
+        )
+        summary = f"記録番号 {_e(p.trail or '-')} #{p.seq}"
+        blocks.append(f"<details><summary>{summary}</summary><pre>{_e(proof)}</pre></details>")
+    if not blocks:
+        return ""
+    return (
+        "<h2>記録の検証</h2>\n"
+        '<p class="note">各記録は監査証跡（Merkle木）に含まれることの証明付きです。証明をファイルに保存し、'
+        "県が公開する監査証跡の公開鍵で "
+        "<code>juki audit check-proof 証明.json --key 公開鍵</code> を実行すると、"
+        "記録が改ざん・削除されていないことを誰でも確かめられます（証人の公開鍵を <code>--witness-key</code> "
+        "に渡せば、第三者の証人が確認した時点の記録であることも確かめられます）。</p>\n" + "\n".join(blocks)
+    )

@@ -56,6 +56,8 @@ def _default(field: dataclasses.Field[object]) -> str:
     value = field.default
     if value is None:
         return "(none)"
+    if value == "":
+        return "(empty)"
     if isinstance(value, bool):
         return f"`{str(value).lower()}`"
     if isinstance(value, int) and value >= 1 << 20:

@@ -34,12 +34,15 @@ from juki.v1 import (
     national_pb2_grpc,
     prefecture_pb2,
     prefecture_pb2_grpc,
+    witness_pb2,
+    witness_pb2_grpc,
 )
 
+from server.audit.disclosure import disclosure
 from server.audit.entries import worker_trail_dir
 from server.audit.keys import AuditKeys
-from server.audit.query import provisions_of
 from server.audit.trail import AuditTrail
+from server.audit.witness import Witness
 from server.backup import BackupKey, backup_schedule, server_key_file
 from server.domain import operators
 from server.domain.retention import erase_expired_persons
@@ -61,6 +64,7 @@ from server.services.fuhyo import FuhyoService
 from server.services.national import NationalService
 from server.services.prefecture import PrefectureService, jst_now
 from server.services.reflection import enable_reflection
+from server.services.witness import Submitter, WitnessService, log_origin, open_witness, submitters
 from server.settings import Settings
 from server.storage import registry as registry_dbs
 from server.storage.errors import is_storage_error
@@ -77,6 +81,7 @@ PREFECTURE_SERVICE = prefecture_pb2.DESCRIPTOR.services_by_name["Prefecture"]
 NATIONAL_SERVICE = national_pb2.DESCRIPTOR.services_by_name["National"]
 ADMIN_SERVICE = admin_pb2.DESCRIPTOR.services_by_name["Admin"]
 FUHYO_SERVICE = fuhyo_pb2.DESCRIPTOR.services_by_name["Fuhyo"]
+WITNESS_SERVICE = witness_pb2.DESCRIPTOR.services_by_name["Witness"]
 HEALTH_SERVICE = health_pb2.DESCRIPTOR.services_by_name["Health"]
 
 
@@ -142,7 +147,7 @@ class RunningServer:
     metrics: MetricsEndpoint | None = None
     supervisor: Supervisor = field(init=False)
     on_stop: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
-    after_stop: list[Callable[[], None]] = field(default_factory=list)
+    after_stop: list[Callable[[], Awaitable[None] | None]] = field(default_factory=list)
     _down: set[str] = field(default_factory=lambda: {"starting"})
     _probe: asyncio.Task[None] | None = None
 
@@ -347,18 +352,39 @@ async def retention_schedule(store: ResidentStore, *, every: float, stop: asynci
             await asyncio.wait_for(stop.wait(), every)
 
 
-def _open_trail(settings: Settings, directory: Path, keys_file: Path, auditor_file: Path) -> AuditTrail:
+def _open_trail(
+    settings: Settings, directory: Path, keys_file: Path, auditor_file: Path, origin: str | None = None
+) -> AuditTrail:
     keys = AuditKeys.load_or_create(settings.path(keys_file))
     if not settings.path(auditor_file).exists():
         keys.write_auditor_keys(settings.path(auditor_file))  # for the auditor's tools: no signing key
     return AuditTrail.open(
-        settings.path(directory), keys, checkpoint_interval=settings.audit_checkpoint_interval
+        settings.path(directory),
+        keys,
+        checkpoint_interval=settings.audit_checkpoint_interval,
+        heartbeat_interval=settings.audit_heartbeat_interval,
+        origin=origin,
     )
 
 
-def _attach_audit(running: RunningServer, trail: AuditTrail, settings: Settings) -> None:
-    """Housekeeping while serving; a shutdown checkpoint when stopping (after in-flight calls)."""
+def _submitters(
+    settings: Settings, trail: AuditTrail, identity: str, own: Witness | None = None
+) -> list[Submitter]:
+    pki = Pki(settings.pki_path)
+
+    def channel(target: str) -> grpc.aio.Channel:
+        return PeerChannel(pki, identity, target, check_interval=settings.crl_check_interval)()
+
+    return submitters(settings, trail.directory, channel, own)
+
+
+def _attach_audit(
+    running: RunningServer, trail: AuditTrail, settings: Settings, witnesses: list[Submitter] | None = None
+) -> None:
+    """Housekeeping while serving; a shutdown checkpoint when stopping (after in-flight calls), handed to
+    the witnesses too."""
     stop = asyncio.Event()
+    witnesses = witnesses or []
 
     async def on_health(healthy: bool) -> None:
         await running.set_health(healthy, source="audit")
@@ -371,6 +397,7 @@ def _attach_audit(running: RunningServer, trail: AuditTrail, settings: Settings)
             stop=stop,
             on_health=on_health,
             retention_years=settings.audit_retention_years,
+            witnesses=witnesses,
         ),
         critical=True,
     )
@@ -378,8 +405,16 @@ def _attach_audit(running: RunningServer, trail: AuditTrail, settings: Settings)
     async def close() -> None:
         stop.set()
 
+    async def close_trail() -> None:
+        last = trail.close()
+        for witness in witnesses:
+            if last is not None:
+                witness.offer(last["note"], last["seq"])
+            await witness.drain(settings.national_timeout)
+            await witness.close()
+
     running.on_stop.append(close)
-    running.after_stop.append(trail.close)
+    running.after_stop.append(close_trail)
 
 
 def prepare_prefecture(settings: Settings) -> None:
@@ -407,6 +442,7 @@ async def start_prefecture(settings: Settings, *, worker: int = 0) -> RunningSer
         worker_trail_dir(audit_dir, worker),
         settings.audit_keys_file,
         settings.auditor_keys_file,
+        log_origin(settings.trust_domain, "prefecture", worker),
     )
     pki = Pki(settings.pki_path)
 
@@ -441,13 +477,14 @@ async def start_prefecture(settings: Settings, *, worker: int = 0) -> RunningSer
         on_applied=relay.notify,
         registry=registry,
         batch_threshold=settings.batch_threshold,
-        provisions=lambda code: provisions_of(audit_dir, trail.subject_hash(code)),
+        provisions=lambda code: disclosure(audit_dir, trail.subject_hash(code), flush=trail.flush),
     )
     admin = AdminService(
         registry,
         lambda: policy_ref[0].policy,
         lambda month: monthly_statistics(audit_dir, month),
         now=jst_now,
+        audit_dir=audit_dir,
     )
 
     def add(server: grpc.aio.Server) -> None:
@@ -467,7 +504,7 @@ async def start_prefecture(settings: Settings, *, worker: int = 0) -> RunningSer
         reuse_port=settings.prefecture_workers > 1,
         singletons=singletons,
     )
-    _attach_audit(running, trail, settings)
+    _attach_audit(running, trail, settings, _submitters(settings, trail, settings.prefecture_identity))
     policy_ref.append(running.access)
     if settings.relay_enabled and singletons:  # other workers' changes reach it at its next poll
         running.supervisor.start("outbox-relay", relay.run, critical=True)
@@ -515,7 +552,11 @@ async def start_fuhyo(settings: Settings) -> RunningServer:
     """The 附票 server: its own store, temporary area, link to the prefectural server, audit trail."""
     store = open_fuhyo_store(settings)
     trail = _open_trail(
-        settings, settings.fuhyo_audit_dir, settings.fuhyo_audit_keys_file, settings.fuhyo_auditor_keys_file
+        settings,
+        settings.fuhyo_audit_dir,
+        settings.fuhyo_audit_keys_file,
+        settings.fuhyo_auditor_keys_file,
+        log_origin(settings.trust_domain, "fuhyo"),
     )
     pki = Pki(settings.pki_path)
     tempstore = TempStore(settings.path(settings.tempstore_dir), ttl=settings.tempstore_ttl)
@@ -544,6 +585,7 @@ async def start_fuhyo(settings: Settings) -> RunningServer:
         lambda: policy_ref[0].policy,
         lambda month: monthly_statistics(trail.directory, month),
         now=jst_now,
+        audit_dir=trail.directory,
     )
 
     def add(server: grpc.aio.Server) -> None:
@@ -562,7 +604,7 @@ async def start_fuhyo(settings: Settings) -> RunningServer:
         auditor=TrailAuditor(trail),
     )
     policy_ref.append(running.access)
-    _attach_audit(running, trail, settings)
+    _attach_audit(running, trail, settings, _submitters(settings, trail, settings.fuhyo_identity))
     stop_expiry = asyncio.Event()
     running.supervisor.start(
         "tempstore-expiry", lambda: tempstore.run_expiry(every=1.0, stop=stop_expiry), critical=True
@@ -593,25 +635,29 @@ async def start_national(settings: Settings) -> RunningServer:
         settings.national_audit_dir,
         settings.national_audit_keys_file,
         settings.national_auditor_keys_file,
+        log_origin(settings.trust_domain, "national"),
     )
     policy_ref: list[AccessInterceptor] = []
     service = NationalService(store, lambda: policy_ref[0].policy)
+    witness = open_witness(settings) if settings.witness_enabled else None
 
     def add(server: grpc.aio.Server) -> None:
         national_pb2_grpc.add_NationalServicer_to_server(service, server)  # type: ignore[no-untyped-call]
+        if witness is not None:
+            witness_pb2_grpc.add_WitnessServicer_to_server(WitnessService(witness), server)  # type: ignore[no-untyped-call]
 
     running = await _start(
         settings,
         identity=settings.national_identity,
         port=settings.national_port,
         store=store,
-        services=(NATIONAL_SERVICE,),
+        services=(NATIONAL_SERVICE, WITNESS_SERVICE) if witness is not None else (NATIONAL_SERVICE,),
         add_servicers=add,
         metrics_port=settings.national_metrics_port,
         auditor=TrailAuditor(trail),
     )
     policy_ref.append(running.access)
-    _attach_audit(running, trail, settings)
+    _attach_audit(running, trail, settings, _submitters(settings, trail, settings.national_identity, witness))
     _attach_backup(running, settings, "national", settings.path(settings.national_data_dir))
     await running.set_health(True)
     return running
@@ -642,7 +688,9 @@ async def serve(
     await running.supervisor.wait(settings.grace_seconds)
     await running.server.stop(settings.grace_seconds)
     for final in running.after_stop:
-        final()
+        done = final()
+        if done is not None:
+            await done
     if running.metrics is not None:
         running.metrics.stop()
     running.store.env.close()

@@ -69,7 +69,14 @@ class Settings:
     national_audit_dir: Path = Path("var/audit/national")
     national_audit_keys_file: Path = Path("var/keys/national.audit.json")
     national_auditor_keys_file: Path = Path("var/keys/national.auditor.json")
-    audit_checkpoint_interval: float = 60.0
+    audit_checkpoint_interval: float = 5.0  # while entries arrive: the window a cut could go unwitnessed
+    audit_heartbeat_interval: float = 60.0  # a checkpoint even when idle (the witness sees the log alive)
+    # the witness (SPEC §4.4): the national server runs one; every server hands it each checkpoint
+    witness_enabled: bool = True
+    witness_dir: Path = Path("var/witness/national")
+    witness_key_file: Path = Path("var/keys/national.witness.json")  # its cosigning key
+    witness_public_file: Path = Path("var/keys/national.witness.pub.json")  # for the auditor
+    audit_extra_witness: str = ""  # host:port of a second witness (`juki witness serve`), "" for none
     audit_flush_interval: float = 0.1  # the window in which written entries may not yet be on disk
     audit_retention_years: int = 7  # provision records (and the rest of the trail) kept this long
     retention_interval: float = 86_400.0  # how often removed persons past 150 years are erased

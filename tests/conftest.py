@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import signal
 import socket
 import subprocess
@@ -31,10 +32,26 @@ SEEDED = 3000
 ELSEWHERE = 200
 
 
+_GIVEN: set[int] = set()  # never the same port twice in one session
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A loopback port free now, drawn below the kernel's ephemeral range (32768–60999 here), so that an
+    outgoing connection of another process cannot take it before the server that is handed it binds it
+    (a restarted server binds the same ports again)."""
+    low, _ = (int(x) for x in Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
+    for _ in range(1000):
+        port = random.randrange(10_000, max(10_001, low))
+        if port in _GIVEN:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _GIVEN.add(port)
+        return port
+    raise RuntimeError("no free loopback port below the ephemeral range")
 
 
 @pytest.fixture(scope="session")

@@ -20,6 +20,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from juki.v1 import admin_pb2, admin_pb2_grpc, prefecture_pb2, records_pb2
 
 from clients.channel import secure_channel
+from server.audit.keys import AuditorKeys
+from server.audit.proof_check import check, inclusion_json_of
 from server.audit.query import query
 from server.identity.pki import Pki
 from tests.conftest import Server, make_server
@@ -110,13 +112,37 @@ def test_disclosure_lists_provisions_including_refused_ones(
         server.stub("agency/education").Provide(
             P.ProvideRequest(purpose="bt5-tax-vehicle", resident_code=code)
         )
-    disclosed = server.stub("operator/op-0001").Disclose(
-        P.DiscloseRequest(purpose="disclosure", resident_code=code)
-    )
+    with pytest.raises(grpc.RpcError):  # an operator's refused Lookup is no provision: listed all the same
+        server.stub("operator/op-0002").Lookup(P.LookupRequest(purpose="bt5-tax-vehicle", resident_code=code))
+    deadline = time.monotonic() + 15
+    while True:  # until the next checkpoint covers the entries just written (every 5 s)
+        disclosed = server.stub("operator/op-0001").Disclose(
+            P.DiscloseRequest(purpose="disclosure", resident_code=code)
+        )
+        if len(disclosed.provisions) >= 3 and all(p.tree_size for p in disclosed.provisions):
+            break
+        assert time.monotonic() < deadline, "no checkpoint covered the disclosed entries"
+        time.sleep(0.2)
     assert disclosed.record.resident_code == code and disclosed.record.my_number == record.my_number
     seen = [(p.recipient.rsplit("/", 2)[-2:], p.purpose, p.outcome) for p in disclosed.provisions]
     assert (["department", "tax"], "bt5-tax-vehicle", "OK") in seen
     assert (["agency", "education"], "bt5-tax-vehicle", "PERMISSION_DENIED") in seen
+    assert (["operator", "op-0002"], "bt5-tax-vehicle", "PERMISSION_DENIED") in seen  # the refused Lookup
+    # each listed entry's proof verifies with the standalone verifier and the public key alone
+    public = AuditorKeys.load(server.settings.path(server.settings.auditor_keys_file)).public_key
+    notes = {c.trail: c.checkpoint for c in disclosed.checkpoints}
+    for p in disclosed.provisions:
+        note = notes[p.trail]
+        proof = inclusion_json_of(
+            note.split("\n", 1)[0],
+            p.seq - 1,
+            p.tree_size,
+            list(p.inclusion_proof),
+            note,
+            entry=p.entry.encode(),
+        )
+        assert check(proof, public).startswith(f"entry seq {p.seq} is in juki.mie/audit/prefecture")
+        assert json.loads(p.entry)["caller"] == p.recipient and code not in p.entry
 
     out = tmp_path / "disclosure.html"
     done = subprocess.run(
@@ -140,6 +166,7 @@ def test_disclosure_lists_provisions_including_refused_ones(
     page = out.read_text(encoding="utf-8")
     assert '<meta charset="utf-8">' in page and "本人確認情報の開示" in page
     assert record.four_info.name_kanji in page and "自動車税" in page
+    assert "拒否しました（権限なし）" in page and "juki audit check-proof" in page
 
 
 def test_statistics_count_updates_and_provisions(server: Server) -> None:

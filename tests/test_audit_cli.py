@@ -104,9 +104,11 @@ def test_verify_fails_and_names_each_tampering(
     trail: tuple[Path, Path], tamper: Callable[[Path], None], kinds: set[str]
 ) -> None:
     directory, auditor = trail
-    assert juki_audit("verify", "--dir", str(directory), "--keys", str(auditor)).returncode == 0
+    assert (
+        juki_audit("verify", "--no-witness", "--dir", str(directory), "--keys", str(auditor)).returncode == 0
+    )
     tamper(directory)
-    done = juki_audit("verify", "--dir", str(directory), "--keys", str(auditor))
+    done = juki_audit("verify", "--no-witness", "--dir", str(directory), "--keys", str(auditor))
     assert done.returncode == 1
     named = {
         line.split(":", 1)[0] for line in done.stdout.splitlines() if line and not line.startswith("FAILED")
@@ -116,7 +118,7 @@ def test_verify_fails_and_names_each_tampering(
 
 def test_the_untouched_trail_verifies(trail: tuple[Path, Path]) -> None:
     directory, auditor = trail
-    done = juki_audit("verify", "--dir", str(directory), "--keys", str(auditor))
+    done = juki_audit("verify", "--no-witness", "--dir", str(directory), "--keys", str(auditor))
     assert done.returncode == 0 and done.stdout.startswith("OK: 12 entries in 1 segment(s)")
 
 
@@ -149,3 +151,136 @@ def test_monthly_report_as_markdown_and_json(trail: tuple[Path, Path], tmp_path:
     assert json.loads(data.read_text(encoding="utf-8"))
     for code in CODES:
         assert code not in text
+
+
+def test_the_fuhyo_trail_by_name_and_the_report_of_the_current_month(
+    trail: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """`--server fuhyo` reads the 附票 server's trail and keys of the settings (no --dir/--keys), and the
+    monthly report defaults to the current month (the trail was written just now)."""
+    directory, auditor = trail
+    config = tmp_path / "juki.toml"
+    config.write_text(f'fuhyo_audit_dir = "{directory}"\nfuhyo_auditor_keys_file = "{auditor}"\n')
+
+    def juki(*args: str) -> subprocess.CompletedProcess[str]:
+        return juki_audit_with(config, *args)
+
+    by_operator = juki("query", "--server", "fuhyo", "--operator", "op-0001")
+    assert by_operator.returncode == 0 and len(by_operator.stdout.splitlines()) == 6
+    done = juki("verify", "--server", "fuhyo", "--no-witness")
+    assert done.returncode == 0 and done.stdout.startswith("OK: 12 entries"), done.stdout + done.stderr
+    report = juki("report", "--server", "fuhyo")
+    assert report.returncode == 0 and "spiffe://juki.mie/operator/op-0001" in report.stdout
+
+
+def juki_audit_with(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "clients", "--config", str(config), "audit", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+# ---- against a witnessed checkpoint (--checkpoint FILE): each way of shortening or rewriting is named ------
+
+
+def _witnessed_trail(tmp_path: Path) -> tuple[Path, Path, Path, Path]:
+    """A trail of 12 entries closed cleanly, its shutdown checkpoint cosigned by a witness: (trail, auditor
+    keys, witnessed note file, witness public key file)."""
+    from server.audit.keys import WitnessKey
+    from server.audit.witness import Witness
+
+    keys = AuditKeys.generate()
+    directory = tmp_path / "trail"
+    build_trail(directory, keys)
+    auditor = tmp_path / "auditor.json"
+    keys.write_auditor_keys(auditor)
+    witness_key = WitnessKey.load_or_create(tmp_path / "witness.json", "juki.mie/witness/test")
+    witness_key.write_public(tmp_path / "witness.pub.json")
+    witness = Witness(
+        witness_key.name, witness_key.signing_key, tmp_path / "state", lambda _: keys.public_key
+    )
+    last = json.loads((directory / "checkpoints.log").read_text().splitlines()[-1])
+    witness.add_checkpoint(0, [], last["note"])
+    held = witness.held(last["note"].split("\n")[0])
+    assert held is not None
+    note = tmp_path / "witnessed.note"
+    note.write_text(held.note, encoding="utf-8")
+    return directory, auditor, note, tmp_path / "witness.pub.json"
+
+
+def _cut_checkpoints(directory: Path, keep: int) -> None:
+    path = directory / "checkpoints.log"
+    path.write_bytes(b"".join(path.read_bytes().splitlines(keepends=True)[:keep]))
+
+
+def _rehash(line: bytes, prev: str, **changes: object) -> bytes:
+    from server.audit.entries import canonical, sha256_hex
+
+    entry = {k: v for k, v in json.loads(line).items() if k != "hash"}
+    entry.update(changes, prev=prev)
+    return (canonical({**entry, "hash": sha256_hex(canonical(entry).encode())}) + "\n").encode()
+
+
+def cut_tail_and_checkpoint(directory: Path) -> None:
+    truncate_tail(directory)
+    _cut_checkpoints(directory, 1)
+
+
+def delete_last_checkpoint(directory: Path) -> None:
+    _cut_checkpoints(directory, 1)
+
+
+def older_checkpoints_and_cut_trail(directory: Path) -> None:
+    _cut_checkpoints(directory, 1)
+    path = segment(directory)
+    path.write_bytes(b"".join(path.read_bytes().splitlines(keepends=True)[:3]))
+
+
+def wipe(directory: Path) -> None:
+    segment(directory).unlink()
+    _cut_checkpoints(directory, 1)
+
+
+def edit_and_rehash_the_last(directory: Path) -> None:
+    path = segment(directory)
+    lines = path.read_bytes().splitlines(keepends=True)
+    prev = json.loads(lines[-2])["hash"]
+    lines[-1] = _rehash(lines[-1], prev, caller="spiffe://juki.mie/agency/education")
+    path.write_bytes(b"".join(lines))
+    _cut_checkpoints(directory, 1)
+
+
+def append_forgery(directory: Path) -> None:
+    path = segment(directory)
+    lines = path.read_bytes().splitlines(keepends=True)
+    last = json.loads(lines[-1])
+    path.write_bytes(b"".join([*lines, _rehash(lines[-1], last["hash"], seq=last["seq"] + 1)]))
+
+
+@pytest.mark.parametrize(
+    ("tamper", "kind", "words"),
+    [
+        (cut_tail_and_checkpoint, "witness_truncated", "seq 11–12 missing"),
+        (delete_last_checkpoint, "witness_checkpoint_deleted", "last checkpoint lines were deleted"),
+        (older_checkpoints_and_cut_trail, "witness_truncated", "seq 4–12 missing"),
+        (wipe, "witness_truncated", "no entry (wiped)"),
+        (edit_and_rehash_the_last, "witness_mismatch", "first at trail-"),
+        (append_forgery, "unwitnessed", "seq 13–13 come after the witnessed checkpoint"),
+    ],
+)
+def test_verify_against_a_witnessed_checkpoint_names_each_tampering(
+    tmp_path: Path, tamper: Callable[[Path], None], kind: str, words: str
+) -> None:
+    directory, auditor, note, witness_pub = _witnessed_trail(tmp_path)
+    witnessed = ("--checkpoint", str(note), "--witness-key", str(witness_pub))
+    done = juki_audit("verify", "--dir", str(directory), "--keys", str(auditor), *witnessed)
+    assert done.returncode == 0, done.stdout + done.stderr
+    tamper(directory)
+    alone = juki_audit("verify", "--no-witness", "--dir", str(directory), "--keys", str(auditor))
+    assert alone.returncode == 0, alone.stdout  # the directory alone cannot tell (issue 15)
+    done = juki_audit("verify", "--dir", str(directory), "--keys", str(auditor), *witnessed)
+    assert done.returncode == 1
+    named = [line for line in done.stdout.splitlines() if line.startswith(f"{kind}: ")]
+    assert named and words in named[0], done.stdout

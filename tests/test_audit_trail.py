@@ -7,6 +7,7 @@ synthetic (99…), and none of them may appear in any file of the trail.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import errno
 import json
@@ -36,6 +37,10 @@ from server.audit import (
     verify,
 )
 from server.audit.entries import CHECKPOINTS, canonical, encode_entry, sha256_hex
+from server.audit.merkle import verify_consistency
+from server.audit.note import verify_note
+from server.audit.proofs import consistency
+from server.audit.verify import Witnessed
 
 POLICE = "spiffe://juki.mie/agency/police"
 EDUCATION = "spiffe://juki.mie/agency/education"
@@ -461,6 +466,8 @@ def test_full_disk_fails_closed_and_the_chain_resumes(
     with pytest.raises(AuditUnavailable):
         trail.append(provision(keys, CODES[0]))
     assert (trail.seq, trail.head, trail.failures) == (seq, head, 2)
+    with contextlib.suppress(AuditUnavailable):  # the tree files and index cannot grow: kept for the next
+        trail.flush()
 
     filler.unlink()  # space again: the chain continues where it stopped
     assert trail.append(provision(keys, CODES[1])) == seq + 1
@@ -486,6 +493,9 @@ def test_full_disk_fails_closed_and_the_chain_resumes(
     trail.close()
     report = verify(directory, keys.public_key_pem())
     assert report.ok and report.last_seq == seq + 1, [str(p) for p in report.problems]
+    last = json.loads(lines_of(directory / CHECKPOINTS)[-1])  # the Merkle tree missed no leaf either
+    report = verify(directory, keys.public_key_pem(), witnessed=Witnessed(last["note"]))
+    assert report.ok and report.tree_size == seq + 1, [str(p) for p in report.problems]
 
 
 # ---- retention -------------------------------------------------------------------------------------------
@@ -517,6 +527,18 @@ def test_retention_erases_exactly_the_expired_segments(tmp_path: Path, keys: Aud
     assert report.ok and report.first_seq == 31 and report.erased_through == 30, [
         str(p) for p in report.problems
     ]
+    # the erased range stays in the Merkle tree as its leaf hashes: the whole tree verifies against the
+    # newest checkpoint, and the tree of a checkpoint from before the erasure is proven a prefix of it
+    newest = json.loads(lines_of(directory / CHECKPOINTS)[-1])
+    report = verify(directory, keys.public_key_pem(), witnessed=Witnessed(newest["note"]))
+    assert report.ok and report.tree_size == newest["seq"] == 201, [str(p) for p in report.problems]
+    before = next(
+        json.loads(raw) for raw in lines_of(directory / CHECKPOINTS) if json.loads(raw)["seq"] == 20
+    )
+    proof = consistency(directory, 20)
+    _, old = verify_note(before["note"], before["note"].split("\n")[0], keys.public_key)
+    _, new = verify_note(proof.second_checkpoint, old.origin, keys.public_key)
+    verify_consistency(20, new.size, old.root, new.root, proof.hashes)
 
     (directory / "trail-201804.log").unlink()  # not expired: its loss is still caught
     assert [p.kind for p in verify(directory, keys.public_key_pem()).problems] == ["missing_segment"]
@@ -589,7 +611,9 @@ def test_swap_across_segments_is_named(tmp_path: Path, keys: AuditKeys) -> None:
 
 def test_interval_checkpoints_only_when_there_is_something_new(tmp_path: Path, keys: AuditKeys) -> None:
     clock = Clock(dt.datetime(2025, 4, 1, 9, 0, tzinfo=JST))
-    with AuditTrail.open(tmp_path / "audit", keys, now=clock, checkpoint_interval=60) as trail:
+    with AuditTrail.open(
+        tmp_path / "audit", keys, now=clock, checkpoint_interval=60, heartbeat_interval=3600
+    ) as trail:
         assert not trail.maybe_checkpoint()
         trail.append(provision(keys, CODES[0]))
         assert not trail.maybe_checkpoint()  # the genesis checkpoint was just written
@@ -763,7 +787,7 @@ def test_no_resident_identity_in_any_file(tmp_path: Path, keys: AuditKeys) -> No
     scripted(directory, keys)
     write_trail(directory, keys, Clock(dt.datetime(2025, 6, 1, tzinfo=JST)), 30)
     names = ["三重 太郎", "ミエ タロウ"]  # what a resident's record would hold; never handed to the trail
-    files = [p for p in directory.iterdir() if p.is_file()]
+    files = [p for p in directory.rglob("*") if p.is_file()]  # the tree files and subject index too
     assert {p.name for p in files} >= {
         "trail-202503.log",
         "trail-202504.log",
@@ -771,9 +795,9 @@ def test_no_resident_identity_in_any_file(tmp_path: Path, keys: AuditKeys) -> No
         CHECKPOINTS,
     }
     for path in files:
-        text = path.read_text(encoding="utf-8")
+        data = path.read_bytes()  # the Merkle tree files are binary hashes: search their bytes too
         for secret in [*CODES, *names]:
-            assert secret not in text, (path.name, secret)
+            assert secret.encode() not in data, (path.name, secret)
 
 
 def test_append_speed_is_measured(tmp_path: Path, keys: AuditKeys) -> None:

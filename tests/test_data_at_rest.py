@@ -124,8 +124,9 @@ def _provide_with_number(server: Server, code: str, request_id: str) -> Any:
     return fuhyo_stub(server.settings, POLICE[0]).Provide(request, timeout=10)
 
 
-def _domestic_fuhyo_codes() -> list[str]:
-    return [r.resident_code for r in generate_fuhyo(SEEDED, 1) if r.state_kind == 1]
+def _abroad_fuhyo_codes() -> list[str]:
+    """Persons on the 附票 living abroad (国外転出者): the only ones the restricted link serves."""
+    return [r.resident_code for r in generate_fuhyo(SEEDED, 1) if r.state_kind == 2]
 
 
 @pytest.fixture(scope="module")
@@ -154,7 +155,7 @@ def workload(srv: Server, tmp_path_factory: pytest.TempPathFactory) -> Workload:
         time.sleep(0.2)
     assert _outbox_depth(srv) == 0, "the changes did not reach the national server"
 
-    codes = _domestic_fuhyo_codes()
+    codes = _abroad_fuhyo_codes()
     acked = _provide_with_number(srv, codes[0], "w-ack")
     done.numbers.add(acked.my_number)
     fuhyo_stub(srv.settings, POLICE[0]).AckDelivery(
@@ -472,7 +473,7 @@ def test_a_request_id_that_could_be_a_code_or_a_my_number_is_refused(srv: Server
     )  # fmt: skip
     _assert_refused_request_id(error, request_id, person.my_number)
     fuhyo = fuhyo_stub(s, POLICE[0])
-    fuhyo_code = _domestic_fuhyo_codes()[5]
+    fuhyo_code = _abroad_fuhyo_codes()[3]
     error = _refused(
         fuhyo.Provide,
         F.FuhyoProvideRequest(
@@ -522,7 +523,7 @@ def _erasures(log: Path) -> list[dict[str, Any]]:
 
 def test_every_erasure_is_logged_with_its_cause_and_no_identity(srv: Server, workload: Workload) -> None:
     log = srv.log.with_name("fuhyo.log")
-    code = _domestic_fuhyo_codes()[2]
+    code = _abroad_fuhyo_codes()[2]
     number = _provide_with_number(srv, code, "w-restart").my_number
     assert srv.fuhyo_proc is not None
     srv.fuhyo_proc.send_signal(signal.SIGKILL)  # the entry's key dies with the process

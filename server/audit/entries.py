@@ -16,6 +16,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import os
 import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -28,6 +29,10 @@ JST = dt.timezone(dt.timedelta(hours=9), "JST")
 CHECKPOINTS = "checkpoints.log"
 CHECKPOINT_GENESIS_PREV = "0" * 64  # `prev` of the first checkpoint line
 LOCK_FILE = ".lock"
+_BACK_CHUNK = 64 * 1024
+WITNESSED_FILE = (
+    "witnessed.note"  # the newest checkpoint a witness cosigned, kept by the server (a convenience)
+)
 SEGMENT_RE = re.compile(r"^trail-(\d{4})(0[1-9]|1[0-2])\.log$")
 WORKER_TRAIL_RE = re.compile(r"^w([1-9]\d*)$")  # a worker's own trail, inside the main trail directory
 PROVISION = "provision"  # AuditEvent.kind of 提供 / 移転
@@ -226,6 +231,34 @@ def read_lines(path: Path) -> Iterator[tuple[int, bytes]]:
         return
     with f:
         yield from enumerate(f, start=1)
+
+
+def lines_backwards(fd: int, size: int) -> Iterator[bytes]:
+    """Complete lines of a file, last first, reading it from the end in chunks."""
+    pending = b""
+    end = size
+    while end > 0:
+        start = max(0, end - _BACK_CHUNK)
+        pending = os.pread(fd, end - start, start) + pending
+        end = start
+        parts = pending.split(b"\n")
+        pending = parts[0]
+        for part in reversed(parts[1:]):
+            if part:
+                yield part + b"\n"
+    if pending:
+        yield pending + b"\n"
+
+
+def segments_from(directory: Path, seq: int) -> list[str]:
+    """The segments that can hold entries from `seq` on: from the newest one whose first entry is at or
+    before `seq` (all of them when none is), oldest first."""
+    segments = list_segments(directory)
+    for i in reversed(range(len(segments))):
+        first = next((e for _, raw in read_lines(directory / segments[i]) if (e := parse_entry(raw))), None)
+        if first is not None and first["seq"] <= seq:
+            return segments[i:]
+    return segments
 
 
 def iter_entries(directory: Path, segments: list[str] | None = None) -> Iterator[tuple[str, dict[str, Any]]]:

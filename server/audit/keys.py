@@ -8,6 +8,7 @@ signing key, so whoever reads the trail cannot forge a checkpoint.
 from __future__ import annotations
 
 import base64
+import contextlib
 import hmac
 import json
 import logging
@@ -148,3 +149,42 @@ class AuditorKeys:
 
     def subject_hash(self, resident_code: str) -> str:
         return subject_hash(self.subject_key, resident_code)
+
+
+@dataclass(frozen=True)
+class WitnessKey:
+    """A witness's Ed25519 cosigning key and its key name (e.g. `juki.mie/witness/national`)."""
+
+    name: str
+    signing_key: Ed25519PrivateKey
+
+    @classmethod
+    def load_or_create(cls, path: Path, name: str) -> WitnessKey:
+        """The key in `path` (0600), created with `name` when there is none; its name is the file's."""
+        if not path.exists():
+            private = Ed25519PrivateKey.generate().private_bytes(
+                serialization.Encoding.Raw, serialization.PrivateFormat.Raw, serialization.NoEncryption()
+            )
+            body = {"name": name, "signing_key": base64.b64encode(private).decode()}
+            with contextlib.suppress(FileExistsError):  # another process created it first: use theirs
+                _write_private(path, json.dumps(body))
+        raw = json.loads(path.read_text())
+        _warn_if_readable(path)
+        return cls(
+            str(raw["name"]), Ed25519PrivateKey.from_private_bytes(base64.b64decode(raw["signing_key"]))
+        )
+
+    @property
+    def public_key(self) -> Ed25519PublicKey:
+        return self.signing_key.public_key()
+
+    def write_public(self, path: Path) -> None:
+        """What an auditor checks cosignatures with: the name and the PEM public key (no secret)."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({"name": self.name, "public_key": _public_pem(self.public_key).decode()}))
+
+
+def load_witness_public(path: Path) -> tuple[str, Ed25519PublicKey]:
+    """(name, public key) of a witness, from the file `WitnessKey.write_public` wrote."""
+    raw = json.loads(path.read_text())
+    return str(raw["name"]), load_public_key(str(raw["public_key"]).encode())

@@ -1,4 +1,10 @@
-"""The writer of the audit trail (監査証跡): append-only, hash-chained, with signed checkpoints.
+"""The writer of the audit trail (監査証跡): append-only, hash-chained, a Merkle log with signed checkpoints.
+
+Every entry is also leaf seq − 1 of the trail's Merkle tree (RFC 9162 hashing, `merkle`): it is added to a
+compact range (one leaf hash, amortised one node hash, nothing re-read) off the caller's path, by the next
+flush or checkpoint (`append()` only keeps the written line), and the hashes reach the tree files (`tree`)
+at that flush, after the entries themselves are synced. A checkpoint carries the tree size and root as a
+C2SP signed note (`note`); the server hands every checkpoint to a witness (`witness`).
 
 Durability window: `append()` hands its line to the OS (one `write` on an O_APPEND descriptor) before it
 returns, so an entry survives a crash of the process; it survives a crash of the machine once `flush()`
@@ -23,10 +29,12 @@ import logging
 import os
 import secrets
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 from typing import Any, NamedTuple
+
+import lmdb
 
 from server.audit.entries import (
     CHECKPOINT_GENESIS_PREV,
@@ -38,6 +46,7 @@ from server.audit.entries import (
     encode_entry,
     format_time,
     jst_now,
+    lines_backwards,
     list_segments,
     month_end,
     parse_entry,
@@ -45,9 +54,14 @@ from server.audit.entries import (
     read_lines,
     segment_month,
     segment_name,
+    segments_from,
     sha256_hex,
 )
 from server.audit.keys import AuditKeys
+from server.audit.merkle import CompactRange, leaf_hash
+from server.audit.note import Checkpoint, sign
+from server.audit.subjects import SubjectIndex, disclosed
+from server.audit.tree import LEVELS, TreeReader, TreeWriter, repair
 
 log = logging.getLogger(__name__)
 
@@ -94,23 +108,6 @@ def _complete_size(fd: int, size: int) -> int:
             return start + cut + 1
         end = start
     return 0
-
-
-def _lines_backwards(fd: int, size: int) -> Iterator[bytes]:
-    """Complete lines of a file, last first, reading it from the end in chunks."""
-    pending = b""
-    end = size
-    while end > 0:
-        start = max(0, end - _TAIL_CHUNK)
-        pending = os.pread(fd, end - start, start) + pending
-        end = start
-        parts = pending.split(b"\n")
-        pending = parts[0]
-        for part in reversed(parts[1:]):
-            if part:
-                yield part + b"\n"
-    if pending:
-        yield pending + b"\n"
 
 
 def _cut_torn_tail(path: Path) -> int:
@@ -182,15 +179,25 @@ class AuditTrail:
         *,
         now: Callable[[], dt.datetime],
         checkpoint_interval: float,
+        heartbeat_interval: float,
+        origin: str,
         lock_fd: int,
     ) -> None:
         self.directory = directory
+        self.origin = origin
         self.failures = 0
         self.recovered_torn_bytes = 0
         self.last_error: OSError | None = None
         self._keys = keys
         self._now = now
         self._interval = checkpoint_interval
+        self._heartbeat = heartbeat_interval
+        self._tree = CompactRange()  # the tree, its files and `_unhashed` are touched under _sync_lock only
+        self._tree_files: TreeWriter | None = None
+        self._unhashed: list[bytes] = []  # lines appended since the tree was last brought up to date
+        self._index: SubjectIndex | None = None
+        self._unindexed: list[tuple[int, tuple[str, ...]]] = []  # (seq, subjects) for the subject index
+        self._indexed = 0  # the seq the index is written through
         self._lock_fd = lock_fd
         self._lock = threading.Lock()  # the head: seq, hash, current segment
         self._sync_lock = threading.Lock()  # fsync, checkpoints, erasure, close
@@ -219,9 +226,13 @@ class AuditTrail:
         keys: AuditKeys,
         *,
         now: Callable[[], dt.datetime] = jst_now,
-        checkpoint_interval: float = 60.0,
+        checkpoint_interval: float = 5.0,
+        heartbeat_interval: float = 60.0,
+        origin: str | None = None,
     ) -> AuditTrail:
-        """Open (or start) the trail in `directory`, recovering its head after a crash.
+        """Open (or start) the trail in `directory`, recovering its head and Merkle tree after a crash.
+
+        `origin`: the log's name in its checkpoints (default `jukinet/audit/<directory name>`).
 
         Raises AuditUnavailable when another process holds the trail or the directory cannot be written.
         """
@@ -232,7 +243,15 @@ class AuditTrail:
         except BlockingIOError:
             os.close(lock_fd)
             raise AuditUnavailable(f"another process is writing the audit trail in {directory}") from None
-        trail = cls(directory, keys, now=now, checkpoint_interval=checkpoint_interval, lock_fd=lock_fd)
+        trail = cls(
+            directory,
+            keys,
+            now=now,
+            checkpoint_interval=checkpoint_interval,
+            heartbeat_interval=heartbeat_interval,
+            origin=origin or f"jukinet/audit/{directory.name}",
+            lock_fd=lock_fd,
+        )
         try:
             trail._recover()
         except OSError as e:
@@ -275,6 +294,10 @@ class AuditTrail:
             self._segment_key = segment_month(newest) or 0
         if tail is not None:
             self._seq, self._head, self._head_segment = tail
+        self._recover_tree()
+        self._index = SubjectIndex(self.directory)
+        self._index.rebuild(self.directory, self._seq)
+        self._indexed = self._seq
         if self.recovered_torn_bytes:
             log.warning("audit trail: cut a torn last line", extra={"bytes": self.recovered_torn_bytes})
         if fresh:
@@ -287,10 +310,69 @@ class AuditTrail:
             log.error("audit trail has entries but no checkpoints.log; verification will say so")
         os.fsync(self._dir_fd)
 
+    def _recover_tree(self) -> None:
+        """The compact range of the tree files, completed from the trail where a crash (or an older
+        version of the trail, without a tree) left it behind the entries."""
+        size = repair(self.directory)
+        with TreeReader(self.directory) as reader:
+            if size > self._seq:  # entries after the last checkpoint are gone, their leaves are not
+                log.error(
+                    "audit trail ends before its Merkle tree; continuing after the tree",
+                    extra={"trail_seq": self._seq, "tree_size": size},
+                )
+                self._seq, self._head = size, reader.leaf(size - 1).hex()
+            tree = CompactRange.of(size, reader.subtree)
+        self._tree_files = TreeWriter(self.directory, size)
+        self._tree = CompactRange(
+            tree.size, tree.nodes, levels=frozenset(LEVELS[1:]), on_node=self._tree_files.node
+        )
+        if size < self._seq:
+            self._rebuild_tree(size)
+            self._flush_tree()
+
+    def _rebuild_tree(self, size: int) -> None:
+        """Add the leaves of the entries after leaf `size`, read from the segments (once)."""
+        missing = 0
+        for name in segments_from(self.directory, size + 1):
+            for _, raw in read_lines(self.directory / name):
+                entry = parse_entry(raw) if raw.endswith(b"\n") else None
+                if entry is None or entry["seq"] <= self._tree.size:
+                    continue
+                while self._tree.size < min(entry["seq"], self._seq + 1) - 1:  # a gap: unknown leaves
+                    self._add_leaf(leaf_hash(b""))
+                    missing += 1
+                if self._tree.size < self._seq:
+                    self._add_leaf(leaf_hash(raw[:-1]))
+        while self._tree.size < self._seq:
+            self._add_leaf(leaf_hash(b""))
+            missing += 1
+        if missing:
+            log.error(
+                "audit trail: entries missing when rebuilding its Merkle tree", extra={"missing": missing}
+            )
+        if size:
+            log.warning(
+                "audit Merkle tree completed from the trail", extra={"leaves": self._tree.size - size}
+            )
+
+    def _add_leaf(self, leaf: bytes) -> None:
+        self._tree.append(leaf)
+        assert self._tree_files is not None
+        self._tree_files.leaf(leaf)
+
+    def _flush_tree(self) -> None:
+        assert self._tree_files is not None
+        taken = self._tree_files.take()
+        try:
+            self._tree_files.write(taken)
+        except OSError:
+            self._tree_files.put_back(taken)
+            raise
+
     def _last_entry(self, name: str) -> _Tail | None:
         fd = os.open(self.directory / name, os.O_RDONLY | _O_CLOEXEC)
         try:
-            for raw in _lines_backwards(fd, os.fstat(fd).st_size):
+            for raw in lines_backwards(fd, os.fstat(fd).st_size):
                 entry = parse_entry(raw)
                 if entry is not None:
                     return _Tail(entry["seq"], entry["hash"], name)
@@ -303,7 +385,7 @@ class AuditTrail:
     def _last_checkpoint(path: Path) -> dict[str, Any] | None:
         fd = os.open(path, os.O_RDONLY | _O_CLOEXEC)
         try:
-            for raw in _lines_backwards(fd, os.fstat(fd).st_size):
+            for raw in lines_backwards(fd, os.fstat(fd).st_size):
                 try:
                     cp = json.loads(raw)
                     if not isinstance(cp, dict) or not isinstance(cp.get("seq"), int):
@@ -367,6 +449,9 @@ class AuditTrail:
                 segment.write_line(data)
             except OSError as e:
                 raise self._failed("an audit entry could not be written", e) from e
+            self._unhashed.append(data)
+            if event.subjects and disclosed(event.kind, event.outcome):
+                self._unindexed.append((seq, event.subjects))
             self._seq = seq
             self._head = digest
             self._head_segment = segment.path.name
@@ -406,14 +491,22 @@ class AuditTrail:
         with self._sync_lock:
             self._flush_locked()
 
+    def _hash(self, lines: list[bytes]) -> None:
+        """Add the leaves of lines taken from `_unhashed` (under _sync_lock, off the caller's path)."""
+        for data in lines:
+            self._add_leaf(leaf_hash(data[:-1]))
+
     def _flush_locked(self) -> None:
         with self._lock:
+            unhashed, self._unhashed = self._unhashed, []
+            unindexed, self._unindexed, through = self._unindexed, [], self._seq
             current = self._segment if self._unsynced else None
             retired = self._retired
             sync_dir = self._dir_unsynced
             self._retired = []
             self._unsynced = False
             self._dir_unsynced = False
+        self._hash(unhashed)  # in memory: the leaves are written below, only after their entries are synced
         try:
             while retired:
                 os.fsync(retired[0].fd)
@@ -422,25 +515,33 @@ class AuditTrail:
                 os.fsync(current.fd)
             if sync_dir:
                 os.fsync(self._dir_fd)
-        except OSError as e:
+            self._flush_tree()  # after the entries: a leaf on disk always has its entry on disk
+            if self._index is not None and (unindexed or through > self._indexed):
+                self._index.add(unindexed, through)
+                self._indexed = through
+            unindexed = []
+        except (OSError, lmdb.Error) as e:
+            if not isinstance(e, OSError):
+                e = OSError(errno.EIO, f"the subject index could not be written: {e}")
             with self._lock:
+                self._unindexed[:0] = unindexed
                 self._retired[:0] = retired
                 self._unsynced = self._unsynced or current is not None
                 self._dir_unsynced = self._dir_unsynced or sync_dir
             raise self._failed("the audit trail could not be synced to disk", e) from e
 
-    def maybe_checkpoint(self) -> bool:
-        """An interval checkpoint when new entries exist and `checkpoint_interval` has passed."""
-        if self._seq == self._cp_seq:
-            return False
+    def maybe_checkpoint(self) -> dict[str, Any] | None:
+        """An interval checkpoint when new entries exist and `checkpoint_interval` has passed, a
+        heartbeat when none came for `heartbeat_interval`; the checkpoint written, or None."""
+        idle = self._seq == self._cp_seq
         moment = self._now()
-        if self._cp_time is not None and (moment - self._cp_time).total_seconds() < self._interval:
-            return False
+        since = (moment - self._cp_time).total_seconds() if self._cp_time is not None else None
+        if since is not None and since < (self._heartbeat if idle else self._interval):
+            return None
         with self._sync_lock:
-            if self._closed or self._seq == self._cp_seq:
-                return False
-            self._checkpoint_locked("interval", {})
-        return True
+            if self._closed:
+                return None
+            return self._checkpoint_locked("heartbeat" if self._seq == self._cp_seq else "interval", {})
 
     def checkpoint(self) -> dict[str, Any]:
         """Sync the trail and sign a checkpoint of its head now; the checkpoint written."""
@@ -450,21 +551,34 @@ class AuditTrail:
             return self._checkpoint_locked("interval", {})
 
     def _checkpoint_locked(self, kind: str, extra: dict[str, Any]) -> dict[str, Any]:
-        self._flush_locked()  # the entries a checkpoint names are on disk before it is
-        return self._write_checkpoint(kind, extra)
+        head = self._snapshot()
+        self._flush_locked()  # the entries (and leaves) a checkpoint names are on disk before it is
+        return self._write_checkpoint(kind, extra, head)
 
-    def _write_checkpoint(self, kind: str, extra: dict[str, Any]) -> dict[str, Any]:
-        assert self._checkpoints is not None
+    def _snapshot(self) -> tuple[int, str, str, bytes]:
+        """The head and the tree root over exactly the entries up to it (under _sync_lock)."""
         with self._lock:
+            unhashed, self._unhashed = self._unhashed, []
             seq, head, segment = self._seq, self._head, self._head_segment
+        self._hash(unhashed)
+        assert self._tree.size == seq
+        return seq, head, segment, self._tree.root()
+
+    def _write_checkpoint(
+        self, kind: str, extra: dict[str, Any], head: tuple[int, str, str, bytes] | None = None
+    ) -> dict[str, Any]:
+        assert self._checkpoints is not None
+        seq, digest, segment, root = head or self._snapshot()
         moment = self._now()
+        note = sign(Checkpoint(self.origin, seq, root), self.origin, self._keys.signing_key)
         body: dict[str, Any] = {
             "seq": seq,
-            "hash": head,
+            "hash": digest,
             "time": format_time(moment),
             "segment": segment,
             "kind": kind,
             "prev": self._cp_prev,
+            "note": note.text(),
             **extra,
         }
         body["sig"] = self._keys.signing_key.sign(canonical(body).encode()).hex()
@@ -544,13 +658,13 @@ class AuditTrail:
 
     # ---- closing -------------------------------------------------------------------------------------
 
-    def close(self) -> None:
-        """Sync, write the "shutdown" checkpoint and release the trail."""
+    def close(self) -> dict[str, Any] | None:
+        """Sync, write the "shutdown" checkpoint and release the trail; the checkpoint (None: closed)."""
         with self._sync_lock:
             if self._closed:
-                return
+                return None
             try:
-                self._checkpoint_locked("shutdown", {})
+                return self._checkpoint_locked("shutdown", {})
             finally:
                 with self._lock:
                     self._closed = True
@@ -563,6 +677,9 @@ class AuditTrail:
         for f in files:
             if f is not None:
                 f.close()
+        if self._tree_files is not None:
+            self._tree_files.close()
+            self._tree_files = None
         for fd in (self._dir_fd, self._lock_fd):
             os.close(fd)  # closing the lock descriptor releases the flock
 

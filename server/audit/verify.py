@@ -14,11 +14,14 @@ Each problem is named at the segment file, line and seq where it shows:
 - `torn_line`: a last line without its `\\n` (a crash leftover, cut at the next open);
 - `checkpoint_signature`, `checkpoint_mismatch`, `checkpoint_deleted`, `checkpoints_missing`: a checkpoint
   forged or edited, naming a hash the trail does not have, missing from the checkpoint chain, or no
-  checkpoint file at all.
+  checkpoint file at all;
+- `merkle_mismatch`: a checkpoint's signed note names a tree root the entries do not hash to.
 
-Entries after the last checkpoint are protected by the chain only: a tail cut exactly there, together with
-the last checkpoint lines, cannot be seen from the directory alone. Pass checkpoints kept elsewhere (a copy,
-the one printed in a monthly report) as `known` to close that gap.
+Checked against a witnessed checkpoint (`witnessed`), also what `witnessed` describes (a cut tail, a
+rollback, a wipe, an edit or an appended entry after what the witness saw).
+
+Without a witnessed checkpoint, entries after the last checkpoint are protected by the chain only: a tail
+cut exactly there, together with the last checkpoint lines, cannot be seen from the directory alone.
 
 The entries are read once, as a stream with a small look-ahead window, so a trail of any length verifies in
 constant memory.
@@ -49,37 +52,35 @@ from server.audit.entries import (
     sha256_hex,
 )
 from server.audit.keys import load_public_key
-
-EDITED = "edited"
-UNPARSEABLE = "unparseable"
-DELETED = "deleted"
-MISSING_SEGMENT = "missing_segment"
-REORDERED = "reordered"
-INSERTED = "inserted"
-CHAIN_BREAK = "chain_break"
-TRUNCATED = "truncated"
-TORN_LINE = "torn_line"
-CHECKPOINT_SIGNATURE = "checkpoint_signature"
-CHECKPOINT_MISMATCH = "checkpoint_mismatch"
-CHECKPOINT_DELETED = "checkpoint_deleted"
-CHECKPOINTS_MISSING = "checkpoints_missing"
+from server.audit.merkle import EMPTY_ROOT, CompactRange, leaf_hash
+from server.audit.note import NoteError, verify_note
+from server.audit.problems import (
+    CHAIN_BREAK,
+    CHECKPOINT_DELETED,
+    CHECKPOINT_MISMATCH,
+    CHECKPOINT_SIGNATURE,
+    CHECKPOINTS_MISSING,
+    DELETED,
+    EDITED,
+    INSERTED,
+    MERKLE_MISMATCH,
+    MISSING_SEGMENT,
+    REORDERED,
+    TORN_LINE,
+    TRUNCATED,
+    UNPARSEABLE,
+    UNWITNESSED,
+    WITNESS_CHECKPOINT_DELETED,
+    WITNESS_INVALID,
+    WITNESS_MISMATCH,
+    WITNESS_TRUNCATED,
+    Problem,
+)
+from server.audit.tree import TreeReader
+from server.audit.witnessed import Walked, Witnessed, check_witnessed, witnessed_checkpoint
 
 _WINDOW = 64  # look-ahead, in lines, for telling a reorder or an insertion from a gap
 _CHECKPOINT_KEYS = {"seq", "hash", "time", "segment", "kind", "prev", "sig"}
-
-
-@dataclass(frozen=True)
-class Problem:
-    kind: str
-    segment: str  # file name in the trail directory ("checkpoints.log" for checkpoints)
-    line: int  # from 1; 0 when the problem has no line (a missing file)
-    seq: int | None
-    detail: str
-
-    def __str__(self) -> str:
-        where = f"{self.segment}:{self.line}" if self.line else self.segment or "-"
-        seq = f" seq {self.seq}" if self.seq is not None else ""
-        return f"{self.kind} at {where}{seq}: {self.detail}"
 
 
 @dataclass
@@ -97,6 +98,10 @@ class VerifyReport:
     last_checkpoint: dict[str, Any] | None = None  # the newest valid checkpoint, as written
     erased_through: int = 0  # last seq removed by retention (0: none)
     unanchored: int = 0  # entries after the last checkpoint that matched (chain-protected only)
+    origin: str = ""  # the log's name in its checkpoint notes
+    tree_size: int = 0  # entries covered by the Merkle tree the walk rebuilt (0: broken by a problem)
+    witnessed_size: int | None = None  # size of the witnessed checkpoint checked against
+    first_unwitnessed_time: str = ""  # time of the first entry after it ("" when none)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), ensure_ascii=False, indent=2, sort_keys=True)
@@ -110,6 +115,8 @@ class _Rec(NamedTuple):
     hash: str
     computed: str
     canonical: bool
+    leaf: bytes
+    time: str
 
     @property
     def valid(self) -> bool:
@@ -128,6 +135,7 @@ class _Cp(NamedTuple):
     kind: str
     time: str
     segment: str
+    root: bytes | None  # the tree root its signed note names (None: a checkpoint from before the tree)
 
 
 class _Erasures:
@@ -180,6 +188,9 @@ class _CheckpointScan:
         self.last: dict[str, Any] | None = None
         self.sigs: set[str] = set()
         self.segments: set[str] = set()
+        self.origin = ""
+        self.roots: dict[int, bytes] = {}  # line -> root of its valid note
+        self.noted_size = -1  # the largest size a valid note names
         if not self.present:
             problems.append(Problem(CHECKPOINTS_MISSING, CHECKPOINTS, 0, None, "there is no checkpoint file"))
             return
@@ -227,6 +238,10 @@ class _CheckpointScan:
             return Problem(
                 CHECKPOINT_SIGNATURE, CHECKPOINTS, number, seq, "line is not in canonical form (edited)"
             )
+        if "note" in cp:
+            problem = self._check_note(number, seq, cp["note"], public_key)
+            if problem is not None:
+                return problem
         self.count += 1
         self.last = cp
         self.sigs.add(str(cp["sig"]))
@@ -247,6 +262,25 @@ class _CheckpointScan:
             )
         return None
 
+    def _check_note(self, number: int, seq: int, text: Any, public_key: Ed25519PublicKey) -> Problem | None:
+        try:
+            origin = str(text).split("\n", 1)[0]
+            _, checkpoint = verify_note(str(text), origin, public_key)
+        except NoteError as e:
+            return Problem(CHECKPOINT_SIGNATURE, CHECKPOINTS, number, seq, f"signed note: {e}")
+        if checkpoint.size != seq:
+            return Problem(
+                CHECKPOINT_SIGNATURE, CHECKPOINTS, number, seq, f"signed note names size {checkpoint.size}"
+            )
+        if self.origin and origin != self.origin:
+            return Problem(
+                CHECKPOINT_SIGNATURE, CHECKPOINTS, number, seq, f"signed note of another log ({origin})"
+            )
+        self.origin = origin
+        self.roots[number] = checkpoint.root
+        self.noted_size = max(self.noted_size, seq)
+        return None
+
     def valid(self) -> Iterator[_Cp]:
         """The valid checkpoints in file order, seq never going back."""
         if not self.present:
@@ -259,7 +293,13 @@ class _CheckpointScan:
             if cp["seq"] >= last_seq:
                 last_seq = cp["seq"]
                 yield _Cp(
-                    number, cp["seq"], str(cp["hash"]), str(cp["kind"]), str(cp["time"]), str(cp["segment"])
+                    number,
+                    cp["seq"],
+                    str(cp["hash"]),
+                    str(cp["kind"]),
+                    str(cp["time"]),
+                    str(cp["segment"]),
+                    self.roots.get(number),
                 )
 
 
@@ -276,7 +316,17 @@ def _records(directory: Path, segments: list[str], problems: list[Problem]) -> I
                 yield _Unparsed(name, number)  # reported by the chain walk, which can tell what it replaced
                 continue
             is_canonical, computed = entry_hash(raw, entry)
-            yield _Rec(name, number, entry["seq"], entry["prev"], entry["hash"], computed, is_canonical)
+            yield _Rec(
+                name,
+                number,
+                entry["seq"],
+                entry["prev"],
+                entry["hash"],
+                computed,
+                is_canonical,
+                leaf_hash(raw[:-1]),
+                entry["time"],
+            )
 
 
 def _at(rec: _Rec | _Unparsed) -> str:
@@ -291,6 +341,8 @@ class _Chain:
         scan: _CheckpointScan,
         present: list[str],
         problems: list[Problem],
+        directory: Path,
+        witnessed_size: int | None,
     ) -> None:
         self.problems = problems
         self.erasures = scan.erasures
@@ -314,6 +366,15 @@ class _Chain:
         self.reported_missing: set[str] = set()
         self.buf: deque[_Rec | _Unparsed] = deque()
         self.buf_seqs: Counter[int] = Counter()
+        # The Merkle tree of the entries, rebuilt as they are accepted; dropped at the first problem (the
+        # chain has named it; a root compared after it would only say the same again).
+        self.tree: CompactRange | None = CompactRange()
+        self.clean_problems = len(problems)
+        self.directory = directory
+        self.witnessed_size = witnessed_size
+        self.witnessed_root: bytes | None = None  # the rebuilt root at the witnessed size
+        self.first_unwitnessed_time = ""  # time of the first entry after the witnessed size
+        self.tree_size = 0
 
     def report(self, kind: str, rec: _Rec | _Unparsed, seq: int | None, detail: str) -> None:
         self.problems.append(Problem(kind, rec.segment, rec.line, seq, detail))
@@ -490,7 +551,32 @@ class _Chain:
             return
         self.report(DELETED, rec, lo, f"{span} missing before this entry (deleted)")
 
+    def _grow_tree(self, rec: _Rec, seq: int) -> None:
+        tree = self.tree
+        if tree is None:
+            return
+        if len(self.problems) != self.clean_problems or not rec.valid:
+            self.tree = None
+            return
+        if tree.size == 0 and seq > 1:  # the first entries were erased: their leaves are in the leaf file
+            try:
+                with TreeReader(self.directory) as reader:
+                    tree = self.tree = CompactRange.of(seq - 1, reader.subtree)
+            except (LookupError, ValueError, OSError):
+                self.tree = None
+                return
+        if tree.size != seq - 1:
+            self.tree = None
+            return
+        tree.append(rec.leaf)
+        self.tree_size = tree.size
+        if tree.size == self.witnessed_size:
+            self.witnessed_root = tree.root()
+
     def accept(self, rec: _Rec, seq: int, hashes: tuple[str, ...]) -> None:
+        self._grow_tree(rec, seq)
+        if self.witnessed_size is not None and seq > self.witnessed_size and not self.first_unwitnessed_time:
+            self.first_unwitnessed_time = rec.time
         self.last_seq = seq
         self.last_hashes = hashes
         self.last = rec
@@ -511,6 +597,14 @@ class _Chain:
                     )
                 else:
                     self.anchored_seq = seq
+                    if cp.root is not None and self.tree is not None and cp.root != self.tree.root():
+                        self.report(
+                            MERKLE_MISMATCH,
+                            rec,
+                            seq,
+                            f"checkpoint {CHECKPOINTS}:{cp.line} ({cp.kind}) signed a tree root the "
+                            f"entries 1–{seq} do not hash to",
+                        )
             elif cp.seq > 0 and not self.erasures.covers(cp.seq, cp.seq) and not self._reported_gap(cp.seq):
                 self.problems.append(
                     Problem(
@@ -569,8 +663,10 @@ def verify(
     public_key: Ed25519PublicKey | bytes | Path,
     *,
     known: Iterable[Mapping[str, Any]] = (),
+    witnessed: Witnessed | None = None,
 ) -> VerifyReport:
-    """Verify the chain, the checkpoints and their signatures of the trail in `directory`.
+    """Verify the chain, the checkpoints and their signatures, and the Merkle tree of the trail in
+    `directory`; with `witnessed`, also that the trail holds exactly what the witness saw (and no more).
 
     `known`: checkpoints kept outside the directory (as written, with `sig`); each must still be there.
     """
@@ -592,9 +688,22 @@ def verify(
                     f"a checkpoint kept elsewhere ({cp.get('kind')}, {cp.get('time')}) is not in the file",
                 )
             )
-    chain = _Chain(scan, segments, problems)
+    target = witnessed_checkpoint(witnessed, key, problems) if witnessed is not None else None
+    chain = _Chain(scan, segments, problems, directory, target[0].size if target else None)
+    if target is not None and target[0].size == 0:
+        chain.witnessed_root = EMPTY_ROOT
     chain.run(_records(directory, segments, problems))
     chain.finish()
+    if target is not None:
+        walked = Walked(
+            held=chain.last_seq if chain.entries else 0,
+            last=(chain.last.segment, chain.last.line) if chain.last else None,
+            root=chain.witnessed_root,
+            clean=len(problems) == chain.clean_problems,
+            origin=scan.origin,
+            noted_size=scan.noted_size,
+        )
+        check_witnessed(directory, *target, walked, problems)
     order = {name: i for i, name in enumerate([*segments, CHECKPOINTS])}
     problems.sort(key=lambda p: (order.get(p.segment, -1), p.line))
     return VerifyReport(
@@ -611,4 +720,35 @@ def verify(
         unanchored=max(0, chain.last_seq - max(chain.anchored_seq, scan.erasures.through))
         if chain.entries
         else 0,
+        origin=scan.origin,
+        tree_size=chain.tree_size if chain.tree is not None else 0,
+        witnessed_size=target[0].size if target else None,
+        first_unwitnessed_time=chain.first_unwitnessed_time,
     )
+
+
+__all__ = [
+    "CHAIN_BREAK",
+    "CHECKPOINTS_MISSING",
+    "CHECKPOINT_DELETED",
+    "CHECKPOINT_MISMATCH",
+    "CHECKPOINT_SIGNATURE",
+    "DELETED",
+    "EDITED",
+    "INSERTED",
+    "MERKLE_MISMATCH",
+    "MISSING_SEGMENT",
+    "REORDERED",
+    "TORN_LINE",
+    "TRUNCATED",
+    "UNPARSEABLE",
+    "UNWITNESSED",
+    "WITNESS_CHECKPOINT_DELETED",
+    "WITNESS_INVALID",
+    "WITNESS_MISMATCH",
+    "WITNESS_TRUNCATED",
+    "Problem",
+    "VerifyReport",
+    "Witnessed",
+    "verify",
+]

@@ -90,6 +90,17 @@ AUDIT_WRITE_FAILURES = Counter(
     "juki_audit_write_failures",
     "Audit entries (or flushes) that could not be written; their calls failed closed",
 )
+AUDIT_CHECKPOINTS_WITNESSED = Counter(
+    "juki_audit_checkpoints_witnessed", "Audit checkpoints a witness cosigned"
+)
+AUDIT_WITNESS_REFUSALS = Counter(
+    "juki_audit_witness_refusals",
+    "Audit checkpoints a witness refused (the trail is not what it witnessed before), by reason",
+    ["reason"],
+)
+AUDIT_WITNESS_UNREACHABLE = Counter(
+    "juki_audit_witness_unreachable", "Audit checkpoints not witnessed because the witness did not answer"
+)
 RETENTION_ERASED = Counter(
     "juki_retention_erased", "Records erased at the end of their retention, by kind", ["kind"]
 )

@@ -1,16 +1,21 @@
-"""The `Admin` servicer: operator registry, approvals, statistics. Thin: rules live in domain.operators."""
+"""The `Admin` servicer: operator registry, approvals, statistics, the audit trail's Merkle proofs. Thin:
+rules live in domain.operators, proofs in audit.proofs."""
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import grpc
 from juki.v1 import admin_pb2, admin_pb2_grpc
 
+from server.audit import proofs
+from server.audit.entries import WORKER_TRAIL_RE
 from server.domain import operators
-from server.domain.errors import DomainError, ErrorKind
+from server.domain.errors import DomainError, ErrorKind, Violations
 from server.identity.policy import Policy
 from server.services.chain import current_caller
 from server.storage.registry import Registry
@@ -27,7 +32,9 @@ class AdminService(admin_pb2_grpc.AdminServicer):
         statistics: Statistics,
         *,
         now: Callable[[], dt.datetime],
+        audit_dir: Path | None = None,
     ) -> None:
+        self._audit_dir = audit_dir
         self._registry = registry
         self._policy = policy
         self._statistics = statistics
@@ -76,3 +83,52 @@ class AdminService(admin_pb2_grpc.AdminServicer):
         if len(month) != 7 or month[4] != "-" or not (month[:4] + month[5:]).isdigit():
             raise DomainError(ErrorKind.INVALID_ARGUMENT, "month: YYYY-MM", "INVALID_FIELDS")
         return self._statistics(month)
+
+    def _trail(self, name: str, violations: Violations) -> Path:
+        if self._audit_dir is None:
+            raise DomainError(ErrorKind.FAILED_PRECONDITION, "this server keeps no audit trail", "NO_TRAIL")
+        if name and not WORKER_TRAIL_RE.match(name):
+            violations.add("trail", '"" for the main trail, or a worker trail "w1", "w2", …')
+        return self._audit_dir / name if name else self._audit_dir
+
+    async def InclusionProof(
+        self, request: admin_pb2.InclusionProofRequest, context: Context
+    ) -> admin_pb2.InclusionProofResponse:
+        violations = Violations()
+        directory = self._trail(request.trail, violations)
+        if request.seq == 0:
+            violations.add("seq", "the entry's seq, from 1")
+        if request.tree_size and request.tree_size < request.seq:
+            violations.add("tree_size", "a checkpointed size at or after seq (0: the newest checkpoint)")
+        violations.raise_if_any()
+        try:
+            proof = await asyncio.to_thread(proofs.inclusion, directory, request.seq, request.tree_size)
+        except proofs.NoProof as e:
+            raise DomainError(ErrorKind.NOT_FOUND, str(e), "NO_PROOF") from None
+        return admin_pb2.InclusionProofResponse(
+            leaf_index=proof.index,
+            tree_size=proof.size,
+            hashes=proof.hashes,
+            entry=proof.entry.decode(),
+            checkpoint=proof.checkpoint,
+        )
+
+    async def ConsistencyProof(
+        self, request: admin_pb2.ConsistencyProofRequest, context: Context
+    ) -> admin_pb2.ConsistencyProofResponse:
+        violations = Violations()
+        directory = self._trail(request.trail, violations)
+        if request.second and request.first > request.second:
+            violations.add("first", "at most second (0 for second: the newest checkpoint)")
+        violations.raise_if_any()
+        try:
+            proof = await asyncio.to_thread(proofs.consistency, directory, request.first, request.second)
+        except proofs.NoProof as e:
+            raise DomainError(ErrorKind.NOT_FOUND, str(e), "NO_PROOF") from None
+        return admin_pb2.ConsistencyProofResponse(
+            first=proof.first,
+            second=proof.second,
+            hashes=proof.hashes,
+            first_checkpoint=proof.first_checkpoint,
+            second_checkpoint=proof.second_checkpoint,
+        )

@@ -1,8 +1,8 @@
 """Connects the interceptor chain to the audit trail: one entry per call, subjects as keyed hashes.
 
 Also runs the trail's housekeeping off the event loop: fsync every `flush_interval` (the window in which
-entries are with the OS but not yet on disk), signed checkpoints every `checkpoint_interval`, and a
-shutdown checkpoint when the server stops.
+entries are with the OS but not yet on disk), signed checkpoints every `checkpoint_interval` (a heartbeat
+when idle), each handed to the witnesses, and a shutdown checkpoint when the server stops.
 """
 
 from __future__ import annotations
@@ -14,18 +14,20 @@ import datetime as dt
 import logging
 import os
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 
 from juki.v1 import admin_pb2
 
 from server.audit.entries import AuditEvent
+from server.audit.proofs import NoProof, checkpoint_note
 from server.audit.query import query
 from server.audit.trail import AuditTrail, AuditUnavailable
 from server.observability import metrics
 from server.observability.calls import is_provision
 from server.services.call_facts import CallFacts
 from server.services.chain import AuditFailure
+from server.services.witness import Submitter
 
 log = logging.getLogger(__name__)
 
@@ -120,12 +122,19 @@ async def housekeeping(
     on_health: Callable[[bool], Awaitable[None]] | None = None,
     retention_years: int = 7,
     now: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
+    witnesses: Sequence[Submitter] = (),
 ) -> None:
-    """fsync grouped every flush_interval, checkpoints at their interval, never on the event loop; reports
-    the trail's health (the server is NOT_SERVING while its audit trail cannot be written)."""
+    """fsync grouped every flush_interval, checkpoints at their interval, never on the event loop, each
+    handed to the witnesses; reports the trail's health (the server is NOT_SERVING while its audit trail
+    cannot be written)."""
     loop = asyncio.get_running_loop()
     healthy = True
     next_erasure = 0.0
+    if witnesses:  # the newest checkpoint at once: a trail rolled back while stopped is refused at start
+        with contextlib.suppress(NoProof, OSError):
+            size, note = await loop.run_in_executor(None, checkpoint_note, trail.directory)
+            for witness in witnesses:
+                witness.offer(note, size)
     while not stop.is_set():
         if retention_years and loop.time() >= next_erasure:
             next_erasure = loop.time() + 3600.0
@@ -143,7 +152,10 @@ async def housekeeping(
             await asyncio.wait_for(stop.wait(), flush_interval)
         try:
             await loop.run_in_executor(None, trail.flush)
-            await loop.run_in_executor(None, trail.maybe_checkpoint)
+            checkpoint = await loop.run_in_executor(None, trail.maybe_checkpoint)
+            if checkpoint is not None:
+                for witness in witnesses:
+                    witness.offer(checkpoint["note"], checkpoint["seq"])
         except (AuditUnavailable, OSError):
             metrics.AUDIT_WRITE_FAILURES.inc()
             log.error("audit trail flush or checkpoint failed; calls are refused until it is writable")

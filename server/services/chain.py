@@ -342,7 +342,9 @@ async def _admitted(
             facts.add_request(request)
             if method in gate.with_purpose:
                 denial = gate.authorize(method, request, facts)
-        elif facts.caller is not None:
+        elif facts.caller is not None or facts.claimed is not None:
+            # a refused known caller, or a certificate of our CA that is revoked or expired: the entry
+            # names what the request concerned (the resident's disclosure lists refusals too)
             _concerned(facts, decode, raw)
         if denial is None and method not in NO_DATA_METHODS and not gate.audit_ready():
             denial = AUDIT_DOWN

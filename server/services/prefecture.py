@@ -10,6 +10,7 @@ from typing import Any
 import grpc
 from juki.v1 import prefecture_pb2, prefecture_pb2_grpc, records_pb2
 
+from server.audit.disclosure import Disclosure, Listed
 from server.domain import link, operators
 from server.domain import validation as val
 from server.domain.errors import DomainError, ErrorKind, FieldViolation, Violations, nobody
@@ -71,7 +72,7 @@ class PrefectureService(prefecture_pb2_grpc.PrefectureServicer):
         on_applied: Callable[[], None] = lambda: None,
         registry: Registry | None = None,
         batch_threshold: int = 1000,
-        provisions: Callable[[str], list[dict[str, Any]]] | None = None,
+        provisions: Callable[[str], Disclosure] | None = None,
     ) -> None:
         self._provisions = provisions
         self._applier = NoticeApplier(
@@ -211,7 +212,8 @@ class PrefectureService(prefecture_pb2_grpc.PrefectureServicer):
     async def Disclose(
         self, request: prefecture_pb2.DiscloseRequest, context: Context
     ) -> prefecture_pb2.DiscloseResponse:
-        """開示: the resident's 8 items and every provision of their record (refusals included)."""
+        """開示: the resident's 8 items, every provision of their record and every refusal concerning them,
+        each with its inclusion proof."""
         v = Violations()
         val.check_resident_code(v, "resident_code", request.resident_code)
         val.check_request_id(v, "request_id", request.request_id)
@@ -224,14 +226,13 @@ class PrefectureService(prefecture_pb2_grpc.PrefectureServicer):
             raise nobody()
         assert self._provisions is not None
         loop = asyncio.get_running_loop()
-        entries = await loop.run_in_executor(None, self._provisions, request.resident_code)
+        found = await loop.run_in_executor(None, self._provisions, request.resident_code)
         return prefecture_pb2.DiscloseResponse(
             record=resident_view(record, number),
-            provisions=[
-                prefecture_pb2.ProvisionEntry(
-                    time=e["time"], recipient=e["caller"], purpose=e["purpose"], outcome=e["outcome"]
-                )
-                for e in entries
+            provisions=[disclosed_entry(e) for e in found.entries],
+            checkpoints=[
+                prefecture_pb2.TrailCheckpoint(trail=t, checkpoint=note)
+                for t, note in found.checkpoints.items()
             ],
         )
 
@@ -426,4 +427,22 @@ def _invalid(field: str, description: str) -> DomainError:
         f"invalid field: {field}",
         reason="INVALID_FIELDS",
         violations=[FieldViolation(field, description)],
+    )
+
+
+def disclosed_entry(e: Listed) -> prefecture_pb2.ProvisionEntry:
+    """One listed audit entry as the resident sees it (the line itself only when it is theirs alone)."""
+    entry = e.entry
+    return prefecture_pb2.ProvisionEntry(
+        time=entry["time"],
+        recipient=entry["caller"],
+        purpose=entry["purpose"],
+        outcome=entry["outcome"],
+        method=entry["method"],
+        seq=e.seq,
+        trail=e.trail,
+        tree_size=e.tree_size,
+        inclusion_proof=e.proof,
+        leaf_hash=e.leaf,
+        entry=e.line.decode() if len(entry["subjects"]) == 1 else "",
     )

@@ -121,3 +121,51 @@ class StatisticsResponse(_message.Message):
     updates_by_municipality: _containers.RepeatedCompositeFieldContainer[StatisticsCount]
     provisions: _containers.RepeatedCompositeFieldContainer[StatisticsCount]
     def __init__(self, month: _Optional[str] = ..., updates_by_municipality: _Optional[_Iterable[_Union[StatisticsCount, _Mapping]]] = ..., provisions: _Optional[_Iterable[_Union[StatisticsCount, _Mapping]]] = ...) -> None: ...
+
+class InclusionProofRequest(_message.Message):
+    __slots__ = ("seq", "tree_size", "trail")
+    SEQ_FIELD_NUMBER: _ClassVar[int]
+    TREE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    TRAIL_FIELD_NUMBER: _ClassVar[int]
+    seq: int
+    tree_size: int
+    trail: str
+    def __init__(self, seq: _Optional[int] = ..., tree_size: _Optional[int] = ..., trail: _Optional[str] = ...) -> None: ...
+
+class InclusionProofResponse(_message.Message):
+    __slots__ = ("leaf_index", "tree_size", "hashes", "entry", "checkpoint")
+    LEAF_INDEX_FIELD_NUMBER: _ClassVar[int]
+    TREE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    HASHES_FIELD_NUMBER: _ClassVar[int]
+    ENTRY_FIELD_NUMBER: _ClassVar[int]
+    CHECKPOINT_FIELD_NUMBER: _ClassVar[int]
+    leaf_index: int
+    tree_size: int
+    hashes: _containers.RepeatedScalarFieldContainer[bytes]
+    entry: str
+    checkpoint: str
+    def __init__(self, leaf_index: _Optional[int] = ..., tree_size: _Optional[int] = ..., hashes: _Optional[_Iterable[bytes]] = ..., entry: _Optional[str] = ..., checkpoint: _Optional[str] = ...) -> None: ...
+
+class ConsistencyProofRequest(_message.Message):
+    __slots__ = ("first", "second", "trail")
+    FIRST_FIELD_NUMBER: _ClassVar[int]
+    SECOND_FIELD_NUMBER: _ClassVar[int]
+    TRAIL_FIELD_NUMBER: _ClassVar[int]
+    first: int
+    second: int
+    trail: str
+    def __init__(self, first: _Optional[int] = ..., second: _Optional[int] = ..., trail: _Optional[str] = ...) -> None: ...
+
+class ConsistencyProofResponse(_message.Message):
+    __slots__ = ("first", "second", "hashes", "first_checkpoint", "second_checkpoint")
+    FIRST_FIELD_NUMBER: _ClassVar[int]
+    SECOND_FIELD_NUMBER: _ClassVar[int]
+    HASHES_FIELD_NUMBER: _ClassVar[int]
+    FIRST_CHECKPOINT_FIELD_NUMBER: _ClassVar[int]
+    SECOND_CHECKPOINT_FIELD_NUMBER: _ClassVar[int]
+    first: int
+    second: int
+    hashes: _containers.RepeatedScalarFieldContainer[bytes]
+    first_checkpoint: str
+    second_checkpoint: str
+    def __init__(self, first: _Optional[int] = ..., second: _Optional[int] = ..., hashes: _Optional[_Iterable[bytes]] = ..., first_checkpoint: _Optional[str] = ..., second_checkpoint: _Optional[str] = ...) -> None: ...

@@ -59,6 +59,16 @@ class AdminStub:
                 request_serializer=juki_dot_v1_dot_admin__pb2.StatisticsRequest.SerializeToString,
                 response_deserializer=juki_dot_v1_dot_admin__pb2.StatisticsResponse.FromString,
                 _registered_method=True)
+        self.InclusionProof = channel.unary_unary(
+                '/juki.v1.Admin/InclusionProof',
+                request_serializer=juki_dot_v1_dot_admin__pb2.InclusionProofRequest.SerializeToString,
+                response_deserializer=juki_dot_v1_dot_admin__pb2.InclusionProofResponse.FromString,
+                _registered_method=True)
+        self.ConsistencyProof = channel.unary_unary(
+                '/juki.v1.Admin/ConsistencyProof',
+                request_serializer=juki_dot_v1_dot_admin__pb2.ConsistencyProofRequest.SerializeToString,
+                response_deserializer=juki_dot_v1_dot_admin__pb2.ConsistencyProofResponse.FromString,
+                _registered_method=True)
 
 
 class AdminServicer:
@@ -104,6 +114,22 @@ class AdminServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def InclusionProof(self, request, context):
+        """An inclusion proof (RFC 9162) of the audit entry `seq` in the tree of a checkpoint of this server's
+        trail, with the entry and the checkpoint (a C2SP signed note). Caller: auditor.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ConsistencyProof(self, request, context):
+        """A consistency proof (RFC 9162) between two tree sizes of this server's trail, with the checkpoints
+        that name them. Caller: auditor.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AdminServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -131,6 +157,16 @@ def add_AdminServicer_to_server(servicer, server):
                     servicer.Statistics,
                     request_deserializer=juki_dot_v1_dot_admin__pb2.StatisticsRequest.FromString,
                     response_serializer=juki_dot_v1_dot_admin__pb2.StatisticsResponse.SerializeToString,
+            ),
+            'InclusionProof': grpc.unary_unary_rpc_method_handler(
+                    servicer.InclusionProof,
+                    request_deserializer=juki_dot_v1_dot_admin__pb2.InclusionProofRequest.FromString,
+                    response_serializer=juki_dot_v1_dot_admin__pb2.InclusionProofResponse.SerializeToString,
+            ),
+            'ConsistencyProof': grpc.unary_unary_rpc_method_handler(
+                    servicer.ConsistencyProof,
+                    request_deserializer=juki_dot_v1_dot_admin__pb2.ConsistencyProofRequest.FromString,
+                    response_serializer=juki_dot_v1_dot_admin__pb2.ConsistencyProofResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -268,6 +304,60 @@ class Admin:
             '/juki.v1.Admin/Statistics',
             juki_dot_v1_dot_admin__pb2.StatisticsRequest.SerializeToString,
             juki_dot_v1_dot_admin__pb2.StatisticsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def InclusionProof(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/juki.v1.Admin/InclusionProof',
+            juki_dot_v1_dot_admin__pb2.InclusionProofRequest.SerializeToString,
+            juki_dot_v1_dot_admin__pb2.InclusionProofResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ConsistencyProof(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/juki.v1.Admin/ConsistencyProof',
+            juki_dot_v1_dot_admin__pb2.ConsistencyProofRequest.SerializeToString,
+            juki_dot_v1_dot_admin__pb2.ConsistencyProofResponse.FromString,
             options,
             channel_credentials,
             insecure,

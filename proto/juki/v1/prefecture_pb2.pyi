@@ -248,24 +248,48 @@ class DiscloseRequest(_message.Message):
     def __init__(self, resident_code: _Optional[str] = ..., purpose: _Optional[str] = ..., request_id: _Optional[str] = ...) -> None: ...
 
 class ProvisionEntry(_message.Message):
-    __slots__ = ("time", "recipient", "purpose", "outcome")
+    __slots__ = ("time", "recipient", "purpose", "outcome", "method", "seq", "trail", "tree_size", "inclusion_proof", "leaf_hash", "entry")
     TIME_FIELD_NUMBER: _ClassVar[int]
     RECIPIENT_FIELD_NUMBER: _ClassVar[int]
     PURPOSE_FIELD_NUMBER: _ClassVar[int]
     OUTCOME_FIELD_NUMBER: _ClassVar[int]
+    METHOD_FIELD_NUMBER: _ClassVar[int]
+    SEQ_FIELD_NUMBER: _ClassVar[int]
+    TRAIL_FIELD_NUMBER: _ClassVar[int]
+    TREE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    INCLUSION_PROOF_FIELD_NUMBER: _ClassVar[int]
+    LEAF_HASH_FIELD_NUMBER: _ClassVar[int]
+    ENTRY_FIELD_NUMBER: _ClassVar[int]
     time: str
     recipient: str
     purpose: str
     outcome: str
-    def __init__(self, time: _Optional[str] = ..., recipient: _Optional[str] = ..., purpose: _Optional[str] = ..., outcome: _Optional[str] = ...) -> None: ...
+    method: str
+    seq: int
+    trail: str
+    tree_size: int
+    inclusion_proof: _containers.RepeatedScalarFieldContainer[bytes]
+    leaf_hash: bytes
+    entry: str
+    def __init__(self, time: _Optional[str] = ..., recipient: _Optional[str] = ..., purpose: _Optional[str] = ..., outcome: _Optional[str] = ..., method: _Optional[str] = ..., seq: _Optional[int] = ..., trail: _Optional[str] = ..., tree_size: _Optional[int] = ..., inclusion_proof: _Optional[_Iterable[bytes]] = ..., leaf_hash: _Optional[bytes] = ..., entry: _Optional[str] = ...) -> None: ...
+
+class TrailCheckpoint(_message.Message):
+    __slots__ = ("trail", "checkpoint")
+    TRAIL_FIELD_NUMBER: _ClassVar[int]
+    CHECKPOINT_FIELD_NUMBER: _ClassVar[int]
+    trail: str
+    checkpoint: str
+    def __init__(self, trail: _Optional[str] = ..., checkpoint: _Optional[str] = ...) -> None: ...
 
 class DiscloseResponse(_message.Message):
-    __slots__ = ("record", "provisions")
+    __slots__ = ("record", "provisions", "checkpoints")
     RECORD_FIELD_NUMBER: _ClassVar[int]
     PROVISIONS_FIELD_NUMBER: _ClassVar[int]
+    CHECKPOINTS_FIELD_NUMBER: _ClassVar[int]
     record: _records_pb2.ResidentView
     provisions: _containers.RepeatedCompositeFieldContainer[ProvisionEntry]
-    def __init__(self, record: _Optional[_Union[_records_pb2.ResidentView, _Mapping]] = ..., provisions: _Optional[_Iterable[_Union[ProvisionEntry, _Mapping]]] = ...) -> None: ...
+    checkpoints: _containers.RepeatedCompositeFieldContainer[TrailCheckpoint]
+    def __init__(self, record: _Optional[_Union[_records_pb2.ResidentView, _Mapping]] = ..., provisions: _Optional[_Iterable[_Union[ProvisionEntry, _Mapping]]] = ..., checkpoints: _Optional[_Iterable[_Union[TrailCheckpoint, _Mapping]]] = ...) -> None: ...
 
 class ReconcileRequest(_message.Message):
     __slots__ = ("ranges", "record")

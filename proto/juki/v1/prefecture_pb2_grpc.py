@@ -159,8 +159,9 @@ class PrefectureServicer:
         raise NotImplementedError('Method not implemented!')
 
     def Disclose(self, request, context):
-        """開示 (住基法 30条の32): a resident's own record and the provisions of it. Caller: operator.
-        Not built yet: UNIMPLEMENTED.
+        """開示 (住基法 30条の32): a resident's own record, every provision of it and every refused call concerning
+        the resident, from every trail of this server, each with an inclusion proof to a checkpoint of its
+        trail (the witnessed one when there is one). Caller: operator.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
