@@ -6,7 +6,7 @@ JUKI   := $(VENV)/bin/juki
 STAMP  := $(VENV)/.installed
 PROTOS := $(wildcard proto/juki/v1/*.proto)
 
-.PHONY: run test lint typecheck pytest proto proto-check install clean distclean python-check bench bench-deps bench-lookup settings-doc settings-check
+.PHONY: run test lint typecheck pytest proto proto-check install clean distclean python-check fonts bench bench-deps bench-lookup settings-doc settings-check
 
 ## Python >= 3.11 first (before any venv is made): the one that makes the venv, and a venv already there.
 python-check:
@@ -26,11 +26,11 @@ $(STAMP): pyproject.toml | python-check
 install: $(STAMP)
 
 ## Start the whole system on embedded defaults (dev PKI, keys, seeded LMDB) in the foreground.
-run: $(STAMP)
+run: $(STAMP) fonts
 	$(JUKI) run
 
 ## Lint, type-check, check generated code is current, then the tests.
-test: $(STAMP) proto-check settings-check lint typecheck pytest
+test: $(STAMP) fonts proto-check settings-check lint typecheck pytest
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
@@ -71,6 +71,14 @@ settings-check: $(STAMP)
 ## bench/results/lookup-2M.{json,md,png}. About 20 minutes on 2 cores (first run: + building the dataset).
 bench: $(STAMP) bench-deps
 	$(JUKI) bench run
+
+## A Japanese font (Debian's IPAex Gothic) for the disclosure PDF, when none is installed (skipped, with a
+## message, when it cannot be had: `juki operator disclose` then writes the HTML only, its PDF test skips).
+fonts:
+	@if [ -z "$$(fc-list :lang=ja 2>/dev/null)" ]; then \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq fontconfig fonts-ipaexfont-gothic >/dev/null) \
+	    || echo "no Japanese font installed: the disclosure PDF will not be written (apt-get install fonts-ipaexfont-gothic)"; \
+	fi
 
 ## Debian's PostgreSQL and Redis for the benchmark's peers (skipped, with a message, when they cannot be had).
 bench-deps:
