@@ -57,7 +57,13 @@ def _print(message: Any) -> None:
 
 def _fail(error: grpc.RpcError) -> None:
     violations, metadata, reason = error_details(error)
-    click.echo(f"{error.code().name}: {error.details()}", err=True)
+    hint = ""
+    if error.code() == grpc.StatusCode.UNAVAILABLE and "failed to connect" in (error.details() or ""):
+        hint = (
+            " (is jukinet running? `make run`; a server started with `juki --home DIR run` is reached with "
+            "--home DIR, and one with another CA refuses the handshake)"
+        )
+    click.echo(f"{error.code().name}: {error.details()}{hint}", err=True)
     for field, description in violations:
         click.echo(f"  {field}: {description}", err=True)
     if reason:

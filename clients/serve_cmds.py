@@ -148,18 +148,19 @@ class ServeFailed(click.ClickException):
     exit_code = 1
 
 
-def _start_failure(exc: Exception) -> str:
-    """What a person reads for a server that could not start (no traceback, no class name)."""
+def _start_failure(exc: Exception, metrics: str) -> str:
+    """What a person reads for a server that could not start (no traceback, no class name); `metrics` is
+    the server's /metrics address (the listener that fails with a plain OSError)."""
     text = str(exc)
     bind = re.search(r"[Ff]ailed to bind to address (\S+?);", text)
-    if bind:
-        port = bind.group(1).rpartition(":")[2]
+    if bind or (isinstance(exc, OSError) and exc.errno == errno.EADDRINUSE):
+        address = bind.group(1) if bind else metrics
+        what = "" if bind else " (its /metrics listener)"
+        port = address.rpartition(":")[2]
         return (
-            f"cannot listen on {bind.group(1)}: the port is in use (another jukinet or program: "
+            f"cannot listen on {address}{what}: the port is in use (another jukinet or program: "
             f"`ss -ltnp 'sport = :{port}'`; or choose other ports, see README: Ports and paths)"
         )
-    if isinstance(exc, OSError) and exc.errno == errno.EADDRINUSE:
-        return f"cannot listen: {exc.strerror} (a metrics port? see README: Ports and paths)"
     if isinstance(exc, OSError):
         return f"{exc.strerror or text}{f': {exc.filename}' if exc.filename else ''}"
     return text
@@ -175,7 +176,8 @@ def _serve(
     try:
         asyncio.run(serve(settings, start, on_ready=on_ready))
     except (RuntimeError, OSError, AuditUnavailable) as exc:
-        cause = _start_failure(exc)
+        metrics = f"{settings.host}:{getattr(settings, f'{name}_metrics_port')}"
+        cause = _start_failure(exc, metrics)
         log.error("server stopped", extra={"server": name, "error": cause})
         raise ServeFailed(f"the {SERVER_NAMES[name]} server did not start: {cause}") from None
 
