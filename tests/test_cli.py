@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from clients.export_cmd import CSV_COLUMNS
 from server.seed.elsewhere import generate_elsewhere
 from server.seed.population import generate
 from tests.conftest import free_port
@@ -208,3 +209,30 @@ def test_every_cli_mistake_is_one_line_saying_what_to_do(home: Path) -> None:
     assert f"{bad}:2: not a juki.v1.ChangeNotice JSON line" in error
     error = one_error_line(juki(home, "cs", "export", "--as", "municipal-cs/999999", check=False))
     assert "municipal-cs/<市町村コード>" in error
+
+
+def test_cs_export_from_a_municipality_csv(home: Path) -> None:
+    """`juki cs export --csv`: the municipality's own records as the JSON lines `cs reconcile` reads."""
+    header = ",".join(CSV_COLUMNS)
+    rows = [
+        "12345678901,三重　花子,ミエ　ハナコ,2026-11-01,female,三重県津市広明町13番地,983205673214,"
+        "SHUSSEI,2026-11-01,0",
+        "12345678902,三重　太郎,ミエ　タロウ,1980-04-02,male,三重県津市丸之内1番地,,TENSHUTSU,2020-03-31,1",
+    ]
+    assert header == "resident_code,name_kanji,name_kana,birth_date,sex,address,my_number,change_reason," + (
+        "change_date,removed"
+    )  # as the README and --help say
+    source = home / "tsu.csv"
+    source.write_text("\n".join([header, *rows]) + "\n", encoding="utf-8")
+    out = home / "var" / "tsu.jsonl"
+    juki(home, "cs", "export", "--as", "municipal-cs/242012", "--csv", str(source), "--out", str(out))
+    first, second = (json.loads(line) for line in out.read_text(encoding="utf-8").splitlines())
+    assert first["residentCode"] == "12345678901" and first["municipalityCode"] == "242012"
+    assert first["fourInfo"]["sex"] == "SEX_FEMALE" and first["changeReason"] == "CHANGE_REASON_SHUSSEI"
+    assert first["myNumber"] == "983205673214" and "deletedFlag" not in first
+    assert second["deletedFlag"] is True and second["changeReason"] == "CHANGE_REASON_TENSHUTSU"
+    source.write_text(f"{header}\n{rows[0].replace(',female,', ',f,')}\n", encoding="utf-8")
+    error = one_error_line(
+        juki(home, "cs", "export", "--as", "municipal-cs/242012", "--csv", str(source), check=False)
+    )
+    assert f"{source}:2: sex 'f': male or female" in error
