@@ -180,15 +180,22 @@ def render_html(
 """
 
 
-def has_japanese_font() -> bool:
-    """Whether a font that covers Japanese is installed (fontconfig), so that the PDF shows kana and kanji."""
+def pdf_unavailable() -> str | None:
+    """Why a PDF cannot be written here (no font covering Japanese, no Pango for WeasyPrint), or None."""
     import subprocess
 
     try:
-        found = subprocess.run(["fc-list", ":lang=ja", "family"], capture_output=True, text=True, timeout=10)
+        fonts = subprocess.run(["fc-list", ":lang=ja", "family"], capture_output=True, text=True, timeout=10)
     except (OSError, subprocess.TimeoutExpired):
-        return False
-    return found.returncode == 0 and bool(found.stdout.strip())
+        fonts = None
+    if fonts is None or fonts.returncode != 0 or not fonts.stdout.strip():
+        return "no Japanese font installed (Debian: apt-get install fonts-ipaexfont-gothic)"
+    try:
+        import weasyprint  # noqa: F401  (loads Pango)
+    except (ImportError, OSError) as exc:
+        reason = str(exc).splitlines()[0][:120] if str(exc) else "unknown"
+        return f"WeasyPrint cannot load ({reason}; Debian: apt-get install libpango-1.0-0)"
+    return None
 
 
 def write_pdf(page: str, out: Path) -> None:

@@ -11,7 +11,7 @@ import grpc
 from google.protobuf import json_format
 from juki.v1 import prefecture_pb2
 
-from clients.disclosure_report import display_names, has_japanese_font, render_html, write_pdf
+from clients.disclosure_report import display_names, pdf_unavailable, render_html, write_pdf
 from clients.peer_cmds import _fail, _stub
 from server.identity.policy import Policy
 from server.settings import Settings
@@ -47,15 +47,12 @@ def disclose(
     _private(out).write_text(page, encoding="utf-8")
     written = [str(out)]
     if pdf:
-        if has_japanese_font():
+        missing = pdf_unavailable()
+        if missing is None:
             write_pdf(page, _private(out.with_suffix(".pdf")))
             written.append(str(out.with_suffix(".pdf")))
         else:
-            click.echo(
-                "no Japanese font installed: PDF not written "
-                "(Debian: apt-get install fonts-ipaexfont-gothic)",
-                err=True,
-            )
+            click.echo(f"PDF not written: {missing}", err=True)
     if json_out:
         _private(json_out).write_text(
             json_format.MessageToJson(response, ensure_ascii=False, indent=2), encoding="utf-8"

@@ -12,8 +12,8 @@ from juki.v1 import prefecture_pb2, records_pb2
 
 from clients.disclosure_report import (
     display_names,
-    has_japanese_font,
     jst,
+    pdf_unavailable,
     recipient_name,
     render_html,
     write_pdf,
@@ -83,9 +83,7 @@ def test_the_page_lists_provisions_and_refusals_apart_without_spiffe_ids() -> No
     assert "size: A4" in html
 
 
-@pytest.mark.skipif(
-    not has_japanese_font(), reason="no Japanese font (Debian: apt-get install fonts-ipaexfont-gothic)"
-)
+@pytest.mark.skipif(pdf_unavailable() is not None, reason=f"no PDF here: {pdf_unavailable()}")
 def test_the_pdf_is_a4_and_its_first_page_shows_the_japanese_text(tmp_path: Path) -> None:
     import pypdfium2
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from clients.disclosure_report import has_japanese_font
+from clients.disclosure_report import pdf_unavailable
 from tests.conftest import free_port
 
 README = Path(__file__).parents[1] / "README.md"
@@ -122,6 +122,6 @@ def test_every_readme_command_runs_on_a_fresh_home(tmp_path: Path, ports: dict[s
     assert len(ran) > 25
     # what the commands wrote is under var/ (and the PKI under certs/): nothing else in the clone's root
     assert {p.name for p in home.iterdir()} <= {"var", "certs"}
-    pdf = ("disclosure.pdf",) if has_japanese_font() else ()  # without a font: the HTML only, saying so
+    pdf = ("disclosure.pdf",) if pdf_unavailable() is None else ()  # else the HTML only, saying so
     for written in ("notices.jsonl", "disclosure.html", *pdf, "prefecture.jkb", "tsu.jsonl"):
         assert (home / "var" / written).is_file(), written
