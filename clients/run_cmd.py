@@ -9,6 +9,7 @@ import json
 import logging
 import os
 import shlex
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -85,10 +86,12 @@ def _run_lock(settings: Settings) -> Iterator[None]:
 def _juki_command() -> str:
     """The `juki` to paste, with the --home and --config this one was started with."""
     root = click.get_current_context().find_root().params
-    exe = Path(sys.executable).parent / "juki"
+    exe = Path(sys.executable).parent / "juki"  # the venv's (python -m clients has no juki of its own)
+    if not exe.exists():
+        exe = Path(shutil.which("juki") or "juki")
     with contextlib.suppress(ValueError):
         exe = exe.relative_to(Path.cwd())
-    words = [str(exe) if exe.is_absolute() else f"{exe}"]
+    words = [str(exe)]
     if root.get("config"):
         words += ["--config", str(Path(root["config"]).resolve())]
     if root.get("home"):
