@@ -172,14 +172,28 @@ def _serve(
     start: Callable[[Settings], Awaitable[RunningServer]],
     on_ready: Callable[[RunningServer], None],
 ) -> None:
-    """`serve` until stopped; a server that cannot start is one line (logged too), exit status 1."""
+    """`serve` until stopped; a server that cannot start is one line (logged too), exit status 1. (A
+    failure after it started is not caught here: it is no start-up mistake.)"""
+
+    async def starting(s: Settings) -> RunningServer:
+        try:
+            return await start(s)
+        except (RuntimeError, OSError, AuditUnavailable) as exc:
+            raise _NotStarted(exc) from exc
+
     try:
-        asyncio.run(serve(settings, start, on_ready=on_ready))
-    except (RuntimeError, OSError, AuditUnavailable) as exc:
+        asyncio.run(serve(settings, starting, on_ready=on_ready))
+    except _NotStarted as failed:
         metrics = f"{settings.host}:{getattr(settings, f'{name}_metrics_port')}"
-        cause = _start_failure(exc, metrics)
-        log.error("server stopped", extra={"server": name, "error": cause})
+        cause = _start_failure(failed.cause, metrics)
+        log.error("server did not start", extra={"server": name, "error": cause})
         raise ServeFailed(f"the {SERVER_NAMES[name]} server did not start: {cause}") from None
+
+
+class _NotStarted(Exception):
+    def __init__(self, cause: Exception) -> None:
+        super().__init__(str(cause))
+        self.cause = cause
 
 
 def _serve_prefecture(settings: Settings, sample: _Sample | None = None) -> None:
