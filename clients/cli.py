@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import click
@@ -61,4 +62,21 @@ cli.add_command(witness_cmds.witness)
 
 
 def main() -> None:
-    cli()
+    """`juki`: a mistake is one line on stderr ("Error: …", what is wrong and what to do), never a traceback
+    or a usage screen; exit status 2 for a usage mistake, as click gives."""
+    try:
+        status = cli.main(prog_name="juki", standalone_mode=False)
+    except click.UsageError as exc:
+        if type(exc).__name__ == "NoArgsIsHelpError":  # `juki` or a group alone: its help, as click shows it
+            exc.show()
+            sys.exit(exc.exit_code)
+        where = exc.ctx.command_path if exc.ctx else "juki"
+        click.echo(f"Error: {exc.format_message()} (see `{where} --help`)", err=True)
+        sys.exit(exc.exit_code)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except click.Abort:
+        click.echo("Aborted!", err=True)
+        sys.exit(1)
+    sys.exit(status if isinstance(status, int) else 0)

@@ -209,6 +209,9 @@ def test_every_cli_mistake_is_one_line_saying_what_to_do(home: Path) -> None:
     assert f"{bad}:2: not a juki.v1.ChangeNotice JSON line" in error
     error = one_error_line(juki(home, "cs", "export", "--as", "municipal-cs/999999", check=False))
     assert "municipal-cs/<市町村コード>" in error
+    # a usage mistake too: one line (not click's usage screen) saying where the help is
+    error = one_error_line(juki(home, "lookup", "--purpose", "identity-check", check=False))
+    assert error == "Error: Missing option '--as'. (see `juki lookup --help`)"
 
 
 def test_cs_export_from_a_municipality_csv(home: Path) -> None:
