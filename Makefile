@@ -76,7 +76,7 @@ bench: $(STAMP) bench-deps
 ## message, when it cannot be had: `juki operator disclose` then writes the HTML only, its PDF test skips).
 fonts:
 	@if [ -z "$$(fc-list :lang=ja 2>/dev/null)" ]; then \
-	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq fontconfig fonts-ipaexfont-gothic >/dev/null) \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq fontconfig fonts-ipaexfont-gothic) >/dev/null 2>&1 \
 	    || echo "no Japanese font installed: the disclosure PDF will not be written (apt-get install fonts-ipaexfont-gothic)"; \
 	fi
 
