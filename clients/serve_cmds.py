@@ -12,10 +12,14 @@ import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import click
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 from tqdm import tqdm
 
+from clients.channel import aio_channel
 from clients.launch import SERVER_NAMES
 from server.app import (
     ADMIN_SERVICE,
@@ -32,6 +36,7 @@ from server.app import (
 )
 from server.audit import AuditUnavailable
 from server.hardening import LOG_DIR, harden_process
+from server.identity.pki import Pki
 from server.seed.elsewhere import generate_elsewhere
 from server.seed.fuhyo import generate_fuhyo, load_fuhyo
 from server.seed.load import load
@@ -119,6 +124,28 @@ def _announce(settings: Settings, name: str, running: RunningServer, sample: _Sa
     sys.stdout.flush()
 
 
+async def _announce_healthy(settings: Settings, running: RunningServer, sample: _Sample) -> None:
+    """The banner and "ready" once the prefectural server answers health SERVING on its port, over mTLS
+    as a client would (it runs in this process: asked from its own event loop, without blocking it)."""
+    channel = aio_channel(Pki(settings.pki_path), "monitor/monitor-01", settings.prefecture_target)
+    health: Any = health_pb2_grpc.HealthStub(channel)
+    try:
+        for _ in range(600):  # 60 s at most
+            try:
+                answer = await health.Check(health_pb2.HealthCheckRequest(service=""), timeout=1.0)
+                if answer.status == health_pb2.HealthCheckResponse.SERVING:
+                    _announce(settings, "prefecture", running, sample)
+                    return
+            except grpc.RpcError:
+                pass
+            await asyncio.sleep(0.1)
+        click.echo(
+            "the prefectural server does not answer health SERVING: see var/log/prefecture.log", err=True
+        )
+    finally:
+        await channel.close()
+
+
 @dataclass(frozen=True)
 class _Sample:
     """What `juki run` shows to try: a resident's code only when asked for, and the `juki` command line
@@ -199,8 +226,19 @@ class _NotStarted(Exception):
 def _serve_prefecture(settings: Settings, sample: _Sample | None = None) -> None:
     """One server process, or `prefecture_workers` of them on the port under a supervisor (this process)."""
     if settings.prefecture_workers <= 1:
+        if sample is None:
+            _serve(
+                "prefecture", settings, start_prefecture, lambda r: _announce(settings, "prefecture", r, None)
+            )
+            return
+        keep: list[asyncio.Task[None]] = []  # `juki run`: "ready" once its own health answers over mTLS too
         _serve(
-            "prefecture", settings, start_prefecture, lambda r: _announce(settings, "prefecture", r, sample)
+            "prefecture",
+            settings,
+            start_prefecture,
+            lambda r: keep.append(
+                asyncio.get_running_loop().create_task(_announce_healthy(settings, r, sample))
+            ),
         )
         return
 
