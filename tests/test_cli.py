@@ -173,9 +173,8 @@ def test_juki_run_with_a_port_taken_names_the_server_and_never_says_ready(home: 
     assert error.startswith("Error: the 附票 (fuhyo) server did not start: cannot listen on 127.0.0.1:")
     assert "the port is in use" in error and "var/log/fuhyo.log" in error
     assert "Traceback" not in result.stderr
-    # the national server, started first, was stopped again: its port is free
-    with socket.socket() as again:
-        again.bind(("127.0.0.1", int(os.environ["JUKI_NATIONAL_PORT"])))
+    # the national server, started first, was stopped again: nothing listens on its port
+    assert_nothing_listens(int(os.environ["JUKI_NATIONAL_PORT"]))
 
 
 def one_error_line(result: subprocess.CompletedProcess[str]) -> str:
@@ -239,3 +238,24 @@ def test_cs_export_from_a_municipality_csv(home: Path) -> None:
         juki(home, "cs", "export", "--as", "municipal-cs/242012", "--csv", str(source), check=False)
     )
     assert f"{source}:2: sex 'f': male or female" in error
+
+
+def test_juki_run_with_its_own_port_taken_stops_the_peers_it_started(home: Path) -> None:
+    """The prefectural server (in the `juki run` process) cannot listen: exit 1 naming it, no "ready", and
+    the national and 附票 servers it had started are stopped again."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", int(os.environ["JUKI_PREFECTURE_PORT"])))
+        taken.listen()
+        result = juki(home, "run", "--count", "300", check=False, timeout=180)
+    assert result.returncode == 1 and "ready" not in result.stdout.split()
+    error = result.stderr.strip().splitlines()[-1]
+    assert error.startswith("Error: the prefectural server did not start: cannot listen on 127.0.0.1:")
+    for peer in ("NATIONAL_PORT", "FUHYO_PORT"):
+        assert_nothing_listens(int(os.environ[f"JUKI_{peer}"]))
+
+
+def assert_nothing_listens(port: int) -> None:
+    """Binding succeeds (SO_REUSEADDR: a connection in TIME_WAIT is no listener)."""
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        probe.bind(("127.0.0.1", port))
