@@ -22,6 +22,7 @@ from server.domain.fuhyo import (
     parse_held,
     validate_fuhyo_notice,
 )
+from server.domain.limits import check_message
 from server.domain.search import Searcher
 from server.identity.policy import Policy
 from server.propagation.my_number_link import MyNumberLink
@@ -62,6 +63,7 @@ class FuhyoService(fuhyo_pb2_grpc.FuhyoServicer):
 
     def _apply_one(self, tx: ResidentTxn, notice: fuhyo_pb2.FuhyoNotice, caller: str) -> Any:
         def put_full(record: records_pb2.FuhyoRecord) -> None:
+            record.DiscardUnknownFields()  # defence in depth: the chain discarded them already
             tx.put_raw(FULL_RECORDS, record.resident_code.encode(), record.SerializeToString())
 
         return apply_fuhyo_notice(tx, notice, caller_municipality=caller, now=self._now, put_full=put_full)
@@ -80,6 +82,7 @@ class FuhyoService(fuhyo_pb2_grpc.FuhyoServicer):
         self, request: fuhyo_pb2.FuhyoLookupRequest, context: Context
     ) -> fuhyo_pb2.FuhyoLookupResponse:
         v = Violations()
+        check_message(v, request)
         val.check_resident_code(v, "resident_code", request.resident_code)
         val.check_request_id(v, "request_id", request.request_id)
         v.raise_if_any()
@@ -103,6 +106,7 @@ class FuhyoService(fuhyo_pb2_grpc.FuhyoServicer):
         self, request: fuhyo_pb2.FuhyoProvideRequest, context: Context
     ) -> fuhyo_pb2.FuhyoProvideResponse:
         v = Violations()
+        check_message(v, request)
         val.check_request_id(v, "request_id", request.request_id, required=request.include_my_number)
         v.raise_if_any()
         condition = parse_condition(
@@ -151,6 +155,7 @@ class FuhyoService(fuhyo_pb2_grpc.FuhyoServicer):
     ) -> fuhyo_pb2.FuhyoProvideResponse:
         """The held answer again: same caller, same purpose as the provision, a purpose that (still, after
         any policy reload) allows My Number, within the TTL."""
+        _check_schema(request)
         if not self._policy().allows_my_number(request.purpose):
             raise _purpose_without_my_number()
         purpose, answer = parse_held(await self._held(request.request_id, ack=False))
@@ -165,6 +170,7 @@ class FuhyoService(fuhyo_pb2_grpc.FuhyoServicer):
     async def AckDelivery(
         self, request: fuhyo_pb2.AckDeliveryRequest, context: Context
     ) -> fuhyo_pb2.AckDeliveryResponse:
+        _check_schema(request)
         await self._held(request.request_id, ack=True)
         return fuhyo_pb2.AckDeliveryResponse()
 
@@ -197,6 +203,12 @@ class FuhyoService(fuhyo_pb2_grpc.FuhyoServicer):
         self, request: prefecture_pb2.PingRequest, context: Context
     ) -> prefecture_pb2.PingResponse:
         return prefecture_pb2.PingResponse()
+
+
+def _check_schema(request: Any) -> None:
+    v = Violations()
+    check_message(v, request)
+    v.raise_if_any()
 
 
 def _purpose_without_my_number() -> DomainError:

@@ -12,6 +12,7 @@ from juki.v1 import national_pb2, national_pb2_grpc, prefecture_pb2
 from server.domain import validation as val
 from server.domain.errors import DomainError, ErrorKind, Violations
 from server.domain.finding import MAX_MATCHES, find, parse_condition, too_many
+from server.domain.limits import check_message
 from server.domain.minimise import resident_view
 from server.domain.national import absorb_change, validate_changes
 from server.identity.policy import Policy
@@ -63,6 +64,9 @@ class NationalService(national_pb2_grpc.NationalServicer):
     async def Query(
         self, request: national_pb2.NationalQueryRequest, context: Context
     ) -> national_pb2.NationalQueryResponse:
+        v = Violations()
+        check_message(v, request)
+        v.raise_if_any()
         condition = parse_condition(
             request.WhichOneof("key"),
             request.resident_code,
@@ -70,7 +74,6 @@ class NationalService(national_pb2_grpc.NationalServicer):
             request.four_info,
             today=self._now().date(),
         )
-        v = Violations()
         val.check_request_id(v, "request_id", request.request_id)
         v.raise_if_any()
         # Minimised here too (SPEC §4.2): a My Number only for a purpose that allows it, to a caller granted

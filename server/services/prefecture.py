@@ -15,8 +15,15 @@ from server.domain import link, operators
 from server.domain import validation as val
 from server.domain.errors import DomainError, ErrorKind, FieldViolation, Violations, nobody
 from server.domain.finding import MAX_MATCHES, Condition, find, parse_condition, too_many
+from server.domain.limits import check_message
 from server.domain.minimise import resident_view
-from server.domain.reconcile import differing_items, range_digests, record_items
+from server.domain.reconcile import (
+    differing_items,
+    range_digests,
+    record_items,
+    validate_ranges,
+    validate_record,
+)
 from server.domain.search import Searcher
 from server.domain.updates import apply_notice, validate_notice
 from server.identity.pki import SpiffeId
@@ -40,6 +47,7 @@ def checked_lookup(request: prefecture_pb2.LookupRequest, policy: Policy) -> tup
     """A Lookup request's key ("resident_code" or "my_number") and whether its purpose allows My Number;
     DomainError when a field is invalid or the key is a My Number the purpose does not allow."""
     v = Violations()
+    check_message(v, request)
     key = request.WhichOneof("key")
     if key == "resident_code":
         val.check_resident_code(v, "resident_code", request.resident_code)
@@ -148,6 +156,7 @@ class PrefectureService(prefecture_pb2_grpc.PrefectureServicer):
     def _parse_condition(self, request: Any, oneof: str) -> tuple[Condition, bool]:
         """The request's condition, and whether its purpose allows My Number (a My Number condition must)."""
         v = Violations()
+        check_message(v, request)
         val.check_request_id(v, "request_id", request.request_id)
         v.raise_if_any()
         condition = parse_condition(
@@ -215,6 +224,7 @@ class PrefectureService(prefecture_pb2_grpc.PrefectureServicer):
         """開示: the resident's 8 items, every provision of their record and every refusal concerning them,
         each with its inclusion proof."""
         v = Violations()
+        check_message(v, request)
         val.check_resident_code(v, "resident_code", request.resident_code)
         val.check_request_id(v, "request_id", request.request_id)
         v.raise_if_any()
@@ -244,6 +254,7 @@ class PrefectureService(prefecture_pb2_grpc.PrefectureServicer):
         the policy grants Fuhyo.Provide for it, for a person removed by 転出 (persons living abroad are
         removed from the resident register but keep their My Number). Every other person gets one refusal."""
         v = Violations()
+        check_message(v, request)
         val.check_resident_code(v, "resident_code", request.resident_code)
         val.check_request_id(v, "request_id", request.request_id, required=True)
         try:
@@ -277,6 +288,7 @@ class PrefectureService(prefecture_pb2_grpc.PrefectureServicer):
         with_number = False
         today = self._now().date()
         async for request in request_iterator:
+            _check_batch_message(request, count)
             if count == 0:
                 purpose, declared = request.purpose, request.declared_count
                 await self._admit_batch(request)
@@ -351,6 +363,7 @@ class PrefectureService(prefecture_pb2_grpc.PrefectureServicer):
         ranges = first.ranges
         if first.WhichOneof("part") != "ranges" or not 1 <= ranges.prefix_length <= 6:
             raise _invalid("ranges", "the first message carries ranges with prefix_length 1–6")
+        validate_ranges(ranges)
         if ranges.municipality_code != municipality:
             raise DomainError(
                 ErrorKind.PERMISSION_DENIED,
@@ -369,6 +382,8 @@ class PrefectureService(prefecture_pb2_grpc.PrefectureServicer):
         )
         async for request in iterator:
             record = request.record
+            if request.WhichOneof("part") == "record":
+                validate_record(request)
             if (
                 request.WhichOneof("part") != "record"
                 or record.resident_code[: ranges.prefix_length] not in wanted
@@ -419,6 +434,16 @@ class PrefectureService(prefecture_pb2_grpc.PrefectureServicer):
         return prefecture_pb2.ReconcileDifference(
             resident_code=code, kind=prefecture_pb2.DIFFERENCE_KIND_ITEMS_DIFFER, items=items
         )
+
+
+_CONDITION = frozenset({"resident_code", "my_number", "four_info"})
+
+
+def _check_batch_message(request: prefecture_pb2.BatchProvideRequest, index: int) -> None:
+    """A message of a batch outside the schema ends the stream; a malformed condition is only REFUSED."""
+    v = Violations()
+    check_message(v, request, f"requests[{index}]", skip=_CONDITION)
+    v.raise_if_any()
 
 
 def _invalid(field: str, description: str) -> DomainError:

@@ -9,6 +9,10 @@ Named databases of one environment:
   idx_name         清音化かな + NUL + YYYYMMDD + 住民票コード → state, sex, YYYYMMDD
   idx_birth        YYYYMMDD + sex + 住民票コード → the same
   idx_address      address + NUL + 住民票コード → the same
+                   (the kana cut to NAME_KEY_BYTES, the address to ADDRESS_KEY_BYTES of UTF-8, at a
+                   character: every key fits LMDB's 511 bytes whatever NFKC makes of a name, and a key
+                   that fitted before is unchanged; a search filters on the record, so a longer name or
+                   address is still found by its whole prefix)
   idx_municipality 市町村コード + 住民票コード → "" (整合: record digests are computed when asked, from the
                    record and its opened My Number, never stored: a plain hash over the items would give
                    the My Number away to brute force)
@@ -37,7 +41,8 @@ from dataclasses import dataclass
 from operator import itemgetter
 from typing import Any
 
-from juki.v1 import records_pb2
+from google.protobuf.message import Message
+from juki.v1 import national_pb2, records_pb2
 
 from server.domain.kana import search_kana
 from server.domain.reconcile import record_digest
@@ -72,7 +77,9 @@ def _u64(value: int) -> bytes:
 
 
 def _without_my_number(record: records_pb2.ResidentRecord) -> bytes:
-    """The record serialized with My Number cleared, leaving the caller's message as it was."""
+    """The record serialized with My Number cleared (and no field outside the schema: defence in depth
+    behind the chain, which discards unknown fields of every request), leaving the My Number as it was."""
+    record.DiscardUnknownFields()
     if not record.my_number:
         return bytes(record.SerializeToString())
     number = record.my_number
@@ -88,6 +95,20 @@ def _history_value(sealed: bytes, record: bytes) -> bytes:
     return _U16.pack(len(sealed)) + sealed + record
 
 
+MAX_KEY_BYTES = 511  # LMDB's key size
+NAME_KEY_BYTES = MAX_KEY_BYTES - 1 - 8 - 11  # 清音化かな + NUL + YYYYMMDD + 住民票コード
+ADDRESS_KEY_BYTES = MAX_KEY_BYTES - 1 - 11  # address + NUL + 住民票コード
+
+
+def index_text(text: str, limit: int) -> bytes:
+    """The text part of an idx_name / idx_address key (or of a prefix scanning them): its UTF-8, cut to
+    `limit` bytes at a character boundary."""
+    raw = text.encode()
+    if len(raw) <= limit:
+        return raw
+    return raw[:limit].decode("utf-8", "ignore").encode()
+
+
 def _dob_key(iso_date: str) -> bytes:
     return iso_date.replace("-", "").encode()
 
@@ -100,9 +121,9 @@ def _index_keys(
     sex_byte = bytes((sex,))
     value = (_REMOVED if removed else _ACTIVE) + sex_byte + dob
     return (
-        search_kana.encode() + b"\x00" + dob + code,
+        index_text(search_kana, NAME_KEY_BYTES) + b"\x00" + dob + code,
         dob + sex_byte + code,
-        address.encode() + b"\x00" + code,
+        index_text(address, ADDRESS_KEY_BYTES) + b"\x00" + code,
         value,
     )
 
@@ -300,11 +321,15 @@ class ResidentTxn:
         """The store's keyed form of a digest over data that may hold a My Number (see `sealing`)."""
         return self._store.sealer.keyed_digest(digest)
 
-    def enqueue_outbox(self, payload: bytes, enqueued_ms: int) -> None:
-        """Queue a change for the national server: the enqueue time in clear (for the age metric), then the
-        change sealed, since a change notice carries a My Number."""
+    def enqueue_outbox(self, change: Message | bytes, enqueued_ms: int) -> None:
+        """Queue a change (a PropagatedChange, or its bytes) for the national server: the enqueue time in
+        clear (for the age metric), then the change sealed, since a change notice carries a My Number.
+        Fields outside the schema are dropped first: only what was validated is forwarded."""
+        if isinstance(change, bytes):
+            change = national_pb2.PropagatedChange.FromString(change)
+        change.DiscardUnknownFields()
         key = _u64(self._next_counter(b"outbox_counter"))
-        sealed = self._store.sealer.seal_blob(b"outbox" + key, payload)
+        sealed = self._store.sealer.seal_blob(b"outbox" + key, change.SerializeToString())
         self._txn.put(key, _u64(enqueued_ms) + sealed, db=self._dbs["outbox"])
 
     def outbox_batch(self, limit: int) -> list[tuple[bytes, bytes]]:
