@@ -111,7 +111,7 @@ def write_jsonl(records: Iterable[records_pb2.ResidentRecord], out: Path | None)
 @click.command("export")
 @click.option("--as", "identity", required=True, help="municipal-cs/<市町村コード>: whose residents")
 @click.option("--count", default=100_000, show_default=True, help="residents seeded (juki run --count)")
-@click.option("--seed", "seed_number", default=1, show_default=True, help="seed number of juki seed / run")
+@click.option("--seed", "seed_number", default=1, show_default=True, help="juki seed --seed (juki run: 1)")
 @click.option(
     "--csv",
     "csv_file",
