@@ -66,7 +66,8 @@ def _default(field: dataclasses.Field[object]) -> str:
 
 
 def _cell(text: str) -> str:
-    return text.replace("|", "\\|")
+    """Table-safe Markdown: a | escaped, and <…> shown as text rather than taken for HTML."""
+    return text.replace("|", "\\|").replace("<", "&lt;").replace(">", "&gt;")
 
 
 def render() -> str:
