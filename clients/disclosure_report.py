@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import html
+import logging
 import tomllib
 from importlib import resources
 from pathlib import Path
@@ -115,6 +116,11 @@ def recipient_name(recipient: str, names: dict[str, str]) -> str:
     return names.get(f"{role}/*", key)
 
 
+def _number(provision: Any) -> str:
+    """An entry's number as the page shows it: #seq in the main trail, "w1 #seq" in a worker's."""
+    return f"{provision.trail} #{provision.seq}" if provision.trail else f"#{provision.seq}"
+
+
 def _table(head: tuple[str, ...], rows: list[str]) -> str:
     header = "".join(f"<th>{_e(h)}</th>" for h in head)
     return f'<table class="log"><tr>{header}</tr>\n' + "\n".join(rows) + "</table>"
@@ -146,7 +152,7 @@ def render_html(
             recipient_name(p.recipient, names),
             purposes.get(p.purpose, p.purpose),
             _OUTCOME.get(p.outcome, p.outcome),
-            f"{p.trail} #{p.seq}" if p.trail else f"#{p.seq}",
+            _number(p),
         )
         (provided if p.outcome == "OK" else refused).append(row)
     head = ("日時", "提供先", "事務（目的）", "結果", "記録番号")
@@ -190,6 +196,7 @@ def pdf_unavailable() -> str | None:
         fonts = None
     if fonts is None or fonts.returncode != 0 or not fonts.stdout.strip():
         return "no Japanese font installed (Debian: apt-get install fonts-ipaexfont-gothic)"
+    _quiet()
     try:
         import weasyprint  # noqa: F401  (loads Pango)
     except (ImportError, OSError) as exc:
@@ -200,9 +207,16 @@ def pdf_unavailable() -> str | None:
 
 def write_pdf(page: str, out: Path) -> None:
     """The page as an A4 PDF (WeasyPrint: local fonts only, nothing fetched)."""
+    _quiet()
     from weasyprint import HTML  # imported here: it loads Pango, which no other command needs
 
     HTML(string=page, base_url=None).write_pdf(out)
+
+
+def _quiet() -> None:
+    """WeasyPrint's progress and fontTools' subsetting notes are not the CLI's output (errors still are)."""
+    for chatty in ("weasyprint", "fontTools"):
+        logging.getLogger(chatty).setLevel(logging.ERROR)
 
 
 def _proofs(disclosure: Any) -> str:
@@ -213,7 +227,7 @@ def _proofs(disclosure: Any) -> str:
         note = notes.get(p.trail, "")
         if not p.tree_size or not note:
             blocks.append(
-                f"<p>記録番号 {_e(p.trail or '-')} #{p.seq}: "
+                f"<p>記録番号 {_e(_number(p))}: "
                 "直近のチェックポイントの後の記録です（数秒後に証明できます）。</p>"
             )
             continue
@@ -226,7 +240,7 @@ def _proofs(disclosure: Any) -> str:
             entry=p.entry.encode() if p.entry else None,
             leaf=p.leaf_hash,
         )
-        summary = f"記録番号 {_e(p.trail or '-')} #{p.seq}"
+        summary = f"記録番号 {_e(_number(p))}"
         blocks.append(f"<details><summary>{summary}</summary><pre>{_e(proof)}</pre></details>")
     if not blocks:
         return ""

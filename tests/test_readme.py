@@ -125,3 +125,5 @@ def test_every_readme_command_runs_on_a_fresh_home(tmp_path: Path, ports: dict[s
     pdf = ("disclosure.pdf",) if pdf_unavailable() is None else ()  # else the HTML only, saying so
     for written in ("notices.jsonl", "disclosure.html", *pdf, "prefecture.jkb", "tsu.jsonl"):
         assert (home / "var" / written).is_file(), written
+    for private in ("disclosure.html", *pdf, "tsu.jsonl"):  # they hold My Numbers
+        assert oct((home / "var" / private).stat().st_mode & 0o777) == "0o600", private
