@@ -12,20 +12,16 @@ from typing import Any
 
 import click
 import grpc
-from google.protobuf import json_format
 from juki.v1 import prefecture_pb2, records_pb2
 from tqdm import tqdm
 
-from clients.peer_cmds import _fail, _stub
+from clients.peer_cmds import _fail, _stub, json_lines
 from server.domain.reconcile import range_digests, record_digest
 from server.settings import Settings
 
 
 def _records(path: Path) -> Iterator[records_pb2.ResidentRecord]:
-    with path.open(encoding="utf-8") as f:
-        for line in f:
-            if line.strip():
-                yield json_format.Parse(line, records_pb2.ResidentRecord())
+    yield from json_lines(path, records_pb2.ResidentRecord, "juki cs export")
 
 
 def reconcile(stub: Any, path: Path, municipality: str, prefix_length: int) -> tuple[list[Any], Any]:
