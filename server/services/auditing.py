@@ -49,7 +49,7 @@ class TrailAuditor:
             items=tuple(sorted(facts.items)),
             request_id=facts.request_id,
             source=facts.source,
-            count=facts.count,
+            count=facts.count if facts.applied is None else facts.applied,
             kind="provision" if is_provision(facts) else "",
             requester=facts.requester,
         )
@@ -79,7 +79,9 @@ def monthly_statistics(directory: Path, month: str) -> admin_pb2.StatisticsRespo
     updates: Counter[str] = Counter()
     provisions: Counter[str] = Counter()
     for entry in query(directory, since=start, until=end):
-        if entry["role"] == "municipal-cs" and entry["outcome"] == "OK" and "/ApplyUpdate" in entry["method"]:
+        # an update entry counts what the call applied, whatever its outcome (a stream refused at its
+        # fourth notice applied three)
+        if entry["role"] == "municipal-cs" and "/ApplyUpdate" in entry["method"]:
             updates[entry["caller"].rsplit("/", 1)[-1]] += int(entry["count"])
         elif entry["kind"] == "provision":
             provisions[f"{entry['caller']} {entry['purpose']} {entry['outcome']}"] += max(

@@ -41,6 +41,7 @@ from server.services.status import CODES, INTERNAL_MESSAGE, internal_metadata, s
 log = logging.getLogger(__name__)
 
 caller_var: contextvars.ContextVar[SpiffeId] = contextvars.ContextVar("juki_caller")
+facts_var: contextvars.ContextVar[CallFacts] = contextvars.ContextVar("juki_call_facts")
 
 Denial = tuple[grpc.StatusCode, str]
 # grpc's handler and context types are loose at this level (sync and aio share RpcMethodHandler).
@@ -66,6 +67,11 @@ class CallAuditor(Protocol):
 def current_caller() -> SpiffeId:
     """The authenticated, authorized caller of the call being handled."""
     return caller_var.get()
+
+
+def current_facts() -> CallFacts:
+    """What the audit entry of the call being handled will say (a handler that writes sets `applied`)."""
+    return facts_var.get()
 
 
 def purpose_methods(*services: ServiceDescriptor) -> frozenset[str]:
@@ -165,7 +171,9 @@ class AccessInterceptor(grpc.aio.ServerInterceptor):
             meter = MethodMetrics(method, grpc_type)
             self._meters[method] = meter
         meter.started.inc()
-        return CallFacts(method, meter=meter)
+        facts = CallFacts(method, meter=meter)
+        facts_var.set(facts)
+        return facts
 
     def audit_ready(self) -> bool:
         return self.auditor is None or self.auditor.ready()
@@ -305,6 +313,8 @@ async def _audited(gate: AccessInterceptor, context: Context, facts: CallFacts, 
     except BaseException as exc:
         _ended(gate, context, facts, exc)
         raise
+    if context.cancelled():  # the client went away first (e.g. an idle stream it cancelled): not OK
+        facts.outcome = "CANCELLED"
     if not gate.audit(facts):
         await _deny(context, AUDIT_DOWN)
     return response
@@ -392,6 +402,8 @@ async def _audited_stream(
     except BaseException as exc:
         _ended(gate, context, facts, exc)
         raise
+    if context.cancelled():
+        facts.outcome = "CANCELLED"
     if not gate.audit(facts):
         await _deny(context, AUDIT_DOWN)
 

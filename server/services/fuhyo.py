@@ -74,7 +74,7 @@ class FuhyoService(fuhyo_pb2_grpc.FuhyoServicer):
     async def ApplyUpdates(
         self, request_iterator: AsyncIterator[fuhyo_pb2.FuhyoApplyRequest], context: Context
     ) -> prefecture_pb2.ApplyUpdatesResponse:
-        return await self._applier.stream(request_iterator)
+        return await self._applier.stream(request_iterator, context)
 
     async def Lookup(
         self, request: fuhyo_pb2.FuhyoLookupRequest, context: Context

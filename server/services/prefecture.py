@@ -99,7 +99,7 @@ class PrefectureService(prefecture_pb2_grpc.PrefectureServicer):
     async def ApplyUpdates(
         self, request_iterator: AsyncIterator[prefecture_pb2.ApplyUpdateRequest], context: Context
     ) -> prefecture_pb2.ApplyUpdatesResponse:
-        return await self._applier.stream(request_iterator)
+        return await self._applier.stream(request_iterator, context)
 
     # reads -----------------------------------------------------------------------------------------
     async def Lookup(
