@@ -229,7 +229,7 @@ async def _start(
         interceptors=[access],
         options=[
             ("grpc.so_reuseport", 1 if reuse_port else 0),
-            ("grpc.max_receive_message_length", 8 * 1024 * 1024),
+            ("grpc.max_receive_message_length", settings.max_message_bytes),
             ("grpc.keepalive_permit_without_calls", 1),
             ("grpc.http2.min_recv_ping_interval_without_data_ms", 5_000),  # peers' keepalive pings
         ],
@@ -409,6 +409,8 @@ async def start_prefecture(settings: Settings, *, worker: int = 0) -> RunningSer
         national_channel,
         prefecture_code=settings.prefecture_code,
         batch_size=settings.relay_batch_size,
+        batch_bytes=min(settings.relay_batch_bytes, settings.max_message_bytes // 2),
+        max_change_bytes=settings.max_message_bytes * 15 // 16,
         backoff_initial=settings.relay_backoff_initial,
         backoff_max=settings.relay_backoff_max,
         idle_poll=settings.relay_idle_poll,

@@ -31,6 +31,7 @@ class Settings:
     search_max_results: int = 1000
     apply_batch_size: int = 256
     grace_seconds: float = 5.0
+    max_message_bytes: int = 8 << 20  # the largest request message a server takes (gRPC receive cap)
     crl_check_interval: float = 0.25
     prefecture_code: str = "24"  # 三重県
     # >1: that many prefectural server processes share the port (SO_REUSEPORT) to scale reads (SPEC §10)
@@ -58,6 +59,7 @@ class Settings:
     # propagation (outbox relay, SPEC §6.2)
     relay_enabled: bool = True
     relay_batch_size: int = 500
+    relay_batch_bytes: int = 4 << 20  # a NotifyUpdates request stays well below the peer's message cap
     relay_backoff_initial: float = 0.2
     relay_backoff_max: float = 10.0
     relay_idle_poll: float = 1.0
