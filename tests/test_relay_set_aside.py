@@ -132,8 +132,8 @@ def test_a_change_refused_for_good_is_set_aside_and_the_other_municipalities_kee
     for notice in stuck_notices:  # no personal data in what the status shows
         assert notice.resident_code not in status.stdout and notice.my_number not in status.stdout
 
-    code, text = scrape(server, "monitor/monitor-01")
-    assert code == 200
+    http_status, text = scrape(server, "monitor/monitor-01")
+    assert http_status == 200
     assert 'juki_outbox_set_aside{state="refused"} 1.0' in text
     assert 'juki_outbox_set_aside{state="held"} 2.0' in text
 
