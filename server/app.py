@@ -416,7 +416,7 @@ async def start_prefecture(settings: Settings, *, worker: int = 0) -> RunningSer
         idle_poll=settings.relay_idle_poll,
         timeout=settings.national_timeout,
     )
-    national = NationalClient(national_channel, timeout=settings.national_timeout)
+    national = NationalClient(national_channel, timeout=settings.link_timeout_max)
     registry = Registry(store.env)
     policy_ref: list[AccessInterceptor] = []
     service = PrefectureService(
@@ -507,7 +507,7 @@ async def start_fuhyo(settings: Settings) -> RunningServer:
     tempstore = TempStore(settings.path(settings.tempstore_dir), ttl=settings.tempstore_ttl)
     link = MyNumberLink(
         lambda: client_channel(pki, settings.fuhyo_identity, settings.prefecture_target),
-        timeout=settings.national_timeout,
+        timeout=settings.link_timeout_max,
     )
     registry = Registry(store.env)
     policy_ref: list[AccessInterceptor] = []

@@ -42,7 +42,10 @@ class Settings:
     national_data_dir: Path = Path("var/data/national")
     national_keys_file: Path = Path("var/keys/national.keys.json")
     national_seed_count: int = 30_000  # synthetic residents of other prefectures
-    national_timeout: float = 5.0
+    national_timeout: float = 5.0  # each NotifyUpdates attempt of the outbox relay
+    # a call made on behalf of a caller (附票 → prefecture, prefecture → national) gets the caller's remaining
+    # deadline, capped at this (and this when the caller set none)
+    link_timeout_max: float = 30.0
     # the 附票 server (SPEC §5.2) and its temporary area (§5.3)
     fuhyo_port: int = 50052
     fuhyo_identity: str = "fuhyo-server/24"

@@ -137,6 +137,7 @@ class FuhyoService(fuhyo_pb2_grpc.FuhyoServicer):
             purpose=request.purpose,
             requester=caller,
             request_id=request.request_id,
+            remaining=context.time_remaining(),
         )
         try:
             await self._tempstore.put_async(slot, caller, held_answer(request.purpose, answer))

@@ -115,7 +115,9 @@ class PrefectureService(prefecture_pb2_grpc.PrefectureServicer):
         if record is not None:
             return prefecture_pb2.LookupResponse(record=resident_view(record, number), source=LOCAL)
         condition = Condition(str(key), request.resident_code or request.my_number)
-        views = await self._ask_national(condition, request.purpose, request.request_id, with_number)
+        views = await self._ask_national(
+            condition, request.purpose, request.request_id, with_number, context=context
+        )
         if not views:
             raise nobody()
         return prefecture_pb2.LookupResponse(record=views[0], source=NATIONAL)
@@ -128,8 +130,11 @@ class PrefectureService(prefecture_pb2_grpc.PrefectureServicer):
         request_id: str,
         with_number: bool,
         four_info: prefecture_pb2.FourInfoQuery | None = None,
+        *,
+        context: Context,
     ) -> list[records_pb2.ResidentView]:
-        """The national server's answer, minimised here by this caller's purpose."""
+        """The national server's answer, minimised here by this caller's purpose, within the caller's
+        remaining deadline (capped)."""
         if self._national is None:
             raise DomainError(ErrorKind.UNAVAILABLE, "no national server configured", "NATIONAL_UNAVAILABLE")
         views = await self._national.query(
@@ -138,6 +143,7 @@ class PrefectureService(prefecture_pb2_grpc.PrefectureServicer):
             requester=current_caller().uri,
             request_id=request_id,
             four_info=four_info,
+            remaining=context.time_remaining(),
         )
         if not with_number:
             for view in views:
@@ -177,7 +183,7 @@ class PrefectureService(prefecture_pb2_grpc.PrefectureServicer):
         if views:
             return prefecture_pb2.ProvideResponse(records=views, source=LOCAL)
         forwarded = await self._ask_national(
-            condition, request.purpose, request.request_id, with_number, request.four_info
+            condition, request.purpose, request.request_id, with_number, request.four_info, context=context
         )
         if not forwarded:
             raise nobody()
@@ -188,7 +194,7 @@ class PrefectureService(prefecture_pb2_grpc.PrefectureServicer):
     ) -> prefecture_pb2.QueryNationalResponse:
         condition, with_number = self._parse_condition(request, "key")
         views = await self._ask_national(
-            condition, request.purpose, request.request_id, with_number, request.four_info
+            condition, request.purpose, request.request_id, with_number, request.four_info, context=context
         )
         return prefecture_pb2.QueryNationalResponse(records=views, source=NATIONAL)
 
