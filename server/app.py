@@ -58,6 +58,7 @@ from server.services.chain import AccessInterceptor, CallAuditor, OperatorLookup
 from server.services.fuhyo import FuhyoService
 from server.services.national import NationalService
 from server.services.prefecture import PrefectureService, jst_now
+from server.services.rate_limits import RateLimiter, parse_rates
 from server.settings import Settings
 from server.storage import registry as registry_dbs
 from server.storage.lmdbenv import LmdbEnv
@@ -224,12 +225,16 @@ async def _start(
         purpose_methods(*(s for s in services if s is not ADMIN_SERVICE)),
         operators=operators,
         auditor=auditor,
+        limiter=RateLimiter(parse_rates(settings.rate_limits)) if settings.rate_limits else None,
     )
     server = grpc.aio.server(
         interceptors=[access],
         options=[
             ("grpc.so_reuseport", 1 if reuse_port else 0),
             ("grpc.max_receive_message_length", settings.max_message_bytes),
+            ("grpc.max_concurrent_streams", settings.max_concurrent_streams),
+            ("grpc.max_connection_age_ms", int(settings.max_connection_age * 1000)),
+            ("grpc.max_connection_age_grace_ms", int(settings.max_connection_age_grace * 1000)),
             ("grpc.keepalive_permit_without_calls", 1),
             ("grpc.http2.min_recv_ping_interval_without_data_ms", 5_000),  # peers' keepalive pings
         ],

@@ -32,6 +32,16 @@ class Settings:
     apply_batch_size: int = 256
     grace_seconds: float = 5.0
     max_message_bytes: int = 8 << 20  # the largest request message a server takes (gRPC receive cap)
+    # calls per second / burst per caller, by role (server.services.rate_limits); "" turns them off
+    rate_limits: str = (
+        "agency=1000/2000,department=1000/2000,operator=100/200,municipal-cs=200/400,"
+        "admin=20/100,auditor=20/100,monitor=100/200"
+    )
+    max_concurrent_streams: int = 100  # per connection (HTTP/2 SETTINGS): more calls wait client-side
+    # a connection is closed (GOAWAY) after this long, so that every client reconnects now and then
+    # (certificate checks at the handshake, SO_REUSEPORT balance); calls under way get the grace to finish
+    max_connection_age: float = 1800.0
+    max_connection_age_grace: float = 600.0
     crl_check_interval: float = 0.25
     prefecture_code: str = "24"  # 三重県
     # >1: that many prefectural server processes share the port (SO_REUSEPORT) to scale reads (SPEC §10)

@@ -36,6 +36,7 @@ from server.identity.pki import SpiffeId
 from server.identity.policy import Decision, Policy
 from server.observability.calls import MethodMetrics, finish
 from server.services.call_facts import CallFacts
+from server.services.rate_limits import RATE_LIMITED_MESSAGE, RateLimiter, rate_limited_metadata
 from server.services.status import CODES, INTERNAL_MESSAGE, internal_metadata, status_metadata
 
 log = logging.getLogger(__name__)
@@ -95,7 +96,9 @@ class AccessInterceptor(grpc.aio.ServerInterceptor):
         *,
         operators: OperatorLookup | None = None,
         auditor: CallAuditor | None = None,
+        limiter: RateLimiter | None = None,
     ) -> None:
+        self.limiter = limiter
         self.identities = identities
         self.policy = policy
         self.with_purpose = with_purpose
@@ -295,7 +298,18 @@ async def _admitted(
         await _failed(gate, context, facts, exc)
     if denial is not None:
         await _refuse(gate, context, facts, denial)
+    await _throttle(gate, context, facts)
     return request
+
+
+async def _throttle(gate: AccessInterceptor, context: Context, facts: CallFacts) -> None:
+    """The caller's rate limit, after authorization: past it, RESOURCE_EXHAUSTED with RetryInfo (audited)."""
+    if gate.limiter is None or facts.caller is None:
+        return
+    wait = gate.limiter.take(facts.caller)
+    if wait is not None:
+        code = grpc.StatusCode.RESOURCE_EXHAUSTED
+        await _end(gate, context, facts, code, RATE_LIMITED_MESSAGE, rate_limited_metadata(wait))
 
 
 async def _audited(gate: AccessInterceptor, context: Context, facts: CallFacts, call: Awaitable[Any]) -> Any:
@@ -445,6 +459,7 @@ async def _admit_stream(
         await _failed(gate, context, facts, exc)
     if denial is not None:
         await _refuse(gate, context, facts, denial)
+    await _throttle(gate, context, facts)
 
     async def replay() -> AsyncIterator[Any]:
         index = 0
