@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 from collections.abc import Callable
 from typing import Any
@@ -75,4 +76,4 @@ class AdminService(admin_pb2_grpc.AdminServicer):
         month = request.month
         if len(month) != 7 or month[4] != "-" or not (month[:4] + month[5:]).isdigit():
             raise DomainError(ErrorKind.INVALID_ARGUMENT, "month: YYYY-MM", "INVALID_FIELDS")
-        return self._statistics(month)
+        return await asyncio.to_thread(self._statistics, month)  # reads the month's audit trail
