@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+import sys
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -53,7 +54,7 @@ from server.propagation.my_number_link import MyNumberLink
 from server.propagation.national_client import NationalClient
 from server.propagation.relay import OutboxRelay
 from server.services.admin import AdminService
-from server.services.auditing import TrailAuditor, housekeeping, monthly_statistics
+from server.services.auditing import StatisticsReader, TrailAuditor, housekeeping
 from server.services.chain import AccessInterceptor, CallAuditor, OperatorLookup, purpose_methods
 from server.services.fuhyo import FuhyoService
 from server.services.national import NationalService
@@ -215,6 +216,9 @@ async def _start(
 ) -> RunningServer:
     """`reuse_port`: share the port with sibling workers (otherwise a second server on it fails to bind);
     `singletons`: this process runs the jobs that must run once per store (retention, store gauges)."""
+    # A scan in a worker thread hands the GIL back to the event loop every millisecond (Python's default
+    # is 5 ms, which a call waiting on the loop would feel several times over).
+    sys.setswitchinterval(0.001)
     pki = Pki(settings.pki_path)
     revocations = RevocationList(pki.crl_path, pki.ca_cert_path, check_interval=settings.crl_check_interval)
     identities = PeerIdentities(settings.trust_domain, revocations)
@@ -435,12 +439,8 @@ async def start_prefecture(settings: Settings, *, worker: int = 0) -> RunningSer
         batch_threshold=settings.batch_threshold,
         provisions=lambda code: provisions_of(audit_dir, trail.subject_hash(code)),
     )
-    admin = AdminService(
-        registry,
-        lambda: policy_ref[0].policy,
-        lambda month: monthly_statistics(audit_dir, month),
-        now=jst_now,
-    )
+    statistics = StatisticsReader(audit_dir)
+    admin = AdminService(registry, lambda: policy_ref[0].policy, statistics, now=jst_now)
 
     def add(server: grpc.aio.Server) -> None:
         prefecture_pb2_grpc.add_PrefectureServicer_to_server(service, server)  # type: ignore[no-untyped-call]
@@ -460,6 +460,7 @@ async def start_prefecture(settings: Settings, *, worker: int = 0) -> RunningSer
         singletons=singletons,
     )
     _attach_audit(running, trail, settings)
+    running.after_stop.append(statistics.close)
     policy_ref.append(running.access)
     if settings.relay_enabled and singletons:  # other workers' changes reach it at its next poll
         running.supervisor.start("outbox-relay", relay.run, critical=True)
@@ -525,12 +526,8 @@ async def start_fuhyo(settings: Settings) -> RunningServer:
         now=jst_now,
         batch_size=settings.apply_batch_size,
     )
-    admin = AdminService(
-        registry,
-        lambda: policy_ref[0].policy,
-        lambda month: monthly_statistics(trail.directory, month),
-        now=jst_now,
-    )
+    statistics = StatisticsReader(trail.directory)
+    admin = AdminService(registry, lambda: policy_ref[0].policy, statistics, now=jst_now)
 
     def add(server: grpc.aio.Server) -> None:
         fuhyo_pb2_grpc.add_FuhyoServicer_to_server(service, server)  # type: ignore[no-untyped-call]
@@ -549,6 +546,7 @@ async def start_fuhyo(settings: Settings) -> RunningServer:
     )
     policy_ref.append(running.access)
     _attach_audit(running, trail, settings)
+    running.after_stop.append(statistics.close)
     stop_expiry = asyncio.Event()
     running.supervisor.start(
         "tempstore-expiry", lambda: tempstore.run_expiry(every=1.0, stop=stop_expiry), critical=True

@@ -11,9 +11,11 @@ import asyncio
 import contextlib
 import datetime as dt
 import logging
+import multiprocessing
 import os
 from collections import Counter
 from collections.abc import Awaitable, Callable
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 from juki.v1 import admin_pb2
@@ -94,6 +96,31 @@ def monthly_statistics(directory: Path, month: str) -> admin_pb2.StatisticsRespo
         ],
         provisions=[admin_pb2.StatisticsCount(key=k, count=v) for k, v in sorted(provisions.items())],
     )
+
+
+def _statistics_bytes(directory: Path, month: str) -> bytes:
+    return monthly_statistics(directory, month).SerializeToString()
+
+
+class StatisticsReader:
+    """Monthly statistics computed in a child process, one at a time: a month's trail is pure-Python work
+    of up to seconds, which in a thread of this process would still hold the GIL the event loop needs. The
+    child is started (spawned: nothing of this process is shared) at the first call and kept."""
+
+    def __init__(self, directory: Path) -> None:
+        self._directory = directory
+        self._pool: ProcessPoolExecutor | None = None
+
+    async def __call__(self, month: str) -> admin_pb2.StatisticsResponse:
+        if self._pool is None:
+            self._pool = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
+        loop = asyncio.get_running_loop()
+        raw = await loop.run_in_executor(self._pool, _statistics_bytes, self._directory, month)
+        return admin_pb2.StatisticsResponse.FromString(raw)
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
 
 
 async def housekeeping(
