@@ -34,7 +34,13 @@ from juki.v1 import fuhyo_pb2, fuhyo_pb2_grpc, prefecture_pb2, prefecture_pb2_gr
 from bench.harness import free_port
 from clients.channel import secure_channel
 from clients.launch import start_server_process, wait_ready, write_settings
-from server.app import open_fuhyo_store, open_national_store, open_store, register_dev_operators
+from server.app import (
+    open_fuhyo_store,
+    open_national_store,
+    open_store,
+    open_store_readonly,
+    register_dev_operators,
+)
 from server.domain.codes import my_number_check_digit
 from server.identity.pki import DEV_IDENTITIES, Pki
 from server.seed.elsewhere import generate_elsewhere
@@ -108,6 +114,21 @@ def trail_bytes(s: Settings) -> int:
             if path.is_file():
                 total += path.stat().st_size
     return total
+
+
+def drained(s: Settings, wait: float = 60.0) -> tuple[int, int, int]:
+    """(outbox depth, refused, held) once the relay has delivered every change, or after `wait` seconds."""
+    deadline = time.monotonic() + wait
+    while True:
+        store = open_store_readonly(s)
+        try:
+            with store.reader() as tx:
+                state = (tx.outbox_depth(), *tx.aside_counts())
+        finally:
+            store.env.close()
+        if state == (0, 0, 0) or time.monotonic() > deadline:
+            return state
+        time.sleep(0.5)
 
 
 def process_sample(pid: int) -> dict[str, float]:
@@ -232,6 +253,7 @@ def client_main(config: str, index: int, residents: int, stop_at: float, started
     weights = [OPERATIONS[n][0] for n in names]
     codes: Counter[str] = Counter()
     latencies: dict[str, list[float]] = defaultdict(list)  # "minute" → ms
+    by_op: dict[str, list[float]] = defaultdict(list)
     while time.time() < stop_at:
         op = client.rng.choices(names, weights)[0]
         t0 = time.perf_counter()
@@ -240,9 +262,12 @@ def client_main(config: str, index: int, residents: int, stop_at: float, started
             code = "OK"
         except grpc.RpcError as error:
             code = error.code().name if hasattr(error, "code") else "UNKNOWN"
-        latencies[str(int((time.time() - started) // 60))].append((time.perf_counter() - t0) * 1000)
+        took = (time.perf_counter() - t0) * 1000
+        latencies[str(int((time.time() - started) // 60))].append(took)
+        by_op[op].append(took)
         codes[f"{op} {code}"] += 1
-    Path(out).write_text(json.dumps({"codes": codes, "latencies": latencies, "calls": client.calls}))
+    result = {"codes": codes, "latencies": latencies, "by_op": by_op, "calls": client.calls}
+    Path(out).write_text(json.dumps(result))
 
 
 # --- the run -------------------------------------------------------------------------------------------
@@ -293,6 +318,7 @@ def soak(duration: float, clients: int, residents: int, home: Path) -> dict[str,
         worker.start()
     samples: list[dict[str, Any]] = []
     died: list[str] = []
+    outbox = (-1, -1, -1)
     try:
         next_sample = started
         while any(w.is_alive() for w in workers):
@@ -311,6 +337,7 @@ def soak(duration: float, clients: int, residents: int, home: Path) -> dict[str,
                 break
         for worker in workers:
             worker.join(120)
+        outbox = drained(s)
     finally:
         for name in ("fuhyo", "prefecture", "national"):
             if procs[name].poll() is None:
@@ -319,6 +346,7 @@ def soak(duration: float, clients: int, residents: int, home: Path) -> dict[str,
                 died.append(name)
     codes: Counter[str] = Counter()
     minutes: dict[int, list[float]] = defaultdict(list)
+    ops: dict[str, list[float]] = defaultdict(list)
     calls = 0
     for out in outs:
         if not out.exists():
@@ -329,6 +357,8 @@ def soak(duration: float, clients: int, residents: int, home: Path) -> dict[str,
         calls += part["calls"]
         for minute, values in part["latencies"].items():
             minutes[int(minute)].extend(values)
+        for op, values in part["by_op"].items():
+            ops[op].extend(values)
     unexpected = {k: v for k, v in codes.items() if k.split()[1] not in OPERATIONS[k.split()[0]][1]}
     verified = _verify(config, s)
     audit_bytes = trail_bytes(s) - audit_before
@@ -348,11 +378,25 @@ def soak(duration: float, clients: int, residents: int, home: Path) -> dict[str,
             }
             for m, v in sorted(minutes.items())
         ],
+        "latency_by_operation": [
+            {
+                "operation": o,
+                "calls": len(v),
+                "p50_ms": round(_quantile(v, 0.5), 2),
+                "p99_ms": round(_quantile(v, 0.99), 2),
+            }
+            for o, v in sorted(ops.items())
+        ],
+        "outbox_after": outbox,
         "servers": samples,
         "audit_bytes_per_call": round(audit_bytes / max(1, calls), 1),
         "audit_verified": verified,
         "died": died,
-        "passed": not unexpected and all(verified.values()) and not died and calls > 0,
+        "passed": not unexpected
+        and all(verified.values())
+        and not died
+        and calls > 0
+        and outbox == (0, 0, 0),
     }
 
 
@@ -368,7 +412,15 @@ def markdown(report: dict[str, Any]) -> str:
         "|---|---|",
         *(f"| {k} | {v:,} |" for k, v in report["codes"].items()),
         "",
-        f"unexpected: {report['unexpected'] or 'none'}",
+        f"unexpected: {report['unexpected'] or 'none'}; outbox after (depth, set aside, held): "
+        f"{report['outbox_after']}",
+        "",
+        "| operation | calls | p50 ms | p99 ms |",
+        "|---|---|---|---|",
+        *(
+            f"| {r['operation']} | {r['calls']:,} | {r['p50_ms']} | {r['p99_ms']} |"
+            for r in report["latency_by_operation"]
+        ),
         "",
         "| minute | calls | p50 ms | p99 ms |",
         "|---|---|---|---|",
