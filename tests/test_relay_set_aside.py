@@ -8,6 +8,7 @@ municipality's sequence numbers in order), and every other municipality's change
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import sys
 import time
@@ -19,7 +20,9 @@ import pytest
 from juki.v1 import national_pb2, national_pb2_grpc, prefecture_pb2, records_pb2
 
 from clients.channel import secure_channel
+from server.app import client_channel, open_store
 from server.identity.pki import Pki
+from server.propagation.relay import OutboxRelay
 from tests.conftest import Server, make_server
 from tests.notices import Municipality, fresh_resident
 from tests.test_metrics_endpoint import scrape
@@ -164,3 +167,71 @@ def test_a_refusal_by_the_peer_that_is_not_for_good_is_retried(server: Server) -
     finally:
         server.start_national()
     _until(lambda: _national_last(server, "242101") == 2, "not delivered after the national server came back")
+
+
+# --- the relay in this process, over a real store, against a real national server with a small cap ------
+def _queue(store: Any, notices: list[P.ChangeNotice]) -> None:
+    def put(txn: Any) -> None:
+        for notice in notices:
+            change = national_pb2.PropagatedChange(
+                file=national_pb2.CHANGE_FILE_RESIDENT,
+                notice=notice,
+                applied_at="2026-11-01T00:00:00.000+09:00",
+            )
+            store.bind(txn).enqueue_outbox(change.SerializeToString(), int(time.time() * 1000))
+
+    store.env.write_sync(put)
+
+
+@pytest.mark.parametrize(
+    ("max_change_bytes", "reason"), [(1 << 20, "RESOURCE_EXHAUSTED"), (2048, "TOO_LARGE")]
+)
+def test_a_change_larger_than_the_peer_takes_is_set_aside_and_the_rest_flow(
+    tmp_path: Path, pki_dir: Path, max_change_bytes: int, reason: str
+) -> None:
+    """The national server's cap is 4 KiB: a 6 KiB change is refused by it (RESOURCE_EXHAUSTED), or not
+    even sent when the relay knows it is too large; the small changes around it are delivered."""
+    srv = make_server(tmp_path / "srv", pki_dir, seeded=0, elsewhere=0, max_message_bytes=4096)
+    srv.start_national()
+    store = open_store(srv.settings)
+    try:
+        small, big_town = Municipality("242110"), Municipality("242128")  # 鳥羽市, 熊野市
+        big = _births(big_town, 2)
+        big[0].four_info.address = "三重県熊野市" + "井戸町" * 700  # 6 KiB: more than the peer takes
+        _queue(store, [*_births(small, 10), big[0], big[1], *_births(small, 10)])
+        relay = OutboxRelay(
+            store,
+            lambda: client_channel(
+                Pki(srv.settings.pki_path), "prefectural-server/24", srv.settings.national_target
+            ),
+            prefecture_code="24",
+            batch_bytes=2048,
+            max_change_bytes=max_change_bytes,
+            backoff_max=0.2,
+            idle_poll=0.1,
+        )
+
+        async def until_settled() -> None:
+            task = asyncio.create_task(relay.run())
+            try:
+                for _ in range(300):
+                    with store.reader() as tx:
+                        if tx.outbox_depth() == 0 and tx.aside_counts() == (1, 1):
+                            return
+                    await asyncio.sleep(0.05)
+                raise AssertionError("the outbox did not settle")
+            finally:
+                relay.stop()
+                await task
+
+        asyncio.run(until_settled())
+        with store.reader() as tx:
+            aside = tx.aside_changes(10)
+        assert [(a.stream, a.held, a.reason) for a in aside] == [
+            ("242128", False, reason),
+            ("242128", True, "HELD_BEHIND_SET_ASIDE"),
+        ]
+        assert _national_last(srv, "242110") == 20 and _national_last(srv, "242128") == 0
+    finally:
+        store.env.close()
+        srv.stop_national()
