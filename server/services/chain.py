@@ -1,5 +1,5 @@
-"""The interceptor chain every call passes, in a fixed order: identity → authorization → audit → metrics →
-handler.
+"""The interceptor chain every call passes, in a fixed order: identity → authorization → rate limit → audit
+→ metrics → handler.
 
 Identity is the SPIFFE ID of the client certificate (expiry and revocation re-checked per call); an
 operator must also be registered and not revoked. Authorization is the policy (role, method, purpose)
@@ -7,7 +7,8 @@ and, for an operator, its registration. grpc hands the chain each request as raw
 handlers have no request deserializer), so nothing a caller sends is decoded before the caller is
 identified and its role is granted the method; then the request is decoded (undecodable bytes:
 INVALID_ARGUMENT with a BadRequest violation, for each message of a client stream too) and its purpose
-checked. A refused call is answered before any handler runs, with a status and no payload. Every call,
+checked, then the caller's rate limit (server.services.rate_limits). A refused call is answered before any
+handler runs, with a status and no payload. Every call,
 allowed or refused, leaves one audit entry; when it cannot be written the call fails with UNAVAILABLE and
 returns no data (fail closed). An unexpected exception is answered INTERNAL with a generic message and an
 error id that the server's log line of the failure carries too: no class name, path or traceback reaches
@@ -298,18 +299,23 @@ async def _admitted(
         await _failed(gate, context, facts, exc)
     if denial is not None:
         await _refuse(gate, context, facts, denial)
-    await _throttle(gate, context, facts)
+    wait = _over_limit(gate, facts)
+    if wait is not None:
+        await _rate_limited(gate, context, facts, wait)
     return request
 
 
-async def _throttle(gate: AccessInterceptor, context: Context, facts: CallFacts) -> None:
-    """The caller's rate limit, after authorization: past it, RESOURCE_EXHAUSTED with RetryInfo (audited)."""
+def _over_limit(gate: AccessInterceptor, facts: CallFacts) -> float | None:
+    """The caller's rate limit, after authorization: None to go on, else the seconds until it may."""
     if gate.limiter is None or facts.caller is None:
-        return
-    wait = gate.limiter.take(facts.caller)
-    if wait is not None:
-        code = grpc.StatusCode.RESOURCE_EXHAUSTED
-        await _end(gate, context, facts, code, RATE_LIMITED_MESSAGE, rate_limited_metadata(wait))
+        return None
+    return gate.limiter.take(facts.caller)
+
+
+async def _rate_limited(gate: AccessInterceptor, context: Context, facts: CallFacts, wait: float) -> NoReturn:
+    """RESOURCE_EXHAUSTED with RetryInfo, audited like every refusal."""
+    code = grpc.StatusCode.RESOURCE_EXHAUSTED
+    await _end(gate, context, facts, code, RATE_LIMITED_MESSAGE, rate_limited_metadata(wait))
 
 
 async def _audited(gate: AccessInterceptor, context: Context, facts: CallFacts, call: Awaitable[Any]) -> Any:
@@ -459,7 +465,9 @@ async def _admit_stream(
         await _failed(gate, context, facts, exc)
     if denial is not None:
         await _refuse(gate, context, facts, denial)
-    await _throttle(gate, context, facts)
+    wait = _over_limit(gate, facts)
+    if wait is not None:
+        await _rate_limited(gate, context, facts, wait)
 
     async def replay() -> AsyncIterator[Any]:
         index = 0
