@@ -256,6 +256,7 @@ def client_main(config: str, index: int, residents: int, stop_at: float, started
     by_op: dict[str, list[float]] = defaultdict(list)
     while time.time() < stop_at:
         op = client.rng.choices(names, weights)[0]
+        minute = str(int((time.time() - started) // 60))  # of the call's start
         t0 = time.perf_counter()
         try:
             client.run(op)
@@ -263,7 +264,7 @@ def client_main(config: str, index: int, residents: int, stop_at: float, started
         except grpc.RpcError as error:
             code = error.code().name if hasattr(error, "code") else "UNKNOWN"
         took = (time.perf_counter() - t0) * 1000
-        latencies[str(int((time.time() - started) // 60))].append(took)
+        latencies[minute].append(took)
         by_op[op].append(took)
         codes[f"{op} {code}"] += 1
     result = {"codes": codes, "latencies": latencies, "by_op": by_op, "calls": client.calls}
