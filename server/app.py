@@ -39,7 +39,6 @@ from juki.v1 import (
 
 from server.audit.entries import worker_trail_dir
 from server.audit.keys import AuditKeys
-from server.audit.query import provisions_of
 from server.audit.trail import AuditTrail
 from server.backup import BackupKey, backup_schedule
 from server.domain import operators
@@ -54,7 +53,7 @@ from server.propagation.my_number_link import MyNumberLink
 from server.propagation.national_client import NationalClient
 from server.propagation.relay import OutboxRelay
 from server.services.admin import AdminService
-from server.services.auditing import StatisticsReader, TrailAuditor, housekeeping
+from server.services.auditing import TrailAuditor, TrailReader, housekeeping
 from server.services.chain import AccessInterceptor, CallAuditor, OperatorLookup, purpose_methods
 from server.services.fuhyo import FuhyoService
 from server.services.national import NationalService
@@ -426,6 +425,7 @@ async def start_prefecture(settings: Settings, *, worker: int = 0) -> RunningSer
         timeout=settings.national_timeout,
     )
     national = NationalClient(national_channel, timeout=settings.link_timeout_max)
+    reader = TrailReader(audit_dir)
     registry = Registry(store.env)
     policy_ref: list[AccessInterceptor] = []
     service = PrefectureService(
@@ -437,10 +437,9 @@ async def start_prefecture(settings: Settings, *, worker: int = 0) -> RunningSer
         on_applied=relay.notify,
         registry=registry,
         batch_threshold=settings.batch_threshold,
-        provisions=lambda code: provisions_of(audit_dir, trail.subject_hash(code)),
+        provisions=lambda code: reader.provisions(trail.subject_hash(code)),
     )
-    statistics = StatisticsReader(audit_dir)
-    admin = AdminService(registry, lambda: policy_ref[0].policy, statistics, now=jst_now)
+    admin = AdminService(registry, lambda: policy_ref[0].policy, reader.statistics, now=jst_now)
 
     def add(server: grpc.aio.Server) -> None:
         prefecture_pb2_grpc.add_PrefectureServicer_to_server(service, server)  # type: ignore[no-untyped-call]
@@ -460,7 +459,7 @@ async def start_prefecture(settings: Settings, *, worker: int = 0) -> RunningSer
         singletons=singletons,
     )
     _attach_audit(running, trail, settings)
-    running.after_stop.append(statistics.close)
+    running.after_stop.append(reader.close)
     policy_ref.append(running.access)
     if settings.relay_enabled and singletons:  # other workers' changes reach it at its next poll
         running.supervisor.start("outbox-relay", relay.run, critical=True)
@@ -526,8 +525,8 @@ async def start_fuhyo(settings: Settings) -> RunningServer:
         now=jst_now,
         batch_size=settings.apply_batch_size,
     )
-    statistics = StatisticsReader(trail.directory)
-    admin = AdminService(registry, lambda: policy_ref[0].policy, statistics, now=jst_now)
+    reader = TrailReader(trail.directory)
+    admin = AdminService(registry, lambda: policy_ref[0].policy, reader.statistics, now=jst_now)
 
     def add(server: grpc.aio.Server) -> None:
         fuhyo_pb2_grpc.add_FuhyoServicer_to_server(service, server)  # type: ignore[no-untyped-call]
@@ -546,7 +545,7 @@ async def start_fuhyo(settings: Settings) -> RunningServer:
     )
     policy_ref.append(running.access)
     _attach_audit(running, trail, settings)
-    running.after_stop.append(statistics.close)
+    running.after_stop.append(reader.close)
     stop_expiry = asyncio.Event()
     running.supervisor.start(
         "tempstore-expiry", lambda: tempstore.run_expiry(every=1.0, stop=stop_expiry), critical=True

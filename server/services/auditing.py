@@ -17,11 +17,12 @@ from collections import Counter
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
+from typing import Any, TypeVar
 
 from juki.v1 import admin_pb2
 
 from server.audit.entries import AuditEvent
-from server.audit.query import query
+from server.audit.query import provisions_of, query
 from server.audit.trail import AuditTrail, AuditUnavailable
 from server.observability import metrics
 from server.observability.calls import is_provision
@@ -31,6 +32,7 @@ from server.services.chain import AuditFailure
 log = logging.getLogger(__name__)
 
 _MIN_FREE_BYTES = 64 << 10
+T = TypeVar("T")
 
 
 class TrailAuditor:
@@ -102,21 +104,27 @@ def _statistics_bytes(directory: Path, month: str) -> bytes:
     return monthly_statistics(directory, month).SerializeToString()
 
 
-class StatisticsReader:
-    """Monthly statistics computed in a child process, one at a time: a month's trail is pure-Python work
-    of up to seconds, which in a thread of this process would still hold the GIL the event loop needs. The
-    child is started (spawned: nothing of this process is shared) at the first call and kept."""
+class TrailReader:
+    """Reads over the whole audit trail — a month's statistics, a resident's provisions (開示) — in a child
+    process, one at a time: they are pure-Python work of up to seconds, which in a thread of this process
+    would still hold the GIL the event loop needs. The child is started (spawned: nothing of this process
+    is shared) at the first read and kept."""
 
     def __init__(self, directory: Path) -> None:
         self._directory = directory
         self._pool: ProcessPoolExecutor | None = None
 
-    async def __call__(self, month: str) -> admin_pb2.StatisticsResponse:
+    async def _run(self, work: Callable[..., T], *args: Any) -> T:
         if self._pool is None:
             self._pool = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
-        loop = asyncio.get_running_loop()
-        raw = await loop.run_in_executor(self._pool, _statistics_bytes, self._directory, month)
+        return await asyncio.get_running_loop().run_in_executor(self._pool, work, *args)
+
+    async def statistics(self, month: str) -> admin_pb2.StatisticsResponse:
+        raw = await self._run(_statistics_bytes, self._directory, month)
         return admin_pb2.StatisticsResponse.FromString(raw)
+
+    async def provisions(self, subject_hash: str) -> list[dict[str, Any]]:
+        return await self._run(provisions_of, self._directory, subject_hash)
 
     def close(self) -> None:
         if self._pool is not None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
 import grpc
@@ -74,7 +74,7 @@ class PrefectureService(prefecture_pb2_grpc.PrefectureServicer):
         on_applied: Callable[[], None] = lambda: None,
         registry: Registry | None = None,
         batch_threshold: int = 1000,
-        provisions: Callable[[str], list[dict[str, Any]]] | None = None,
+        provisions: Callable[[str], Awaitable[list[dict[str, Any]]]] | None = None,
     ) -> None:
         self._provisions = provisions
         self._applier = NoticeApplier(
@@ -240,8 +240,7 @@ class PrefectureService(prefecture_pb2_grpc.PrefectureServicer):
         if record is None or self._provisions is None:
             raise nobody()
         assert self._provisions is not None
-        loop = asyncio.get_running_loop()
-        entries = await loop.run_in_executor(None, self._provisions, request.resident_code)
+        entries = await self._provisions(request.resident_code)  # off the event loop (a trail read)
         return prefecture_pb2.DiscloseResponse(
             record=resident_view(record, number),
             provisions=[
