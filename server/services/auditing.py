@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import datetime as dt
 import logging
 import multiprocessing
 import os
+import signal
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ProcessPoolExecutor
@@ -33,6 +35,7 @@ log = logging.getLogger(__name__)
 
 _MIN_FREE_BYTES = 64 << 10
 T = TypeVar("T")
+_PR_SET_PDEATHSIG = 1
 
 
 class TrailAuditor:
@@ -104,6 +107,14 @@ def _statistics_bytes(directory: Path, month: str) -> bytes:
     return monthly_statistics(directory, month).SerializeToString()
 
 
+def _die_with_parent() -> None:
+    """In the reader's child (Linux): killed when the server process dies, even by SIGKILL (no orphan)."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() == 1:  # the server died before the line above
+        os._exit(0)
+
+
 class TrailReader:
     """Reads over the whole audit trail — a month's statistics, a resident's provisions (開示) — in a child
     process, one at a time: they are pure-Python work of up to seconds, which in a thread of this process
@@ -116,7 +127,9 @@ class TrailReader:
 
     async def _run(self, work: Callable[..., T], *args: Any) -> T:
         if self._pool is None:
-            self._pool = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
+            self._pool = ProcessPoolExecutor(
+                max_workers=1, mp_context=multiprocessing.get_context("spawn"), initializer=_die_with_parent
+            )
         return await asyncio.get_running_loop().run_in_executor(self._pool, work, *args)
 
     async def statistics(self, month: str) -> admin_pb2.StatisticsResponse:
