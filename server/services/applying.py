@@ -33,7 +33,8 @@ from server.storage.residents import ResidentStore, ResidentTxn
 Context = grpc.aio.ServicerContext[Any, Any]
 Validate = Callable[[Any, dt.date, str], None]  # (notice, today, field path) → raises INVALID_ARGUMENT
 Apply = Callable[[ResidentTxn, Any, str], Applied]  # (transaction, notice, caller's municipality)
-CANCEL_NOTICE_S = 0.002  # how long after a stream's end its cancellation may still be reported by grpc
+# After a stream's end, grpc reports its cancellation (if it was one) within this; measured: under 0.2 ms.
+CANCEL_NOTICE_S = 0.005
 
 
 class NoticeApplier:
