@@ -183,6 +183,37 @@ def _queue(store: Any, notices: list[P.ChangeNotice]) -> None:
     store.env.write_sync(put)
 
 
+def _settle(store: Any, relay: OutboxRelay, aside: tuple[int, int]) -> None:
+    """Run the relay until the outbox is empty and `aside` (refused, held) changes are set aside."""
+
+    async def until_settled() -> None:
+        task = asyncio.create_task(relay.run())
+        try:
+            for _ in range(300):
+                with store.reader() as tx:
+                    if tx.outbox_depth() == 0 and tx.aside_counts() == aside:
+                        return
+                await asyncio.sleep(0.05)
+            raise AssertionError("the outbox did not settle")
+        finally:
+            relay.stop()
+            await task
+
+    asyncio.run(until_settled())
+
+
+def _relay(srv: Server, store: Any, **options: Any) -> OutboxRelay:
+    pki = Pki(srv.settings.pki_path)
+    return OutboxRelay(
+        store,
+        lambda: client_channel(pki, "prefectural-server/24", srv.settings.national_target),
+        prefecture_code="24",
+        backoff_max=0.2,
+        idle_poll=0.1,
+        **options,
+    )
+
+
 @pytest.mark.parametrize(
     ("max_change_bytes", "reason"), [(1 << 20, "RESOURCE_EXHAUSTED"), (2048, "TOO_LARGE")]
 )
@@ -199,32 +230,7 @@ def test_a_change_larger_than_the_peer_takes_is_set_aside_and_the_rest_flow(
         big = _births(big_town, 2)
         big[0].four_info.address = "三重県熊野市" + "井戸町" * 700  # 6 KiB: more than the peer takes
         _queue(store, [*_births(small, 10), big[0], big[1], *_births(small, 10)])
-        relay = OutboxRelay(
-            store,
-            lambda: client_channel(
-                Pki(srv.settings.pki_path), "prefectural-server/24", srv.settings.national_target
-            ),
-            prefecture_code="24",
-            batch_bytes=2048,
-            max_change_bytes=max_change_bytes,
-            backoff_max=0.2,
-            idle_poll=0.1,
-        )
-
-        async def until_settled() -> None:
-            task = asyncio.create_task(relay.run())
-            try:
-                for _ in range(300):
-                    with store.reader() as tx:
-                        if tx.outbox_depth() == 0 and tx.aside_counts() == (1, 1):
-                            return
-                    await asyncio.sleep(0.05)
-                raise AssertionError("the outbox did not settle")
-            finally:
-                relay.stop()
-                await task
-
-        asyncio.run(until_settled())
+        _settle(store, _relay(srv, store, batch_bytes=2048, max_change_bytes=max_change_bytes), (1, 1))
         with store.reader() as tx:
             aside = tx.aside_changes(10)
         assert [(a.stream, a.held, a.reason) for a in aside] == [
@@ -232,6 +238,25 @@ def test_a_change_larger_than_the_peer_takes_is_set_aside_and_the_rest_flow(
             ("242128", True, "HELD_BEHIND_SET_ASIDE"),
         ]
         assert _national_last(srv, "242110") == 20 and _national_last(srv, "242128") == 0
+    finally:
+        store.env.close()
+        srv.stop_national()
+
+
+def test_a_change_refused_for_the_identity_it_came_with_is_set_aside(tmp_path: Path, pki_dir: Path) -> None:
+    """A change of another prefecture's municipality (名古屋市) is refused for this server's identity
+    (PERMISSION_DENIED, the whole request): narrowed to that change, set aside; the others are delivered."""
+    srv = make_server(tmp_path / "srv", pki_dir, seeded=0, elsewhere=0)
+    srv.start_national()
+    store = open_store(srv.settings)
+    try:
+        mie = Municipality("242144")  # いなべ市
+        _queue(store, [*_births(mie, 5), *_births(Municipality("231002"), 1), *_births(mie, 5)])
+        _settle(store, _relay(srv, store), (1, 0))
+        with store.reader() as tx:
+            aside = tx.aside_changes(10)
+        assert [(a.stream, a.reason) for a in aside] == [("231002", "PERMISSION_DENIED:OTHER_PREFECTURE")]
+        assert _national_last(srv, "242144") == 10
     finally:
         store.env.close()
         srv.stop_national()
