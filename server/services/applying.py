@@ -17,6 +17,7 @@ applied (`CallFacts.applied`), which is what Statistics (住基法 30条の15) c
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -76,8 +77,10 @@ class NoticeApplier:
         try:
             done, refused = await asyncio.shield(writing)
         except asyncio.CancelledError:
-            done, refused = await writing
-            self._count(done, refused)
+            while not writing.done():  # its commit cannot be taken back: wait for it, then count it
+                with contextlib.suppress(asyncio.CancelledError):
+                    await asyncio.shield(writing)
+            self._count(*writing.result())
             raise
         self._count(done, refused)
         return done, refused
