@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 from collections.abc import AsyncIterator, Callable
-from typing import Any
+from typing import Any, TypeVar
 
 import grpc
 from juki.v1 import prefecture_pb2, prefecture_pb2_grpc, records_pb2
@@ -36,6 +36,9 @@ from server.storage.residents import ResidentStore
 
 JST = dt.timezone(dt.timedelta(hours=9), "JST")
 LOCAL, NATIONAL = prefecture_pb2.RECORD_SOURCE_LOCAL, prefecture_pb2.RECORD_SOURCE_NATIONAL
+# Ranges a Reconcile may send: 10,000 covers prefix_length 4 of any municipality; more only costs time.
+MAX_RECONCILE_RANGES = 10_000
+T = TypeVar("T")
 Context = grpc.aio.ServicerContext[Any, Any]  # the aio context, whatever the request type
 
 
@@ -108,7 +111,7 @@ class PrefectureService(prefecture_pb2_grpc.PrefectureServicer):
     async def ApplyUpdates(
         self, request_iterator: AsyncIterator[prefecture_pb2.ApplyUpdateRequest], context: Context
     ) -> prefecture_pb2.ApplyUpdatesResponse:
-        return await self._applier.stream(request_iterator)
+        return await self._applier.stream(request_iterator, context)
 
     # reads -----------------------------------------------------------------------------------------
     async def Lookup(
@@ -124,7 +127,9 @@ class PrefectureService(prefecture_pb2_grpc.PrefectureServicer):
         if record is not None:
             return prefecture_pb2.LookupResponse(record=resident_view(record, number), source=LOCAL)
         condition = Condition(str(key), request.resident_code or request.my_number)
-        views = await self._ask_national(condition, request.purpose, request.request_id, with_number)
+        views = await self._ask_national(
+            condition, request.purpose, request.request_id, with_number, context=context
+        )
         if not views:
             raise nobody()
         return prefecture_pb2.LookupResponse(record=views[0], source=NATIONAL)
@@ -137,8 +142,11 @@ class PrefectureService(prefecture_pb2_grpc.PrefectureServicer):
         request_id: str,
         with_number: bool,
         four_info: prefecture_pb2.FourInfoQuery | None = None,
+        *,
+        context: Context,
     ) -> list[records_pb2.ResidentView]:
-        """The national server's answer, minimised here by this caller's purpose."""
+        """The national server's answer, minimised here by this caller's purpose, within the caller's
+        remaining deadline (capped)."""
         if self._national is None:
             raise DomainError(ErrorKind.UNAVAILABLE, "no national server configured", "NATIONAL_UNAVAILABLE")
         views = await self._national.query(
@@ -147,6 +155,7 @@ class PrefectureService(prefecture_pb2_grpc.PrefectureServicer):
             requester=current_caller().uri,
             request_id=request_id,
             four_info=four_info,
+            remaining=context.time_remaining(),
         )
         if not with_number:
             for view in views:
@@ -179,34 +188,42 @@ class PrefectureService(prefecture_pb2_grpc.PrefectureServicer):
         self, request: prefecture_pb2.ProvideRequest, context: Context
     ) -> prefecture_pb2.ProvideResponse:
         condition, with_number = self._parse_condition(request, "condition")
-        with self._store.reader() as tx:
-            records = find(tx, condition)
-            views = [resident_view(r, tx.my_number(r.resident_code) if with_number else "") for r in records]
+        views = await self._off_loop(condition.scans(), self._found_views, condition, with_number)
         if len(views) > MAX_MATCHES:
             raise too_many()
         if views:
             return prefecture_pb2.ProvideResponse(records=views, source=LOCAL)
         forwarded = await self._ask_national(
-            condition, request.purpose, request.request_id, with_number, request.four_info
+            condition, request.purpose, request.request_id, with_number, request.four_info, context=context
         )
         if not forwarded:
             raise nobody()
         return prefecture_pb2.ProvideResponse(records=forwarded, source=NATIONAL)
+
+    def _found_views(self, condition: Condition, with_number: bool) -> list[records_pb2.ResidentView]:
+        with self._store.reader() as tx:
+            records = find(tx, condition)
+            return [resident_view(r, tx.my_number(r.resident_code) if with_number else "") for r in records]
+
+    @staticmethod
+    async def _off_loop(scans: bool, work: Callable[..., T], *args: Any) -> T:
+        """`work(*args)` in a worker thread when it scans, else here (a thread costs more than a key read)."""
+        return await asyncio.to_thread(work, *args) if scans else work(*args)
 
     async def QueryNational(
         self, request: prefecture_pb2.QueryNationalRequest, context: Context
     ) -> prefecture_pb2.QueryNationalResponse:
         condition, with_number = self._parse_condition(request, "key")
         views = await self._ask_national(
-            condition, request.purpose, request.request_id, with_number, request.four_info
+            condition, request.purpose, request.request_id, with_number, request.four_info, context=context
         )
         return prefecture_pb2.QueryNationalResponse(records=views, source=NATIONAL)
 
     async def Search(
         self, request: prefecture_pb2.SearchRequest, context: Context
     ) -> prefecture_pb2.SearchResponse:
-        records, token, capped = self._searcher.search(
-            self._store, request, caller=current_caller().uri, today=self._now().date()
+        records, token, capped = await asyncio.to_thread(
+            self._searcher.search, self._store, request, caller=current_caller().uri, today=self._now().date()
         )
         return prefecture_pb2.SearchResponse(
             results=[resident_view(r) for r in records], next_page_token=token, capped=capped
@@ -298,7 +315,7 @@ class PrefectureService(prefecture_pb2_grpc.PrefectureServicer):
             count += 1
             if count > declared:
                 raise _invalid("declared_count", "the stream carries more conditions than declared")
-            yield self._batch_result(request, today, with_number)
+            yield await self._batch_result(request, today, with_number)
 
     async def _admit_batch(self, first: prefecture_pb2.BatchProvideRequest) -> None:
         if not 1 <= first.declared_count <= 10_000_000:
@@ -319,7 +336,7 @@ class PrefectureService(prefecture_pb2_grpc.PrefectureServicer):
 
         await self._store.env.write(consume)
 
-    def _batch_result(
+    async def _batch_result(
         self, request: prefecture_pb2.BatchProvideRequest, today: dt.date, with_number: bool
     ) -> prefecture_pb2.BatchProvideResult:
         result = prefecture_pb2.BatchProvideResult(condition_id=request.condition_id)
@@ -337,11 +354,7 @@ class PrefectureService(prefecture_pb2_grpc.PrefectureServicer):
         if condition.uses_my_number() and not with_number:
             result.outcome = prefecture_pb2.BATCH_OUTCOME_REFUSED
             return result
-        with self._store.reader() as tx:
-            records = find(tx, condition)
-            if len(records) == 1:
-                number = tx.my_number(records[0].resident_code) if with_number else ""
-                result.record.CopyFrom(resident_view(records[0], number))
+        records = await self._off_loop(condition.scans(), self._batch_find, condition, with_number, result)
         if not records:
             result.outcome = prefecture_pb2.BATCH_OUTCOME_NOT_FOUND
         elif len(records) > 1:
@@ -349,6 +362,16 @@ class PrefectureService(prefecture_pb2_grpc.PrefectureServicer):
         else:
             result.outcome = prefecture_pb2.BATCH_OUTCOME_FOUND
         return result
+
+    def _batch_find(
+        self, condition: Condition, with_number: bool, result: prefecture_pb2.BatchProvideResult
+    ) -> list[records_pb2.ResidentRecord]:
+        with self._store.reader() as tx:
+            records = find(tx, condition)
+            if len(records) == 1:
+                number = tx.my_number(records[0].resident_code) if with_number else ""
+                result.record.CopyFrom(resident_view(records[0], number))
+        return records
 
     async def Reconcile(
         self, request_iterator: AsyncIterator[prefecture_pb2.ReconcileRequest], context: Context
@@ -369,6 +392,10 @@ class PrefectureService(prefecture_pb2_grpc.PrefectureServicer):
                 ErrorKind.PERMISSION_DENIED,
                 "a municipality reconciles its own residents only",
                 "OTHER_MUNICIPALITY",
+            )
+        if len(ranges.ranges) > MAX_RECONCILE_RANGES:
+            raise _invalid(
+                "ranges.ranges", f"at most {MAX_RECONCILE_RANGES:,} ranges (a shorter prefix_length)"
             )
         theirs = {r.prefix: r.digest for r in ranges.ranges}
         digests = await self._store.municipality_digests(municipality)  # computed now: none is stored
@@ -402,12 +429,7 @@ class PrefectureService(prefecture_pb2_grpc.PrefectureServicer):
                 else:
                     summary.items_differ += 1
                 yield prefecture_pb2.ReconcileResponse(difference=difference)
-        with self._store.reader() as tx:
-            missing = [
-                code
-                for code in tx.municipality_codes(municipality)
-                if code[: ranges.prefix_length] in wanted and code not in seen
-            ]
+        missing = await asyncio.to_thread(self._missing, municipality, ranges.prefix_length, wanted, seen)
         for code in missing:
             summary.missing_there += 1
             yield prefecture_pb2.ReconcileResponse(
@@ -416,6 +438,15 @@ class PrefectureService(prefecture_pb2_grpc.PrefectureServicer):
                 )
             )
         yield prefecture_pb2.ReconcileResponse(summary=summary)
+
+    def _missing(self, municipality: str, prefix_length: int, wanted: set[str], seen: set[str]) -> list[str]:
+        """Our codes in the wanted ranges that the municipality did not send (a scan: in a thread)."""
+        with self._store.reader() as tx:
+            return [
+                code
+                for code in tx.municipality_codes(municipality)
+                if code[:prefix_length] in wanted and code not in seen
+            ]
 
     def _compare(
         self, theirs: records_pb2.ResidentRecord, municipality: str
