@@ -502,7 +502,6 @@ async def start_prefecture(settings: Settings, *, worker: int = 0) -> RunningSer
         now=jst_now,
         audit_dir=audit_dir,
     )
-    admin = AdminService(registry, lambda: policy_ref[0].policy, reader.statistics, now=jst_now)
 
     def add(server: grpc.aio.Server) -> None:
         prefecture_pb2_grpc.add_PrefectureServicer_to_server(service, server)  # type: ignore[no-untyped-call]
