@@ -278,22 +278,25 @@ def _quantile(values: list[float], q: float) -> float:
 
 
 def _verify(config: Path, s: Settings) -> dict[str, bool]:
+    """Each trail against the newest checkpoint the witness (on the still running national server) cosigned:
+    the record servers have stopped, so their shutdown checkpoints are witnessed; the national one is live."""
     juki = [sys.executable, "-m", "clients", "--config", str(config), "audit", "verify"]
     runs = {
-        "prefecture": juki,
-        "national": [*juki, "--server", "national"],
-        "fuhyo": [
-            *juki,
-            "--dir",
-            str(s.path(s.fuhyo_audit_dir)),
-            "--keys",
-            str(s.path(s.fuhyo_auditor_keys_file)),
-        ],
+        "prefecture": [*juki, "--server", "prefecture"],
+        "fuhyo": [*juki, "--server", "fuhyo"],
+        "national": [*juki, "--server", "national", "--live"],
     }
     return {
         name: subprocess.run(cmd, capture_output=True, timeout=600).returncode == 0
         for name, cmd in runs.items()
     }
+
+
+def _stop(proc: Any, name: str, died: list[str]) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+    if proc.wait(60) != 0 and name not in died:
+        died.append(name)
 
 
 def soak(duration: float, clients: int, residents: int, home: Path) -> dict[str, Any]:
@@ -340,11 +343,10 @@ def soak(duration: float, clients: int, residents: int, home: Path) -> dict[str,
             worker.join(120)
         outbox = drained(s)
     finally:
-        for name in ("fuhyo", "prefecture", "national"):
-            if procs[name].poll() is None:
-                procs[name].terminate()
-            if procs[name].wait(60) != 0 and name not in died:
-                died.append(name)
+        for name in ("fuhyo", "prefecture"):
+            _stop(procs[name], name, died)
+        verified = _verify(config, s) if procs["national"].poll() is None else {}
+        _stop(procs["national"], "national", died)
     codes: Counter[str] = Counter()
     minutes: dict[int, list[float]] = defaultdict(list)
     ops: dict[str, list[float]] = defaultdict(list)
@@ -361,7 +363,6 @@ def soak(duration: float, clients: int, residents: int, home: Path) -> dict[str,
         for op, values in part["by_op"].items():
             ops[op].extend(values)
     unexpected = {k: v for k, v in codes.items() if k.split()[1] not in OPERATIONS[k.split()[0]][1]}
-    verified = _verify(config, s)
     audit_bytes = trail_bytes(s) - audit_before
     return {
         "duration_s": duration,
