@@ -22,6 +22,7 @@ from server.app import (
     PREFECTURE_SERVICE,
     RunningServer,
     open_fuhyo_store,
+    open_national_fuhyo_store,
     open_national_store,
     open_store,
     open_store_readonly,
@@ -34,7 +35,7 @@ from server.app import (
 from server.hardening import LOG_DIR, harden_process, log_path
 from server.observability.logs import JsonFormatter
 from server.seed.elsewhere import generate_elsewhere
-from server.seed.fuhyo import generate_fuhyo, load_fuhyo
+from server.seed.fuhyo import generate_fuhyo, generate_fuhyo_elsewhere, load_fuhyo
 from server.seed.load import load
 from server.seed.population import SeedEntry, generate
 from server.settings import Settings
@@ -237,15 +238,25 @@ def outbox() -> None:
 
 
 @outbox.command("status")
+@click.option(
+    "--server",
+    type=click.Choice(("prefecture", "fuhyo")),
+    default="prefecture",
+    show_default=True,
+    help="whose outbox: the prefectural server's or the 附票 server's",
+)
 @click.pass_obj
-def outbox_status(settings: Settings) -> None:
+def outbox_status(settings: Settings, server: str) -> None:
     """Depth, age of the oldest undelivered change, changes delivered (the store opened read-only)."""
     try:
-        store = open_store_readonly(settings)
+        store = open_store_readonly(settings, server)
     except FileNotFoundError:
-        raise click.ClickException(
-            f"no prefectural store in {settings.data_path}: start jukinet first (make run)"
-        ) from None
+        label, data = (
+            ("附票", settings.path(settings.fuhyo_data_dir))
+            if server == "fuhyo"
+            else ("prefectural", settings.data_path)
+        )
+        raise click.ClickException(f"no {label} store in {data}: start jukinet first (make run)") from None
     try:
         with store.reader() as tx:
             depth = tx.outbox_depth()
@@ -296,6 +307,11 @@ def run(settings: Settings, count: int, show_sample: bool) -> None:
             "national",
         )
     national.env.close()
+    national_fuhyo = open_national_fuhyo_store(settings)
+    if _resident_count(national_fuhyo) == 0:
+        seeded = load_fuhyo(national_fuhyo, generate_fuhyo_elsewhere(settings.national_fuhyo_seed_count))
+        click.echo(f"seeded {seeded:,} national 附票 records (other prefectures)")
+    national_fuhyo.env.close()
     added = register_dev_operators(settings)
     register_dev_operators(settings, opener=open_fuhyo_store)
     if added:

@@ -45,6 +45,7 @@ from server.audit.trail import AuditTrail
 from server.audit.witness import Witness
 from server.backup import BackupKey, backup_schedule, server_key_file
 from server.domain import operators
+from server.domain.fuhyo import FULL_RECORDS
 from server.domain.retention import erase_expired_persons
 from server.domain.search import PageTokens, Searcher
 from server.hardening import harden_process
@@ -104,13 +105,16 @@ def open_store(
     return ResidentStore(env, MyNumberSealer(DataKeys.load_or_create(keys)))
 
 
-def open_store_readonly(settings: Settings) -> ResidentStore:
-    """The prefectural store opened read-only, for status commands beside a running server: nothing is
-    created, nothing written (FileNotFoundError when there is no store)."""
-    if not (settings.data_path / "data.mdb").exists():
-        raise FileNotFoundError(f"no store in {settings.data_path}")
-    env = LmdbEnv(settings.data_path, DB_NAMES, readonly=True)
-    return ResidentStore(env, MyNumberSealer(DataKeys.load(settings.keys_path)))
+def open_store_readonly(settings: Settings, server: str = "prefecture") -> ResidentStore:
+    """The prefectural store (or the 附票 one: `server="fuhyo"`) opened read-only, for status commands beside
+    a running server: nothing is created, nothing written (FileNotFoundError when there is no store)."""
+    fuhyo = server == "fuhyo"
+    data = settings.path(settings.fuhyo_data_dir) if fuhyo else settings.data_path
+    keys = settings.path(settings.fuhyo_keys_file) if fuhyo else settings.keys_path
+    if not (data / "data.mdb").exists():
+        raise FileNotFoundError(f"no store in {data}")
+    env = LmdbEnv(data, DB_NAMES + ((FULL_RECORDS,) if fuhyo else ()), readonly=True)
+    return ResidentStore(env, MyNumberSealer(DataKeys.load(keys)))
 
 
 def _searcher(settings: Settings, store: ResidentStore) -> Searcher:
@@ -127,12 +131,22 @@ def open_fuhyo_store(settings: Settings) -> ResidentStore:
         settings,
         data_dir=settings.fuhyo_data_dir,
         keys_file=settings.fuhyo_keys_file,
-        extra_dbs=("fuhyo_records",),
+        extra_dbs=(FULL_RECORDS,),
     )
 
 
 def open_national_store(settings: Settings) -> ResidentStore:
     return open_store(settings, data_dir=settings.national_data_dir, keys_file=settings.national_keys_file)
+
+
+def open_national_fuhyo_store(settings: Settings) -> ResidentStore:
+    """The national 附票 file (附票全国サーバ): the 附票 store's layout, the national server's keys."""
+    return open_store(
+        settings,
+        data_dir=settings.national_fuhyo_data_dir,
+        keys_file=settings.national_keys_file,
+        extra_dbs=(FULL_RECORDS,),
+    )
 
 
 @dataclass
@@ -299,9 +313,16 @@ async def _start(
     return running
 
 
-def _attach_backup(running: RunningServer, settings: Settings, name: str, data_dir: Path) -> None:
-    """Daily encrypted backup of this server's environment (SPEC §4.3), made by a child process (an LMDB
-    environment may be opened once per process, and this one is open for serving)."""
+def _attach_backup(
+    running: RunningServer,
+    settings: Settings,
+    name: str,
+    data_dir: Path,
+    more: dict[str, Path] | None = None,
+) -> None:
+    """Daily encrypted backup of this server's environment (and `more` of its environments, by name) (SPEC
+    §4.3), made by a child process (an LMDB environment may be opened once per process, and this one is
+    open for serving)."""
     if not settings.backup_enabled:
         return
     key = BackupKey.load_or_create(server_key_file(settings.path(settings.backup_key_file), name)).secret
@@ -310,7 +331,7 @@ def _attach_backup(running: RunningServer, settings: Settings, name: str, data_d
             running.supervisor,
             f"backup-{name}",
             lambda: backup_schedule(
-                {name: data_dir},
+                {name: data_dir, **(more or {})},
                 settings.path(settings.backup_dir) / name,
                 key,
                 every=settings.backup_interval,
@@ -569,6 +590,19 @@ async def start_fuhyo(settings: Settings) -> RunningServer:
         ),
         timeout=settings.national_timeout,
     )
+    relay_channel = PeerChannel(
+        pki, settings.fuhyo_identity, settings.national_target, check_interval=settings.crl_check_interval
+    )
+    relay = OutboxRelay(  # the prefectural server's relay code: 附票 changes reach the 附票全国サーバ
+        store,
+        relay_channel,
+        prefecture_code=settings.prefecture_code,
+        batch_size=settings.relay_batch_size,
+        backoff_initial=settings.relay_backoff_initial,
+        backoff_max=settings.relay_backoff_max,
+        idle_poll=settings.relay_idle_poll,
+        timeout=settings.national_timeout,
+    )
     registry = Registry(store.env)
     policy_ref: list[AccessInterceptor] = []
     service = FuhyoService(
@@ -579,6 +613,7 @@ async def start_fuhyo(settings: Settings) -> RunningServer:
         tempstore,
         now=jst_now,
         batch_size=settings.apply_batch_size,
+        on_applied=relay.notify,
     )
     admin = AdminService(
         registry,
@@ -610,9 +645,14 @@ async def start_fuhyo(settings: Settings) -> RunningServer:
         "tempstore-expiry", lambda: tempstore.run_expiry(every=1.0, stop=stop_expiry), critical=True
     )
 
+    if settings.relay_enabled:
+        running.supervisor.start("outbox-relay", relay.run, critical=True)
+
     async def end() -> None:
         stop_expiry.set()
+        relay.stop()
         await link.close()
+        await relay_channel.close()
 
     running.on_stop.append(end)
 
@@ -630,6 +670,7 @@ async def start_fuhyo(settings: Settings) -> RunningServer:
 
 async def start_national(settings: Settings) -> RunningServer:
     store = open_national_store(settings)
+    fuhyo_store = open_national_fuhyo_store(settings)
     trail = _open_trail(
         settings,
         settings.national_audit_dir,
@@ -638,7 +679,7 @@ async def start_national(settings: Settings) -> RunningServer:
         log_origin(settings.trust_domain, "national"),
     )
     policy_ref: list[AccessInterceptor] = []
-    service = NationalService(store, lambda: policy_ref[0].policy)
+    service = NationalService(store, fuhyo_store, lambda: policy_ref[0].policy)
     witness = open_witness(settings) if settings.witness_enabled else None
 
     def add(server: grpc.aio.Server) -> None:
@@ -658,7 +699,14 @@ async def start_national(settings: Settings) -> RunningServer:
     )
     policy_ref.append(running.access)
     _attach_audit(running, trail, settings, _submitters(settings, trail, settings.national_identity, witness))
-    _attach_backup(running, settings, "national", settings.path(settings.national_data_dir))
+    _attach_backup(
+        running,
+        settings,
+        "national",
+        settings.path(settings.national_data_dir),
+        {"national-fuhyo": settings.path(settings.national_fuhyo_data_dir)},
+    )
+    running.after_stop.append(fuhyo_store.env.close)
     await running.set_health(True)
     return running
 

@@ -13,22 +13,36 @@ import struct
 from collections.abc import Callable
 from typing import Any
 
-from juki.v1 import fuhyo_pb2, prefecture_pb2, records_pb2
+from juki.v1 import fuhyo_pb2, national_pb2, prefecture_pb2, records_pb2
 
 from server.domain import validation as val
+from server.domain.codes import is_valid_municipality_code
 from server.domain.errors import DomainError, ErrorKind, Violations
 from server.domain.updates import Applied, check_sequence, conclude, notice_digest
 from server.storage.residents import ResidentTxn
 
-STATE_DOMESTIC = 1  # 附票本人確認情報状態区分: 国内
-STATE_ABROAD = 2  # 国外転出者: address holds the last domestic address
+STATE_DOMESTIC = records_pb2.FUHYO_STATE_DOMESTIC  # 附票本人確認情報状態区分: 国内
+STATE_ABROAD = records_pb2.FUHYO_STATE_ABROAD  # 国外転出者: address holds the last domestic address
 K = fuhyo_pb2
+FULL_RECORDS = "fuhyo_records"  # 住民票コード → the FuhyoRecord itself (its 18 items)
 _PURPOSE_LENGTH = struct.Struct(">H")
+_NOTICE_KIND = {
+    K.FUHYO_CHANGE_KIND_CREATE: records_pb2.FUHYO_NOTICE_KIND_CREATE,
+    K.FUHYO_CHANGE_KIND_MODIFY: records_pb2.FUHYO_NOTICE_KIND_MODIFY,
+    K.FUHYO_CHANGE_KIND_REMOVE: records_pb2.FUHYO_NOTICE_KIND_REMOVE,
+}
 
 
-def validate_fuhyo_notice(notice: fuhyo_pb2.FuhyoNotice, *, today: dt.date, path: str = "notice") -> None:
+def validate_fuhyo_notice(
+    notice: fuhyo_pb2.FuhyoNotice, *, today: dt.date, path: str = "notice", local_municipalities: bool = True
+) -> None:
+    """Raise INVALID_ARGUMENT naming every malformed field (a municipality of Mie unless told otherwise: the
+    national server takes every prefecture's)."""
     v = Violations()
-    val.check_municipality(v, f"{path}.managing_municipality_code", notice.managing_municipality_code)
+    if local_municipalities:
+        val.check_municipality(v, f"{path}.managing_municipality_code", notice.managing_municipality_code)
+    elif not is_valid_municipality_code(notice.managing_municipality_code):
+        v.add(f"{path}.managing_municipality_code", "must be 6 ASCII digits with a valid check digit")
     if notice.sequence < 1:
         v.add(f"{path}.sequence", "must be 1 or more")
     if notice.kind not in (
@@ -106,7 +120,6 @@ def apply_fuhyo_notice(
     *,
     caller_municipality: str,
     now: Callable[[], dt.datetime],
-    put_full: Callable[[records_pb2.FuhyoRecord], None],
 ) -> Applied:
     """Apply one validated 附票 notice inside a write transaction, or raise and write nothing."""
     if notice.managing_municipality_code != caller_municipality:
@@ -142,23 +155,8 @@ def apply_fuhyo_notice(
             raise _refuse(
                 ErrorKind.FAILED_PRECONDITION, "the 附票 record is already removed", "ALREADY_REMOVED"
             )
-    record = records_pb2.FuhyoRecord()
-    record.CopyFrom(notice.record)
-    record.change_date = notice.change_date
-    if kind == K.FUHYO_CHANGE_KIND_REMOVE and current is not None:
-        new = records_pb2.ResidentRecord()
-        new.CopyFrom(current)
-        new.deleted_flag, new.state = True, records_pb2.RECORD_STATE_REMOVED
-        new.removed_date = new.change_date = notice.change_date
-    else:
-        new = projection(record, removed=False)
-        put_full(record)
-    new.sequence = notice.sequence
-    new.notified_date = now().date().isoformat()
-    if current is not None:
-        tx.add_history(current, "")
-    tx.put_record(new, "")
     applied_at = now()
+    store_fuhyo_change(tx, notice, current, notified_on=applied_at.date().isoformat())
     result = prefecture_pb2.ApplyResult(
         municipality_code=notice.managing_municipality_code,
         sequence=notice.sequence,
@@ -166,7 +164,47 @@ def apply_fuhyo_notice(
         applied_at=applied_at.isoformat(timespec="milliseconds"),
     )
     conclude(tx, result, digest)
+    change = national_pb2.PropagatedChange(
+        file=national_pb2.CHANGE_FILE_FUHYO, fuhyo_notice=notice, applied_at=result.applied_at
+    )
+    tx.enqueue_outbox(change.SerializeToString(), int(applied_at.timestamp() * 1000))
     return Applied(result, replayed=False)
+
+
+def store_fuhyo_change(
+    tx: ResidentTxn,
+    notice: fuhyo_pb2.FuhyoNotice,
+    current: records_pb2.ResidentRecord | None,
+    *,
+    notified_on: str,
+) -> None:
+    """Write one checked 附票 change into a 附票 file (the prefectural one, or the national one taking the
+    change as the prefecture applied it): the record itself with its 通知区分, its projection for the
+    indexes, the previous version as history; a removal marks the record removed (nothing held: nothing to
+    mark)."""
+    code = notice.record.resident_code
+    if notice.kind == K.FUHYO_CHANGE_KIND_REMOVE:
+        if current is None:
+            return
+        new = records_pb2.ResidentRecord()
+        new.CopyFrom(current)
+        new.deleted_flag, new.state = True, records_pb2.RECORD_STATE_REMOVED
+        new.removed_date = new.change_date = notice.change_date
+        held = tx.get_raw(FULL_RECORDS, code.encode())
+        record = full_record(held) if held is not None else records_pb2.FuhyoRecord(resident_code=code)
+    else:
+        record = records_pb2.FuhyoRecord()
+        record.CopyFrom(notice.record)
+        new = projection(record, removed=False)
+    record.change_date = notice.change_date
+    record.notice_kind = _NOTICE_KIND[notice.kind]  # 通知区分
+    tx.put_raw(FULL_RECORDS, code.encode(), record.SerializeToString())
+    new.change_date = notice.change_date
+    new.sequence = notice.sequence
+    new.notified_date = notified_on
+    if current is not None:
+        tx.add_history(current, "")
+    tx.put_record(new, "")
 
 
 def full_record(raw: Any) -> records_pb2.FuhyoRecord:

@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import grpc
-from juki.v1 import fuhyo_pb2, fuhyo_pb2_grpc, prefecture_pb2, records_pb2
+from juki.v1 import fuhyo_pb2, fuhyo_pb2_grpc, prefecture_pb2
 
 from server.domain import link
 from server.domain import validation as val
@@ -31,7 +31,6 @@ from server.storage.residents import ResidentStore, ResidentTxn
 from server.tempstore import TempStore, TempStoreError, caller_slot
 
 Context = grpc.aio.ServicerContext[Any, Any]
-FULL_RECORDS = "fuhyo_records"
 
 
 class FuhyoService(fuhyo_pb2_grpc.FuhyoServicer):
@@ -45,6 +44,7 @@ class FuhyoService(fuhyo_pb2_grpc.FuhyoServicer):
         *,
         now: Callable[[], dt.datetime],
         batch_size: int = 256,
+        on_applied: Callable[[], None] = lambda: None,
     ) -> None:
         self._store = store
         self._policy = policy
@@ -58,13 +58,11 @@ class FuhyoService(fuhyo_pb2_grpc.FuhyoServicer):
             apply=self._apply_one,
             batch_size=batch_size,
             now=now,
+            on_applied=on_applied,
         )
 
     def _apply_one(self, tx: ResidentTxn, notice: fuhyo_pb2.FuhyoNotice, caller: str) -> Any:
-        def put_full(record: records_pb2.FuhyoRecord) -> None:
-            tx.put_raw(FULL_RECORDS, record.resident_code.encode(), record.SerializeToString())
-
-        return apply_fuhyo_notice(tx, notice, caller_municipality=caller, now=self._now, put_full=put_full)
+        return apply_fuhyo_notice(tx, notice, caller_municipality=caller, now=self._now)
 
     async def ApplyUpdate(
         self, request: fuhyo_pb2.FuhyoApplyRequest, context: Context
