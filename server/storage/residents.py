@@ -32,7 +32,7 @@ import functools
 import itertools
 import logging
 import struct
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from operator import itemgetter
 from typing import Any
@@ -122,6 +122,10 @@ class IndexHit:
 class HistoryVersion:
     record: records_pb2.ResidentRecord
     my_number: str
+
+
+# (read transaction, record) → the digest 整合 compares for it
+RecordDigest = Callable[["ResidentTxn", records_pb2.ResidentRecord], bytes]
 
 
 class ResidentTxn:
@@ -274,13 +278,19 @@ class ResidentTxn:
                     continue
                 yield bytes(key[len(prefix) :]).decode()
 
-    def municipality_digests(self, municipality_code: str, after: str = "") -> Iterator[tuple[str, bytes]]:
+    def municipality_digests(
+        self, municipality_code: str, after: str = "", digest: RecordDigest | None = None
+    ) -> Iterator[tuple[str, bytes]]:
         """(resident code, record digest) of every record of a municipality (after `after`), in code order,
-        each digest computed now from the record and its opened My Number (none is stored)."""
+        each digest computed now (none is stored): from the record and its opened My Number, unless
+        `digest(tx, record)` says otherwise (the 附票 server's records)."""
         for code in self.municipality_codes(municipality_code, after):
             record = self.get(code)
             if record is not None:
-                yield code, record_digest(record, self.my_number(code))
+                yield (
+                    code,
+                    (record_digest(record, self.my_number(code)) if digest is None else digest(self, record)),
+                )
 
     def add_history(self, record: records_pb2.ResidentRecord, my_number: str) -> None:
         """Keep a previous version (with its sealed My Number) as history."""
@@ -634,7 +644,7 @@ class ResidentStore:
         return _ReadScope(self)
 
     async def municipality_digests(
-        self, municipality_code: str, *, per_read: int = 2000
+        self, municipality_code: str, *, per_read: int = 2000, digest: RecordDigest | None = None
     ) -> list[tuple[str, bytes]]:
         """`ResidentTxn.municipality_digests` in short read transactions, letting the event loop serve other
         calls in between: each digest opens a My Number (about 5 µs), and 四日市 has 305k residents."""
@@ -642,7 +652,8 @@ class ResidentStore:
         while True:
             after = found[-1][0] if found else ""
             with self.reader() as tx:
-                part = list(itertools.islice(tx.municipality_digests(municipality_code, after), per_read))
+                digests = tx.municipality_digests(municipality_code, after, digest)
+                part = list(itertools.islice(digests, per_read))
             found += part
             if len(part) < per_read:
                 return found
