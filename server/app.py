@@ -603,6 +603,12 @@ async def start_fuhyo(settings: Settings) -> RunningServer:
         idle_poll=settings.relay_idle_poll,
         timeout=settings.national_timeout,
     )
+    national = NationalClient(
+        PeerChannel(
+            pki, settings.fuhyo_identity, settings.national_target, check_interval=settings.crl_check_interval
+        ),
+        timeout=settings.national_timeout,
+    )
     registry = Registry(store.env)
     policy_ref: list[AccessInterceptor] = []
     service = FuhyoService(
@@ -614,6 +620,10 @@ async def start_fuhyo(settings: Settings) -> RunningServer:
         now=jst_now,
         batch_size=settings.apply_batch_size,
         on_applied=relay.notify,
+        national=national,
+        registry=registry,
+        batch_threshold=settings.batch_threshold,
+        provisions=lambda code: disclosure(trail.directory, trail.subject_hash(code), flush=trail.flush),
     )
     admin = AdminService(
         registry,
@@ -652,6 +662,7 @@ async def start_fuhyo(settings: Settings) -> RunningServer:
         stop_expiry.set()
         relay.stop()
         await link.close()
+        await national.close()
         await relay_channel.close()
 
     running.on_stop.append(end)

@@ -18,6 +18,7 @@ from juki.v1 import fuhyo_pb2, national_pb2, prefecture_pb2, records_pb2
 from server.domain import validation as val
 from server.domain.codes import is_valid_municipality_code
 from server.domain.errors import DomainError, ErrorKind, Violations
+from server.domain.finding import Condition, parse_condition
 from server.domain.updates import Applied, check_sequence, conclude, notice_digest
 from server.storage.residents import ResidentTxn
 
@@ -205,6 +206,24 @@ def store_fuhyo_change(
     if current is not None:
         tx.add_history(current, "")
     tx.put_record(new, "")
+
+
+def parse_fuhyo_condition(request: Any, *, today: dt.date) -> Condition:
+    """The condition of a query of a 附票 file (its `key` oneof, with its request id checked): by
+    住民票コード or 4情報 only, since a 附票 file holds no My Number to look by."""
+    kind = request.WhichOneof("key")
+    v = Violations()
+    if kind == "my_number":
+        v.add("my_number", "the 附票 file holds no My Number: ask by resident_code or four_info")
+    val.check_request_id(v, "request_id", request.request_id)
+    v.raise_if_any()
+    return parse_condition(kind, request.resident_code, "", request.four_info, today=today)
+
+
+def held_record(tx: ResidentTxn, resident_code: str) -> records_pb2.FuhyoRecord | None:
+    """The 附票 record itself (its 18 items) as held, None when none is."""
+    raw = tx.get_raw(FULL_RECORDS, resident_code.encode())
+    return None if raw is None else full_record(raw)
 
 
 def full_record(raw: Any) -> records_pb2.FuhyoRecord:

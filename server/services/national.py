@@ -13,7 +13,7 @@ from juki.v1 import national_pb2, national_pb2_grpc, prefecture_pb2
 from server.domain import validation as val
 from server.domain.errors import DomainError, ErrorKind, Violations
 from server.domain.finding import MAX_MATCHES, find, parse_condition, too_many
-from server.domain.fuhyo import fuhyo_view
+from server.domain.fuhyo import fuhyo_view, parse_fuhyo_condition
 from server.domain.minimise import resident_view
 from server.domain.national import FILE_OF_ROLE, absorb_change, validate_changes
 from server.identity.policy import Policy
@@ -104,15 +104,7 @@ class NationalService(national_pb2_grpc.NationalServicer):
         self, request: national_pb2.NationalQueryRequest, context: Context
     ) -> national_pb2.NationalFuhyoQueryResponse:
         """The national 附票 file by 住民票コード or 4情報; it holds no My Number to look by."""
-        kind = request.WhichOneof("key")
-        v = Violations()
-        if kind == "my_number":
-            v.add("my_number", "the 附票 file holds no My Number: ask by resident_code or four_info")
-        val.check_request_id(v, "request_id", request.request_id)
-        v.raise_if_any()
-        condition = parse_condition(
-            kind, request.resident_code, "", request.four_info, today=self._now().date()
-        )
+        condition = parse_fuhyo_condition(request, today=self._now().date())
         with self._fuhyo_store.reader() as tx:
             records = find(tx, condition, include_removed=True)
         if len(records) > MAX_MATCHES:
