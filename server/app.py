@@ -394,7 +394,10 @@ def _submitters(
     pki = Pki(settings.pki_path)
 
     def channel(target: str) -> grpc.aio.Channel:
-        return PeerChannel(pki, identity, target, check_interval=settings.crl_check_interval)()
+        # a witness runs as the national server (or presents its role, standalone)
+        return PeerChannel(
+            pki, identity, target, peer="national", check_interval=settings.crl_check_interval
+        )()
 
     return submitters(settings, trail.directory, channel, own)
 
@@ -472,6 +475,7 @@ async def start_prefecture(settings: Settings, *, worker: int = 0) -> RunningSer
             pki,
             settings.prefecture_identity,
             settings.national_target,
+            peer="national",
             check_interval=settings.crl_check_interval,
         )
 
@@ -586,6 +590,7 @@ async def start_fuhyo(settings: Settings) -> RunningServer:
             pki,
             settings.fuhyo_identity,
             settings.prefecture_target,
+            peer="prefectural-server",
             check_interval=settings.crl_check_interval,
         ),
         timeout=settings.national_timeout,

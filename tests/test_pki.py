@@ -126,7 +126,8 @@ def test_server_roles_have_localhost_sans(pki: Pki) -> None:
         cert = _load(pki.issue(role, "24").cert_path)
         san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
         assert san.get_values_for_type(x509.UniformResourceIdentifier) == [f"spiffe://{TD}/{role}/24"]
-        assert san.get_values_for_type(x509.DNSName) == ["localhost"]
+        # the role's own name (peers check it: no other server role can pose as this one), and localhost
+        assert san.get_values_for_type(x509.DNSName) == [f"{role}.{TD}", "localhost"]
         assert set(san.get_values_for_type(x509.IPAddress)) == {
             ipaddress.ip_address("127.0.0.1"),
             ipaddress.ip_address("::1"),
@@ -360,3 +361,24 @@ def test_cli_revokes_a_replaced_certificate_and_refuses_unknown_ones_in_one_line
     assert exists.returncode == 2 and len(exists.stderr.strip().splitlines()) == 1, exists.stderr
     again = _juki(tmp_path, "pki", "init")
     assert again.returncode == 2 and len(again.stderr.strip().splitlines()) == 1, again.stderr
+
+
+def test_ensure_dev_reissues_a_server_certificate_without_its_role_name(pki: Pki) -> None:
+    """Certificates of an older jukinet lack the role's DNS name, which peers now check: re-issued."""
+    from server.identity import pki as pki_module
+
+    real = pki_module.server_dns_name
+    pki_module.server_dns_name = lambda role, domain: "localhost"  # type: ignore[assignment]
+    try:
+        old = pki.issue("national", "old-style")
+    finally:
+        pki_module.server_dns_name = real
+    issued = pki.ensure_dev(TD, [("national", "old-style"), ("agency", "police")])
+    assert [info.spiffe.uri for info in issued if info.spiffe.role == "national"] == [
+        f"spiffe://{TD}/national/old-style"
+    ]
+    cert = _load(pki.cert_paths("national", "old-style")[0])
+    san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert f"national.{TD}" in san.get_values_for_type(x509.DNSName)
+    assert cert.serial_number != old.serial
+    assert old.serial in pki_module.load_revoked_serials(pki.crl_path, pki.ca_cert_path)

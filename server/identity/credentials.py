@@ -26,7 +26,7 @@ from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from server.identity.pki import Pki
+from server.identity.pki import Pki, server_dns_name
 
 log = logging.getLogger(__name__)
 
@@ -154,8 +154,21 @@ class PeerChannel:
     """
 
     def __init__(
-        self, pki: Pki, identity: str, target: str, *, check_interval: float = 0.25, grace: float = 30.0
+        self,
+        pki: Pki,
+        identity: str,
+        target: str,
+        *,
+        peer: str,
+        check_interval: float = 0.25,
+        grace: float = 30.0,
     ) -> None:
+        """`peer`: the server role expected at `target` (`national`, `prefectural-server`): its certificate
+        must carry that role's DNS name (`server_dns_name`), or the handshake fails and nothing is sent."""
+        self._options = (
+            *PEER_CHANNEL_OPTIONS,
+            ("grpc.ssl_target_name_override", server_dns_name(peer, pki.trust_domain())),
+        )
         role, _, ident = identity.partition("/")
         cert, key = pki.cert_paths(role, ident)
         self._paths = (cert, key, pki.ca_cert_path)
@@ -191,7 +204,7 @@ class PeerChannel:
             grpc.ssl_channel_credentials(
                 root_certificates=files.ca_bundle, private_key=files.key, certificate_chain=files.cert
             ),
-            options=PEER_CHANNEL_OPTIONS,
+            options=self._options,
         )
         if old is not None:
             log.info("outgoing channel to %s now presents certificate %x", self._target, files.serial)

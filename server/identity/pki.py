@@ -38,6 +38,14 @@ ROLES: tuple[str, ...] = (
 # Roles whose certificates are also presented by listeners, so they carry serverAuth and localhost SANs.
 SERVER_ROLES: frozenset[str] = frozenset({"national", "fuhyo-server", "prefectural-server"})
 
+
+def server_dns_name(role: str, trust_domain: str) -> str:
+    """The DNS name a server role's certificate carries (`national.juki.mie`): a server calling a peer
+    server checks the peer's certificate for it, so that a certificate of another server role cannot pose
+    as that peer (the TLS host-name check, with the name set per channel)."""
+    return f"{role}.{trust_domain}"
+
+
 MIE_MUNICIPALITIES: tuple[str, ...] = (
     "242012", "242021", "242039", "242047", "242055", "242071", "242080", "242098", "242101", "242110",
     "242128", "242144", "242152", "242161", "243035", "243248", "243418", "243434", "243442", "244414",
@@ -152,6 +160,18 @@ class Issued:
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise ValueError(f"{ISSUED_LOG}: not an issuance record: {line[:80]!r}") from exc
+
+
+def _lacks_server_name(cert_path: Path, role: str) -> bool:
+    if role not in SERVER_ROLES:
+        return False
+    cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
+    try:
+        spiffe = spiffe_of_cert(cert)
+    except ValueError:
+        return True
+    names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    return server_dns_name(role, spiffe.trust_domain) not in names.get_values_for_type(x509.DNSName)
 
 
 @dataclass(frozen=True)
@@ -461,6 +481,7 @@ class Pki:
         usages = [ExtendedKeyUsageOID.CLIENT_AUTH]
         if role in SERVER_ROLES:
             sans += [
+                x509.DNSName(server_dns_name(role, spiffe.trust_domain)),
                 x509.DNSName("localhost"),
                 x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
                 x509.IPAddress(ipaddress.ip_address("::1")),
@@ -624,9 +645,10 @@ class Pki:
         issued: list[CertInfo] = []
         for role, ident in identities:
             cert_path, key_path = self.cert_paths(role, ident)
-            if cert_path.exists() and key_path.exists():
+            if cert_path.exists() and key_path.exists() and not _lacks_server_name(cert_path, role):
                 continue
-            # A certificate without its key is useless; re-issue rather than fail.
+            # A certificate without its key is useless, and a server's without its DNS name (issued by
+            # an older jukinet) cannot be checked by its peers: re-issue (the old one is revoked).
             issued.append(self.issue(role, ident, overwrite=True))
         return issued
 
