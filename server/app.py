@@ -595,9 +595,17 @@ async def start_fuhyo(settings: Settings) -> RunningServer:
         ),
         timeout=settings.national_timeout,
     )
-    relay_channel = PeerChannel(
-        pki, settings.fuhyo_identity, settings.national_target, check_interval=settings.crl_check_interval
-    )
+
+    def national_channel() -> PeerChannel:
+        return PeerChannel(
+            pki,
+            settings.fuhyo_identity,
+            settings.national_target,
+            peer="national",
+            check_interval=settings.crl_check_interval,
+        )
+
+    relay_channel = national_channel()
     relay = OutboxRelay(  # the prefectural server's relay code: 附票 changes reach the 附票全国サーバ
         store,
         relay_channel,
@@ -609,9 +617,7 @@ async def start_fuhyo(settings: Settings) -> RunningServer:
         timeout=settings.national_timeout,
     )
     national = NationalClient(
-        PeerChannel(
-            pki, settings.fuhyo_identity, settings.national_target, check_interval=settings.crl_check_interval
-        ),
+        national_channel(),
         timeout=settings.national_timeout,
     )
     registry = Registry(store.env)
