@@ -11,6 +11,7 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import click
 from tqdm import tqdm
@@ -22,6 +23,7 @@ from server.app import (
     PREFECTURE_SERVICE,
     RunningServer,
     open_fuhyo_store,
+    open_fuhyo_store_readonly,
     open_national_fuhyo_store,
     open_national_store,
     open_store,
@@ -39,6 +41,8 @@ from server.seed.fuhyo import generate_fuhyo, generate_fuhyo_elsewhere, load_fuh
 from server.seed.load import load
 from server.seed.population import SeedEntry, generate
 from server.settings import Settings
+from server.storage.fuhyo_file import FuhyoFile
+from server.storage.record_file import RecordFile
 from server.storage.residents import ResidentStore
 from server.workers import announce_ready, exit_with_parent, supervise
 
@@ -55,12 +59,12 @@ def _seed(store: ResidentStore, entries: Iterable[SeedEntry], count: int, label:
     )
 
 
-def _resident_count(store: ResidentStore) -> int:
+def _resident_count(store: RecordFile[Any]) -> int:
     with store.reader() as tx:
-        return tx.count("records")
+        return int(tx.count("records"))
 
 
-def _open(settings: Settings, server: str) -> ResidentStore:
+def _open(settings: Settings, server: str) -> RecordFile[Any]:
     if server == "fuhyo":
         return open_fuhyo_store(settings)
     return open_national_store(settings) if server == "national" else open_store(settings)
@@ -83,10 +87,12 @@ def seed(settings: Settings, server: str, count: int | None, seed_number: int, i
             return
         if existing:
             raise click.ClickException(f"store already holds {existing:,} residents (seed an empty data dir)")
-        if server == "fuhyo":
+        if isinstance(store, FuhyoFile):
             n = count or 100_000
             written = load_fuhyo(store, generate_fuhyo(n, seed_number))
             click.echo(f"seeded {written:,} 附票 records (the same people as Mie's first {n:,})")
+        elif not isinstance(store, ResidentStore):
+            raise AssertionError("a resident store")
         elif server == "national":
             n = count or settings.national_seed_count
             _seed(store, generate_elsewhere(n), n, "other-prefecture")
@@ -249,7 +255,9 @@ def outbox() -> None:
 def outbox_status(settings: Settings, server: str) -> None:
     """Depth, age of the oldest undelivered change, changes delivered (the store opened read-only)."""
     try:
-        store = open_store_readonly(settings, server)
+        store: RecordFile[Any] = (
+            open_fuhyo_store_readonly(settings) if server == "fuhyo" else open_store_readonly(settings)
+        )
     except FileNotFoundError:
         label, data = (
             ("附票", settings.path(settings.fuhyo_data_dir))

@@ -45,7 +45,6 @@ from server.audit.trail import AuditTrail
 from server.audit.witness import Witness
 from server.backup import BackupKey, backup_schedule, server_key_file
 from server.domain import operators
-from server.domain.fuhyo import FULL_RECORDS
 from server.domain.retention import erase_expired_persons
 from server.domain.search import PageTokens, Searcher
 from server.hardening import harden_process
@@ -69,7 +68,10 @@ from server.services.witness import Submitter, WitnessService, log_origin, open_
 from server.settings import Settings
 from server.storage import registry as registry_dbs
 from server.storage.errors import is_storage_error
+from server.storage.fuhyo_file import DB_NAMES as FUHYO_DB_NAMES
+from server.storage.fuhyo_file import FuhyoFile
 from server.storage.lmdbenv import LmdbEnv
+from server.storage.record_file import RecordFile
 from server.storage.registry import Registry
 from server.storage.residents import DB_NAMES, ResidentStore
 from server.storage.sealing import DataKeys, MyNumberSealer
@@ -96,28 +98,33 @@ def open_store(
     *,
     data_dir: Path | None = None,
     keys_file: Path | None = None,
-    extra_dbs: tuple[str, ...] = (),
 ) -> ResidentStore:
     """The prefectural store by default; the national one with its own directories."""
     data = settings.path(data_dir) if data_dir else settings.data_path
     keys = settings.path(keys_file) if keys_file else settings.keys_path
-    env = LmdbEnv(data, DB_NAMES + registry_dbs.DB_NAMES + extra_dbs, map_size=settings.map_size)
+    env = LmdbEnv(data, DB_NAMES + registry_dbs.DB_NAMES, map_size=settings.map_size)
     return ResidentStore(env, MyNumberSealer(DataKeys.load_or_create(keys)))
 
 
-def open_store_readonly(settings: Settings, server: str = "prefecture") -> ResidentStore:
-    """The prefectural store (or the 附票 one: `server="fuhyo"`) opened read-only, for status commands beside
-    a running server: nothing is created, nothing written (FileNotFoundError when there is no store)."""
-    fuhyo = server == "fuhyo"
-    data = settings.path(settings.fuhyo_data_dir) if fuhyo else settings.data_path
-    keys = settings.path(settings.fuhyo_keys_file) if fuhyo else settings.keys_path
+def open_store_readonly(settings: Settings) -> ResidentStore:
+    """The prefectural store opened read-only, for status commands beside a running server: nothing is
+    created, nothing written (FileNotFoundError when there is no store)."""
+    if not (settings.data_path / "data.mdb").exists():
+        raise FileNotFoundError(f"no store in {settings.data_path}")
+    env = LmdbEnv(settings.data_path, DB_NAMES, readonly=True)
+    return ResidentStore(env, MyNumberSealer(DataKeys.load(settings.keys_path)))
+
+
+def open_fuhyo_store_readonly(settings: Settings) -> FuhyoFile:
+    """The 附票 store opened read-only, as `open_store_readonly`."""
+    data = settings.path(settings.fuhyo_data_dir)
     if not (data / "data.mdb").exists():
         raise FileNotFoundError(f"no store in {data}")
-    env = LmdbEnv(data, DB_NAMES + ((FULL_RECORDS,) if fuhyo else ()), readonly=True)
-    return ResidentStore(env, MyNumberSealer(DataKeys.load(keys)))
+    env = LmdbEnv(data, FUHYO_DB_NAMES, readonly=True)
+    return FuhyoFile(env, MyNumberSealer(DataKeys.load(settings.path(settings.fuhyo_keys_file))))
 
 
-def _searcher(settings: Settings, store: ResidentStore) -> Searcher:
+def _searcher(settings: Settings, store: RecordFile[Any]) -> Searcher:
     """4情報 search with the settings' limits; page tokens sealed with a key derived from the store's."""
     tokens = PageTokens(store.sealer.index_key("page-token-secret"))
     return Searcher(
@@ -125,34 +132,29 @@ def _searcher(settings: Settings, store: ResidentStore) -> Searcher:
     )
 
 
-def open_fuhyo_store(settings: Settings) -> ResidentStore:
-    """The 附票 store: the shared record machinery over its own environment, plus the full 附票 records."""
-    return open_store(
-        settings,
-        data_dir=settings.fuhyo_data_dir,
-        keys_file=settings.fuhyo_keys_file,
-        extra_dbs=(FULL_RECORDS,),
-    )
+def _open_fuhyo_file(settings: Settings, data_dir: Path, keys_file: Path) -> FuhyoFile:
+    env = LmdbEnv(settings.path(data_dir), FUHYO_DB_NAMES + registry_dbs.DB_NAMES, map_size=settings.map_size)
+    return FuhyoFile(env, MyNumberSealer(DataKeys.load_or_create(settings.path(keys_file))))
+
+
+def open_fuhyo_store(settings: Settings) -> FuhyoFile:
+    """The 附票 store (its own environment and keys; no My Number table)."""
+    return _open_fuhyo_file(settings, settings.fuhyo_data_dir, settings.fuhyo_keys_file)
 
 
 def open_national_store(settings: Settings) -> ResidentStore:
     return open_store(settings, data_dir=settings.national_data_dir, keys_file=settings.national_keys_file)
 
 
-def open_national_fuhyo_store(settings: Settings) -> ResidentStore:
-    """The national 附票 file (附票全国サーバ): the 附票 store's layout, the national server's keys."""
-    return open_store(
-        settings,
-        data_dir=settings.national_fuhyo_data_dir,
-        keys_file=settings.national_keys_file,
-        extra_dbs=(FULL_RECORDS,),
-    )
+def open_national_fuhyo_store(settings: Settings) -> FuhyoFile:
+    """The national 附票 file (附票全国サーバ): the 附票 file's layout, the national server's keys."""
+    return _open_fuhyo_file(settings, settings.national_fuhyo_data_dir, settings.national_keys_file)
 
 
 @dataclass
 class RunningServer:
     server: grpc.aio.Server
-    store: ResidentStore
+    store: RecordFile[Any]
     access: AccessInterceptor
     health: HealthServicer
     port: int
@@ -193,7 +195,7 @@ class RunningServer:
         while True:
             await asyncio.sleep(every)
             try:
-                await self.store.env.write(lambda txn: self.store.bind(txn).bump(b"storage_probes"))
+                await self.store.probe()
             except Exception as exc:
                 if not is_storage_error(exc):
                     raise
@@ -217,7 +219,7 @@ async def _start(
     *,
     identity: str,
     port: int,
-    store: ResidentStore,
+    store: RecordFile[Any],
     services: tuple[ServiceDescriptor, ...],
     add_servicers: Callable[[grpc.aio.Server], None],
     metrics_port: int,
@@ -363,12 +365,11 @@ async def _supervised_once(supervisor: Supervisor, name: str, job: Callable[[], 
         raise
 
 
-async def retention_schedule(store: ResidentStore, *, every: float, stop: asyncio.Event) -> None:
-    """Erase removed persons past their 150 years (SPEC §6.4), off the event loop, every `every` seconds."""
-    loop = asyncio.get_running_loop()
+async def retention_schedule(store: RecordFile[Any], *, every: float, stop: asyncio.Event) -> None:
+    """Erase removed persons past their 150 years (SPEC §6.4) every `every` seconds, on the store's writer
+    thread (off the event loop, never beside another write)."""
     while not stop.is_set():
-        today = jst_now().date()
-        await loop.run_in_executor(None, erase_expired_persons, store, today)  # a failure: the supervisor's
+        await erase_expired_persons(store, jst_now().date())  # a failure: the supervisor's
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), every)
 
@@ -549,7 +550,7 @@ async def start_prefecture(settings: Settings, *, worker: int = 0) -> RunningSer
 def register_dev_operators(
     settings: Settings,
     operator_ids: tuple[str, ...] = ("op-0001", "op-0002"),
-    opener: Callable[[Settings], ResidentStore] = open_store,
+    opener: Callable[[Settings], RecordFile[Any]] = open_store,
 ) -> list[str]:
     """Offline bootstrap for the embedded default: register the dev operators with every operator grant."""
     store = opener(settings)
@@ -561,12 +562,9 @@ def register_dev_operators(
         for operator_id in operator_ids:
             if registry.operator(operator_id) is not None:
                 continue
-            entry = operators.full_registration(policy, operator_id, admin=bootstrap, now=jst_now())
-
-            def put(txn: Any, entry: admin_pb2.OperatorEntry = entry) -> None:
-                registry.put_operator(txn, entry)
-
-            store.env.write_sync(put)
+            registry.register_now(
+                operators.full_registration(policy, operator_id, admin=bootstrap, now=jst_now())
+            )
             added.append(operator_id)
     finally:
         store.env.close()

@@ -24,13 +24,14 @@ from server.app import (
     open_store,
     register_dev_operators,
 )
-from server.domain.fuhyo import FULL_RECORDS
 from server.identity.pki import DEV_IDENTITIES, Pki
 from server.seed.elsewhere import generate_elsewhere
 from server.seed.fuhyo import generate_fuhyo, generate_fuhyo_elsewhere, load_fuhyo
 from server.seed.load import load
 from server.seed.population import generate
 from server.settings import Settings
+from server.storage.fuhyo_file import DB_NAMES as FUHYO_DB_NAMES
+from server.storage.fuhyo_file import FuhyoFile
 from server.storage.lmdbenv import LmdbEnv
 from server.storage.residents import DB_NAMES, ResidentStore
 from server.storage.sealing import DataKeys, MyNumberSealer
@@ -162,17 +163,17 @@ class Server:
         env = LmdbEnv(s.path(s.national_data_dir), DB_NAMES, readonly=True)
         return ResidentStore(env, MyNumberSealer(DataKeys.load(s.path(s.national_keys_file))))
 
-    def open_fuhyo_reader(self) -> ResidentStore:
+    def open_fuhyo_reader(self) -> FuhyoFile:
         """The 附票 server's store, read-only."""
         s = self.settings
-        env = LmdbEnv(s.path(s.fuhyo_data_dir), (*DB_NAMES, FULL_RECORDS), readonly=True)
-        return ResidentStore(env, MyNumberSealer(DataKeys.load(s.path(s.fuhyo_keys_file))))
+        env = LmdbEnv(s.path(s.fuhyo_data_dir), FUHYO_DB_NAMES, readonly=True)
+        return FuhyoFile(env, MyNumberSealer(DataKeys.load(s.path(s.fuhyo_keys_file))))
 
-    def open_national_fuhyo_reader(self) -> ResidentStore:
+    def open_national_fuhyo_reader(self) -> FuhyoFile:
         """The national server's 附票 file (附票全国サーバ), read-only."""
         s = self.settings
-        env = LmdbEnv(s.path(s.national_fuhyo_data_dir), (*DB_NAMES, FULL_RECORDS), readonly=True)
-        return ResidentStore(env, MyNumberSealer(DataKeys.load(s.path(s.national_keys_file))))
+        env = LmdbEnv(s.path(s.national_fuhyo_data_dir), FUHYO_DB_NAMES, readonly=True)
+        return FuhyoFile(env, MyNumberSealer(DataKeys.load(s.path(s.national_keys_file))))
 
 
 def make_server(

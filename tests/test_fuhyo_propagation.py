@@ -16,7 +16,6 @@ from juki.v1 import fuhyo_pb2, national_pb2, records_pb2
 
 from clients.channel import error_details
 from clients.fuhyo_cmds import fuhyo_stub
-from server.domain.fuhyo import FULL_RECORDS, full_record
 from server.seed.fuhyo import generate_fuhyo_elsewhere
 from tests.conftest import Server, make_server
 from tests.notices import FuhyoMunicipality, fresh_resident
@@ -86,10 +85,8 @@ def assert_national_holds_each_once(server: Server, batch: list[Any]) -> None:
                 record = tx.get(code)
                 assert record is not None
                 assert record.deleted_flag == (last.kind == F.FUHYO_CHANGE_KIND_REMOVE)
-                raw = tx.get_raw(FULL_RECORDS, code.encode())
-                assert raw is not None
-                full = full_record(raw)
-                assert full.notice_kind == last.kind
+                full = tx.get_fuhyo(code)
+                assert full is not None and full.notice_kind == last.kind
                 if last.kind != F.FUHYO_CHANGE_KIND_REMOVE:
                     expected = R.FuhyoRecord()
                     expected.CopyFrom(last.record)

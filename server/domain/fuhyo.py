@@ -1,9 +1,8 @@
 """附票 rules (SPEC §3.2, §5.2): applying change notices and what a 附票 record shows.
 
-The 附票 store reuses the resident store's machinery: each FuhyoRecord is kept whole in `fuhyo_records`
-and projected onto a ResidentRecord (4情報, managing municipality, state) for the shared indexes, search,
-sequences and history — so 4情報 search folds and limits exactly as on the prefectural server. The
-projection never carries a My Number.
+The 附票 file stores each FuhyoRecord itself (server/storage/fuhyo_file.py) and indexes its 4情報 view the way
+the resident file indexes residents, so 4情報 search folds and limits exactly as on the prefectural server.
+Nothing here can hold a My Number: the record has no field for one.
 """
 
 from __future__ import annotations
@@ -20,12 +19,11 @@ from server.domain.codes import is_valid_municipality_code
 from server.domain.errors import DomainError, ErrorKind, Violations
 from server.domain.finding import Condition, parse_condition
 from server.domain.updates import Applied, check_sequence, conclude, notice_digest
-from server.storage.residents import ResidentTxn
+from server.storage.fuhyo_file import FuhyoTxn
 
 STATE_DOMESTIC = records_pb2.FUHYO_STATE_DOMESTIC  # 附票本人確認情報状態区分: 国内
 STATE_ABROAD = records_pb2.FUHYO_STATE_ABROAD  # 国外転出者: address holds the last domestic address
 K = fuhyo_pb2
-FULL_RECORDS = "fuhyo_records"  # 住民票コード → the FuhyoRecord itself (its 18 items)
 _PURPOSE_LENGTH = struct.Struct(">H")
 _NOTICE_KIND = {
     K.FUHYO_CHANGE_KIND_CREATE: records_pb2.FUHYO_NOTICE_KIND_CREATE,
@@ -72,28 +70,8 @@ def validate_fuhyo_notice(
     v.raise_if_any()
 
 
-def projection(record: records_pb2.FuhyoRecord, *, removed: bool) -> records_pb2.ResidentRecord:
-    """The ResidentRecord the shared indexes see: 4情報 (the last domestic address for a person abroad)."""
-    abroad = record.state_kind == STATE_ABROAD
-    out = records_pb2.ResidentRecord(
-        resident_code=record.resident_code,
-        municipality_code=record.managing_municipality_code,
-        change_date=record.change_date,
-        deleted_flag=removed,
-        removed_date=record.change_date if removed else "",
-        state=records_pb2.RECORD_STATE_REMOVED if removed else records_pb2.RECORD_STATE_ACTIVE,
-        retention_flag=abroad,  # marks 国外転出者 in the projection (the view shows `abroad`)
-    )
-    out.four_info.name_kanji = record.name_kanji
-    out.four_info.name_kana = record.name_kana
-    out.four_info.birth_date = record.birth_date
-    out.four_info.sex = record.sex
-    out.four_info.address = record.last_address if abroad else record.address
-    return out
-
-
 def lives_abroad(record: records_pb2.ResidentRecord) -> bool:
-    """The projection of a current 附票 record of a 国外転出者 (the only persons the link serves)."""
+    """The 4情報 view of a current 附票 record of a 国外転出者 (the only persons the link serves)."""
     return record.retention_flag and not record.deleted_flag
 
 
@@ -116,7 +94,7 @@ def _refuse(kind: ErrorKind, message: str, reason: str) -> DomainError:
 
 
 def apply_fuhyo_notice(
-    tx: ResidentTxn,
+    tx: FuhyoTxn,
     notice: fuhyo_pb2.FuhyoNotice,
     *,
     caller_municipality: str,
@@ -157,7 +135,7 @@ def apply_fuhyo_notice(
                 ErrorKind.FAILED_PRECONDITION, "the 附票 record is already removed", "ALREADY_REMOVED"
             )
     applied_at = now()
-    store_fuhyo_change(tx, notice, current, notified_on=applied_at.date().isoformat())
+    store_fuhyo_change(tx, notice)
     result = prefecture_pb2.ApplyResult(
         municipality_code=notice.managing_municipality_code,
         sequence=notice.sequence,
@@ -172,40 +150,24 @@ def apply_fuhyo_notice(
     return Applied(result, replayed=False)
 
 
-def store_fuhyo_change(
-    tx: ResidentTxn,
-    notice: fuhyo_pb2.FuhyoNotice,
-    current: records_pb2.ResidentRecord | None,
-    *,
-    notified_on: str,
-) -> None:
+def store_fuhyo_change(tx: FuhyoTxn, notice: fuhyo_pb2.FuhyoNotice) -> None:
     """Write one checked 附票 change into a 附票 file (the prefectural one, or the national one taking the
-    change as the prefecture applied it): the record itself with its 通知区分, its projection for the
-    indexes, the previous version as history; a removal marks the record removed (nothing held: nothing to
-    mark)."""
+    change as the prefecture applied it): the record itself with its 通知区分 and change date, the previous
+    version as history; a removal marks the record removed (nothing held: nothing to mark)."""
     code = notice.record.resident_code
+    held = tx.get_fuhyo(code)
+    record = records_pb2.FuhyoRecord()
     if notice.kind == K.FUHYO_CHANGE_KIND_REMOVE:
-        if current is None:
+        if held is None:
             return
-        new = records_pb2.ResidentRecord()
-        new.CopyFrom(current)
-        new.deleted_flag, new.state = True, records_pb2.RECORD_STATE_REMOVED
-        new.removed_date = new.change_date = notice.change_date
-        held = tx.get_raw(FULL_RECORDS, code.encode())
-        record = full_record(held) if held is not None else records_pb2.FuhyoRecord(resident_code=code)
+        record.CopyFrom(held)
     else:
-        record = records_pb2.FuhyoRecord()
         record.CopyFrom(notice.record)
-        new = projection(record, removed=False)
     record.change_date = notice.change_date
     record.notice_kind = _NOTICE_KIND[notice.kind]  # 通知区分
-    tx.put_raw(FULL_RECORDS, code.encode(), record.SerializeToString())
-    new.change_date = notice.change_date
-    new.sequence = notice.sequence
-    new.notified_date = notified_on
-    if current is not None:
-        tx.add_history(current, "")
-    tx.put_record(new, "")
+    if held is not None:
+        tx.add_history(held)
+    tx.put(record)
 
 
 def parse_fuhyo_condition(request: Any, *, today: dt.date) -> Condition:
@@ -218,18 +180,6 @@ def parse_fuhyo_condition(request: Any, *, today: dt.date) -> Condition:
     val.check_request_id(v, "request_id", request.request_id)
     v.raise_if_any()
     return parse_condition(kind, request.resident_code, "", request.four_info, today=today)
-
-
-def held_record(tx: ResidentTxn, resident_code: str) -> records_pb2.FuhyoRecord | None:
-    """The 附票 record itself (its 18 items) as held, None when none is."""
-    raw = tx.get_raw(FULL_RECORDS, resident_code.encode())
-    return None if raw is None else full_record(raw)
-
-
-def full_record(raw: Any) -> records_pb2.FuhyoRecord:
-    record = records_pb2.FuhyoRecord()
-    record.ParseFromString(raw)
-    return record
 
 
 def held_answer(purpose: str, answer: fuhyo_pb2.FuhyoProvideResponse) -> bytes:

@@ -25,6 +25,8 @@ from server.domain.errors import DomainError, ErrorKind, Violations
 from server.domain.fuhyo import store_fuhyo_change, validate_fuhyo_notice
 from server.domain.updates import REMOVALS, notice_digest, record_from_notice, validate_notice
 from server.identity.pki import SpiffeId
+from server.storage.fuhyo_file import FuhyoTxn
+from server.storage.record_file import RecordTxn
 from server.storage.residents import ResidentTxn
 
 MAX_CHANGES = 1000
@@ -96,7 +98,7 @@ def notice_of(change: national_pb2.PropagatedChange) -> tuple[str, int, Message]
     return change.notice.municipality_code, change.notice.sequence, change.notice
 
 
-def absorb_change(tx: ResidentTxn, change: national_pb2.PropagatedChange, *, received_on: str) -> bool:
+def absorb_change(tx: RecordTxn, change: national_pb2.PropagatedChange, *, received_on: str) -> bool:
     """Take one change into its national file (`tx`: the resident file's or the 附票 file's, as the change's
     file says); True when newly applied, False for a change already held."""
     stream, sequence, notice = notice_of(change)
@@ -120,10 +122,10 @@ def absorb_change(tx: ResidentTxn, change: national_pb2.PropagatedChange, *, rec
             "SEQUENCE_GAP",
             metadata={"expected_sequence": expected, "municipality_code": stream},
         )
-    if change.file == national_pb2.CHANGE_FILE_FUHYO:
-        current = tx.get(change.fuhyo_notice.record.resident_code)
-        store_fuhyo_change(tx, change.fuhyo_notice, current, notified_on=received_on)
+    if isinstance(tx, FuhyoTxn):  # the national 附票 file takes 附票 changes only (validate_changes)
+        store_fuhyo_change(tx, change.fuhyo_notice)
     else:
+        assert isinstance(tx, ResidentTxn)
         _apply_resident(tx, change.notice, received_on)
     tx.set_last_sequence(stream, sequence)
     tx.record_applied(stream, sequence, digest, change.applied_at.encode())

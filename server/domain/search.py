@@ -15,6 +15,7 @@ import hmac
 import os
 import struct
 from dataclasses import dataclass
+from typing import Any
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -23,7 +24,7 @@ from juki.v1 import prefecture_pb2, records_pb2
 from server.domain import validation as val
 from server.domain.errors import DomainError, ErrorKind, FieldViolation, Violations
 from server.domain.kana import search_kana
-from server.storage.residents import ResidentStore, ResidentTxn
+from server.storage.record_file import RecordFile, RecordTxn
 
 _INDEXES = ("idx_name", "idx_birth", "idx_address")
 _TOKEN_HEAD = struct.Struct(">16sBI")
@@ -104,7 +105,7 @@ def _plan(query: SearchQuery) -> tuple[int, bytes, bytes | None]:
 
 
 def run_search(
-    tx: ResidentTxn,
+    tx: RecordTxn,
     query: SearchQuery,
     cursor: Cursor | None,
     *,
@@ -154,7 +155,7 @@ class Searcher:
     max_results: int = 1000
 
     def search(
-        self, store: ResidentStore, request: prefecture_pb2.SearchRequest, *, caller: str, today: dt.date
+        self, store: RecordFile[Any], request: prefecture_pb2.SearchRequest, *, caller: str, today: dt.date
     ) -> tuple[list[records_pb2.ResidentRecord], str, bool]:
         """(records, next page token, capped); DomainError (INVALID_ARGUMENT) for a bad request or token.
 

@@ -30,7 +30,7 @@ import grpc
 from juki.v1 import national_pb2, national_pb2_grpc
 
 from server.observability import metrics
-from server.storage.residents import ResidentStore
+from server.storage.record_file import RecordFile
 
 log = logging.getLogger(__name__)
 
@@ -52,17 +52,10 @@ class RelayStats:
     consecutive_failures: int = field(default=0, repr=False)
 
 
-def _count(tx: Any, *, failed: bool) -> None:
-    """Persist attempt and failure counts, for `juki outbox status` (the metrics restart with the process)."""
-    tx.bump(b"relay_attempts")
-    if failed:
-        tx.bump(b"relay_failures")
-
-
 class OutboxRelay:
     def __init__(
         self,
-        store: ResidentStore,
+        store: RecordFile[Any],
         channel_factory: Callable[[], grpc.aio.Channel],  # the current channel (new after rotation)
         *,
         prefecture_code: str,
@@ -173,16 +166,10 @@ class OutboxRelay:
             metrics.RELAY_FAILURES.labels(code=code).inc()
             if self.stats.consecutive_failures in (1, 10) or self.stats.consecutive_failures % 100 == 0:
                 log.warning("national server did not take %d change(s): %s", len(batch), code)
-            await self._store.env.write(lambda txn: _count(self._store.bind(txn), failed=True))
+            await self._store.count_relay_attempt(failed=True)
             return _Outcome.UNREACHABLE if code in _UNREACHABLE else _Outcome.REFUSED
         keys = [key for key, _ in batch]
-
-        def confirm(txn: Any) -> None:
-            tx = self._store.bind(txn)
-            tx.remove_delivered(keys)
-            _count(tx, failed=False)
-
-        await self._store.env.write(confirm)
+        await self._store.confirm_delivered(keys)
         self.stats.delivered += len(keys)
         self.stats.consecutive_failures = 0
         metrics.RELAY_DELIVERED.inc(len(keys))

@@ -6,14 +6,13 @@ from the residents of `server.seed.elsewhere`."""
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from typing import Any
 
 from juki.v1 import records_pb2
 
-from server.domain.fuhyo import FULL_RECORDS, STATE_ABROAD, STATE_DOMESTIC, projection
+from server.domain.fuhyo import STATE_ABROAD, STATE_DOMESTIC
 from server.seed.elsewhere import generate_elsewhere
 from server.seed.population import SeedEntry, generate
-from server.storage.residents import ResidentStore
+from server.storage.fuhyo_file import FuhyoFile
 
 R = records_pb2
 
@@ -50,26 +49,15 @@ def _fuhyo_records(entries: Iterable[SeedEntry]) -> Iterator[records_pb2.FuhyoRe
         )
 
 
-def load_fuhyo(
-    store: ResidentStore, records: Iterator[records_pb2.FuhyoRecord], *, batch: int = 20_000
-) -> int:
-    """Write records (projection + full record) in large transactions; the count written."""
+def load_fuhyo(store: FuhyoFile, records: Iterable[records_pb2.FuhyoRecord], *, batch: int = 20_000) -> int:
+    """Write records (with their indexes) in large transactions; the count written."""
     total = 0
     chunk: list[records_pb2.FuhyoRecord] = []
-
-    def write(txn: Any) -> None:
-        tx = store.bind(txn)
-        for record in chunk:
-            tx.put_record(projection(record, removed=False), "")
-            tx.put_raw(FULL_RECORDS, record.resident_code.encode(), record.SerializeToString())
-
     for record in records:
         chunk.append(record)
         if len(chunk) >= batch:
-            store.env.write_sync(write)
-            total += len(chunk)
+            total += store.put_records(chunk)
             chunk = []
     if chunk:
-        store.env.write_sync(write)
-        total += len(chunk)
+        total += store.put_records(chunk)
     return total

@@ -14,17 +14,17 @@ from server.domain.errors import DomainError
 from server.domain.updates import Applied
 from server.observability import metrics
 from server.services.chain import current_caller
-from server.storage.residents import ResidentStore, ResidentTxn
+from server.storage.record_file import RecordFile
 
 Context = grpc.aio.ServicerContext[Any, Any]
 Validate = Callable[[Any, dt.date, str], None]  # (notice, today, field path) → raises INVALID_ARGUMENT
-Apply = Callable[[ResidentTxn, Any, str], Applied]  # (transaction, notice, caller's municipality)
+Apply = Callable[[Any, Any, str], Applied]  # (transaction, notice, caller's municipality)
 
 
 class NoticeApplier:
     def __init__(
         self,
-        store: ResidentStore,
+        store: RecordFile[Any],
         *,
         validate: Validate,
         apply: Apply,
@@ -42,18 +42,9 @@ class NoticeApplier:
     async def apply(self, notices: list[Any]) -> tuple[list[Applied], DomainError | None]:
         """Apply in order in one write transaction; stop at the first refused notice, keep those before."""
         caller = current_caller().id
-
-        def work(txn: Any) -> tuple[list[Applied], DomainError | None]:
-            tx = self._store.bind(txn)
-            done: list[Applied] = []
-            for notice in notices:
-                try:
-                    done.append(self._apply_one(tx, notice, caller))
-                except DomainError as err:
-                    return done, err
-            return done, None
-
-        done, refused = await self._store.env.write(work)
+        done, refused = await self._store.apply_batch(
+            notices, lambda tx, notice: self._apply_one(tx, notice, caller)
+        )
         applied = sum(1 for a in done if not a.replayed)
         if applied:
             metrics.UPDATES_APPLIED.labels(caller).inc(applied)

@@ -15,18 +15,18 @@ from server.domain import operators
 from server.domain.errors import DomainError, ErrorKind, FieldViolation
 from server.domain.finding import find, parse_condition
 from server.services.chain import current_caller
+from server.storage.record_file import RecordFile
 from server.storage.registry import Registry
-from server.storage.residents import ResidentStore, ResidentTxn
 
 # (read transaction, the one record found, whether its My Number may be given) → the view of it
-View = Callable[[ResidentTxn, records_pb2.ResidentRecord, bool], Message]
+View = Callable[[Any, records_pb2.ResidentRecord, bool], Message]
 MAX_DECLARED = 10_000_000
 
 
 class BatchProvision:
     def __init__(
         self,
-        store: ResidentStore,
+        store: RecordFile[Any],
         *,
         registry: Registry | None,
         threshold: int,
@@ -74,13 +74,12 @@ class BatchProvision:
             raise DomainError(ErrorKind.PERMISSION_DENIED, "no approvals here", "NO_APPROVAL")
         assert registry is not None
 
-        def consume(txn: Any) -> None:
-            token = first.approval_token
-            record = registry.unused_approval(txn, token) if token else None
-            operators.check_approval(record, caller=caller, purpose=purpose, count=count, now=now)
-            registry.use_approval(txn, token)
-
-        await self._store.env.write(consume)
+        await registry.consume_approval(
+            first.approval_token,
+            lambda record: operators.check_approval(
+                record, caller=caller, purpose=purpose, count=count, now=now
+            ),
+        )
 
     def _one(self, request: prefecture_pb2.BatchProvideRequest, today: dt.date, with_number: bool) -> Any:
         result = self._result(condition_id=request.condition_id)

@@ -13,14 +13,14 @@ from juki.v1 import prefecture_pb2, records_pb2
 from server.audit.disclosure import Disclosure, Listed
 from server.domain import validation as val
 from server.domain.errors import Violations, nobody
-from server.storage.residents import ResidentStore, ResidentTxn
+from server.storage.record_file import RecordFile
 
 # (read transaction, the record) → the view of it the resident sees
-View = Callable[[ResidentTxn, records_pb2.ResidentRecord], Message]
+View = Callable[[Any, records_pb2.ResidentRecord], Message]
 
 
 async def disclose(
-    store: ResidentStore,
+    store: RecordFile[Any],
     request: prefecture_pb2.DiscloseRequest,
     provisions: Callable[[str], Disclosure] | None,
     view: View,

@@ -20,13 +20,12 @@ from server.domain.fuhyo import (
     apply_fuhyo_notice,
     fuhyo_view,
     held_answer,
-    held_record,
     lives_abroad,
     parse_fuhyo_condition,
     parse_held,
     validate_fuhyo_notice,
 )
-from server.domain.reconcile import FUHYO_ITEMS, fuhyo_digest, fuhyo_items
+from server.domain.reconcile import FUHYO_ITEMS, fuhyo_items
 from server.domain.search import Searcher
 from server.identity.policy import Policy
 from server.propagation.my_number_link import MyNumberLink
@@ -36,8 +35,8 @@ from server.services.batching import BatchProvision
 from server.services.chain import current_caller
 from server.services.disclosing import disclose
 from server.services.reconciling import ReconcileKind, reconcile
+from server.storage.fuhyo_file import FuhyoFile, FuhyoTxn, removed
 from server.storage.registry import Registry
-from server.storage.residents import ResidentStore, ResidentTxn
 from server.tempstore import TempStore, TempStoreError, caller_slot
 
 Context = grpc.aio.ServicerContext[Any, Any]
@@ -46,7 +45,7 @@ Context = grpc.aio.ServicerContext[Any, Any]
 class FuhyoService(fuhyo_pb2_grpc.FuhyoServicer):
     def __init__(
         self,
-        store: ResidentStore,
+        store: FuhyoFile,
         policy: Callable[[], Policy],
         searcher: Searcher,
         link: MyNumberLink,
@@ -73,7 +72,7 @@ class FuhyoService(fuhyo_pb2_grpc.FuhyoServicer):
             view=lambda tx, record, with_number: fuhyo_view(record),
         )
         self._reconcile_kind = ReconcileKind(
-            digests=lambda municipality: store.municipality_digests(municipality, digest=_held_digest),
+            digests=lambda municipality: store.municipality_digests(municipality),
             municipality=lambda record: str(record.managing_municipality_code),
             theirs=lambda record: fuhyo_items(
                 record, record.notice_kind == records_pb2.FUHYO_NOTICE_KIND_REMOVE
@@ -95,7 +94,7 @@ class FuhyoService(fuhyo_pb2_grpc.FuhyoServicer):
             on_applied=on_applied,
         )
 
-    def _apply_one(self, tx: ResidentTxn, notice: fuhyo_pb2.FuhyoNotice, caller: str) -> Any:
+    def _apply_one(self, tx: FuhyoTxn, notice: fuhyo_pb2.FuhyoNotice, caller: str) -> Any:
         return apply_fuhyo_notice(tx, notice, caller_municipality=caller, now=self._now)
 
     async def ApplyUpdate(
@@ -276,18 +275,11 @@ class FuhyoService(fuhyo_pb2_grpc.FuhyoServicer):
         return prefecture_pb2.PingResponse()
 
 
-def _held_digest(tx: ResidentTxn, record: records_pb2.ResidentRecord) -> bytes:
-    """The 整合 digest of a 附票 record (its projection `record` says whether it is removed)."""
-    held = held_record(tx, record.resident_code) or records_pb2.FuhyoRecord()
-    return fuhyo_digest(held, record.deleted_flag)
-
-
-def _held_items(tx: ResidentTxn, code: str) -> tuple[str, tuple[str, ...]] | None:
-    record = tx.get(code)
+def _held_items(tx: FuhyoTxn, code: str) -> tuple[str, tuple[str, ...]] | None:
+    record = tx.get_fuhyo(code)
     if record is None:
         return None
-    held = held_record(tx, code) or records_pb2.FuhyoRecord()
-    return record.municipality_code, fuhyo_items(held, record.deleted_flag)
+    return record.managing_municipality_code, fuhyo_items(record, removed(record))
 
 
 def _purpose_without_my_number() -> DomainError:

@@ -19,6 +19,8 @@ from server.domain.national import FILE_OF_ROLE, absorb_change, validate_changes
 from server.identity.policy import Policy
 from server.services.chain import current_caller
 from server.services.prefecture import jst_now
+from server.storage.fuhyo_file import FuhyoFile
+from server.storage.record_file import RecordFile
 from server.storage.residents import ResidentStore
 
 Context = grpc.aio.ServicerContext[Any, Any]
@@ -29,7 +31,7 @@ class NationalService(national_pb2_grpc.NationalServicer):
     def __init__(
         self,
         store: ResidentStore,
-        fuhyo_store: ResidentStore,
+        fuhyo_store: FuhyoFile,
         policy: Callable[[], Policy],
         *,
         now: Callable[[], dt.datetime] = jst_now,
@@ -47,22 +49,13 @@ class NationalService(national_pb2_grpc.NationalServicer):
         received_on = self._now().date().isoformat()
         # every change is of the caller's one file (checked above): one store, one transaction
         fuhyo = FILE_OF_ROLE[caller.role] == national_pb2.CHANGE_FILE_FUHYO
-        store = self._fuhyo_store if fuhyo else self._store
+        store: RecordFile[Any] = self._fuhyo_store if fuhyo else self._store
 
-        def work(txn: Any) -> tuple[int, int, DomainError | None]:
-            tx = store.bind(txn)
-            accepted = duplicates = 0
-            for change in request.changes:
-                try:
-                    if absorb_change(tx, change, received_on=received_on):
-                        accepted += 1
-                    else:
-                        duplicates += 1
-                except DomainError as err:
-                    return accepted, duplicates, err
-            return accepted, duplicates, None
-
-        accepted, duplicates, refused = await store.env.write(work)
+        taken, refused = await store.apply_batch(
+            request.changes, lambda tx, change: absorb_change(tx, change, received_on=received_on)
+        )
+        accepted = sum(taken)
+        duplicates = len(taken) - accepted
         if refused is not None:
             refused.metadata["accepted"] = str(accepted)
             raise refused

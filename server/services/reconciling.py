@@ -14,7 +14,7 @@ from server.domain.errors import DomainError, ErrorKind
 from server.domain.reconcile import differing_items, range_digests
 from server.services.batching import invalid
 from server.services.chain import current_caller
-from server.storage.residents import ResidentStore, ResidentTxn
+from server.storage.record_file import RecordFile
 
 P = prefecture_pb2
 
@@ -28,12 +28,12 @@ class ReconcileKind:
     digests: Callable[[str], Awaitable[list[tuple[str, bytes]]]]
     municipality: Callable[[Any], str]
     theirs: Callable[[Any], tuple[str, ...]]
-    ours: Callable[[ResidentTxn, str], tuple[str, tuple[str, ...]] | None]
+    ours: Callable[[Any, str], tuple[str, tuple[str, ...]] | None]
     items: tuple[str, ...]
 
 
 async def reconcile(
-    store: ResidentStore, kind: ReconcileKind, requests: AsyncIterator[Any]
+    store: RecordFile[Any], kind: ReconcileKind, requests: AsyncIterator[Any]
 ) -> AsyncIterator[P.ReconcileResponse]:
     municipality = current_caller().id
     iterator = requests.__aiter__()
@@ -93,7 +93,7 @@ async def reconcile(
 
 
 def _compare(
-    store: ResidentStore, kind: ReconcileKind, theirs: Any, municipality: str
+    store: RecordFile[Any], kind: ReconcileKind, theirs: Any, municipality: str
 ) -> P.ReconcileDifference | None:
     code = theirs.resident_code
     with store.reader() as tx:
