@@ -18,6 +18,7 @@ from server.domain import validation as val
 from server.domain.codes import is_valid_municipality_code
 from server.domain.errors import DomainError, ErrorKind, Violations
 from server.domain.finding import Condition, parse_condition
+from server.domain.limits import check_message
 from server.domain.updates import Applied, check_sequence, conclude, notice_digest
 from server.storage.fuhyo_file import FuhyoTxn
 
@@ -38,6 +39,7 @@ def validate_fuhyo_notice(
     """Raise INVALID_ARGUMENT naming every malformed field (a municipality of Mie unless told otherwise: the
     national server takes every prefecture's)."""
     v = Violations()
+    check_message(v, notice, path)
     if local_municipalities:
         val.check_municipality(v, f"{path}.managing_municipality_code", notice.managing_municipality_code)
     elif not is_valid_municipality_code(notice.managing_municipality_code):
@@ -63,10 +65,15 @@ def validate_fuhyo_notice(
         val.check_sex(v, f"{p}.sex", r.sex)
         if r.state_kind not in (STATE_DOMESTIC, STATE_ABROAD):
             v.add(f"{p}.state_kind", "1 (domestic) or 2 (abroad)")
-        address = r.last_address if r.state_kind == STATE_ABROAD else r.address
-        val.check_text(
-            v, f"{p}.{'last_address' if r.state_kind == STATE_ABROAD else 'address'}", address, max_len=200
-        )
+        abroad = r.state_kind == STATE_ABROAD
+        val.check_text(v, f"{p}.address", r.address, max_len=200, required=not abroad)
+        val.check_text(v, f"{p}.last_address", r.last_address, max_len=200, required=abroad)
+    if r.former_resident_code:
+        val.check_resident_code(v, f"{p}.former_resident_code", r.former_resident_code)
+    if r.address_municipality_code and not is_valid_municipality_code(r.address_municipality_code):
+        v.add(f"{p}.address_municipality_code", "must be 6 ASCII digits with a valid check digit")
+    for counter in ("name_gaiji_count", "address_gaiji_count", "last_address_gaiji_count"):
+        val.check_counter(v, f"{p}.{counter}", getattr(r, counter))
     v.raise_if_any()
 
 

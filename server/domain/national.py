@@ -23,6 +23,7 @@ from juki.v1 import national_pb2, prefecture_pb2, records_pb2
 from server.domain.codes import is_digits, is_valid_municipality_code
 from server.domain.errors import DomainError, ErrorKind, Violations
 from server.domain.fuhyo import store_fuhyo_change, validate_fuhyo_notice
+from server.domain.limits import check_message
 from server.domain.updates import REMOVALS, notice_digest, record_from_notice, validate_notice
 from server.identity.pki import SpiffeId
 from server.storage.fuhyo_file import FuhyoTxn
@@ -42,6 +43,9 @@ def validate_changes(request: national_pb2.NotifyUpdatesRequest, *, caller: Spif
     """Refuse the whole request (PERMISSION_DENIED) unless every change is of the caller's own file and
     prefecture; INVALID_ARGUMENT naming every malformed field."""
     v = Violations()
+    check_message(v, request, skip=frozenset({"changes"}))  # each change's notice: validate_notice below
+    for i, change in enumerate(request.changes):
+        check_message(v, change, f"changes[{i}]", skip=frozenset({"notice"}))
     if not is_digits(request.prefecture_code, 2):
         v.add("prefecture_code", "must be 2 ASCII digits")
     elif request.prefecture_code != caller.id:

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from juki.v1 import admin_pb2
 
 from server.domain.errors import DomainError, ErrorKind, Violations
+from server.domain.limits import check_message
+from server.domain.validation import check_text
 from server.identity.pki import SpiffeId
 from server.identity.policy import Policy, full_method
 
@@ -54,6 +56,7 @@ def registration(
     request: admin_pb2.RegisterOperatorRequest, policy: Policy, *, admin: SpiffeId, now: dt.datetime
 ) -> admin_pb2.OperatorEntry:
     v = Violations()
+    check_message(v, request)
     if not _OPERATOR_ID.fullmatch(request.operator_id):
         v.add("operator_id", "1–64 of A-Z a-z 0-9 . _ -")
     granted = policy.methods_of("operator")
@@ -74,8 +77,7 @@ def registration(
     for i, purpose in enumerate(request.purposes):
         if purpose not in purposes:
             v.add(f"purposes[{i}]", "not a purpose the policy grants operators for these methods")
-    if len(request.note) > 200:
-        v.add("note", "at most 200 characters")
+    check_text(v, "note", request.note, max_len=200, required=False)
     v.raise_if_any()
     return admin_pb2.OperatorEntry(
         operator_id=request.operator_id,
@@ -107,10 +109,10 @@ def full_registration(
 def check_revocation(request: admin_pb2.RevokeOperatorRequest) -> None:
     """A revocation names an operator id of the registration alphabet, checked before the registry is read."""
     v = Violations()
+    check_message(v, request)
     if not _OPERATOR_ID.fullmatch(request.operator_id):
         v.add("operator_id", "1–64 of A-Z a-z 0-9 . _ -")
-    if len(request.reason) > 200:
-        v.add("reason", "at most 200 characters")
+    check_text(v, "reason", request.reason, max_len=200, required=False)
     v.raise_if_any()
 
 
@@ -119,8 +121,6 @@ def revoked(
 ) -> admin_pb2.OperatorEntry:
     if entry is None:
         raise DomainError(ErrorKind.NOT_FOUND, "no such operator", "NO_OPERATOR")
-    if len(reason) > 200:
-        raise DomainError(ErrorKind.INVALID_ARGUMENT, "reason: at most 200 characters", "INVALID_FIELDS")
     out = admin_pb2.OperatorEntry()
     out.CopyFrom(entry)
     if out.state != admin_pb2.OPERATOR_STATE_REVOKED:
@@ -132,17 +132,21 @@ def revoked(
 
 
 def approval(
-    request: admin_pb2.IssueApprovalRequest, policy: Policy, *, now: dt.datetime
+    request: admin_pb2.IssueApprovalRequest, policy: Policy, *, now: dt.datetime, trust_domain: str
 ) -> tuple[str, admin_pb2.Approval]:
-    """(token, approval) for one bulk provision."""
+    """(token, approval) for one bulk provision, by an admin of `trust_domain` for a caller of it."""
     v = Violations()
+    check_message(v, request)
+    v.raise_if_any()
     try:
         caller = SpiffeId.parse(request.caller)
     except ValueError:
         v.add("caller", "a SPIFFE ID spiffe://<trust-domain>/<role>/<id>")
         v.raise_if_any()
         raise
-    if caller.role not in BULK_ROLES:
+    if caller.trust_domain != trust_domain:
+        v.add("caller", "an agency or department of this server's trust domain")
+    elif caller.role not in BULK_ROLES:
         v.add("caller", "bulk provision is for agencies and departments")
     elif request.purpose not in policy.purposes_of(caller.role, BATCH_METHOD, caller.id):
         v.add("purpose", "not a purpose the policy grants this caller for BatchProvide")

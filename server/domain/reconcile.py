@@ -12,7 +12,11 @@ import hashlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
-from juki.v1 import records_pb2
+from juki.v1 import prefecture_pb2, records_pb2
+
+from server.domain import validation as val
+from server.domain.errors import MAX_VIOLATIONS, Violations
+from server.domain.limits import check_message
 
 # The items compared, by name (what a difference reports).
 ITEMS = (
@@ -112,3 +116,28 @@ def range_digests(entries: Iterable[tuple[str, bytes]], prefix_length: int) -> I
         count += 1
     if count:
         yield RangeSummary(current, hasher.digest(), count)
+
+
+def validate_ranges(ranges: prefecture_pb2.ReconcileRanges) -> None:
+    """The first message of a 整合: every range a prefix of `prefix_length` ASCII digits, its digest at most
+    a SHA-256 (a digest that is not one only differs). One pass over the ranges (a 整合 may carry many)."""
+    v = Violations()
+    check_message(v, ranges, "ranges", skip=frozenset({"ranges"}))
+    length = ranges.prefix_length
+    for i, summary in enumerate(ranges.ranges):
+        prefix = summary.prefix
+        if len(prefix) != length or not (prefix.isascii() and prefix.isdigit()):
+            v.add(f"ranges.ranges[{i}].prefix", "the first prefix_length digits of a 住民票コード")
+        if len(summary.digest) > 32:
+            v.add(f"ranges.ranges[{i}].digest", "at most 32 bytes (a SHA-256)")
+        if len(v.items) >= MAX_VIOLATIONS:
+            break
+    v.raise_if_any()
+
+
+def validate_record(request: prefecture_pb2.ReconcileRequest) -> None:
+    """A record of a 整合 is of the schema and names a resident by a well-formed 住民票コード."""
+    v = Violations()
+    check_message(v, request.record, "record")
+    val.check_resident_code(v, "record.resident_code", request.record.resident_code)
+    v.raise_if_any()

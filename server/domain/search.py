@@ -24,7 +24,14 @@ from juki.v1 import prefecture_pb2, records_pb2
 from server.domain import validation as val
 from server.domain.errors import DomainError, ErrorKind, FieldViolation, Violations
 from server.domain.kana import search_kana
-from server.storage.record_file import RecordFile, RecordTxn
+from server.domain.limits import check_message
+from server.storage.record_file import (
+    ADDRESS_KEY_BYTES,
+    NAME_KEY_BYTES,
+    RecordFile,
+    RecordTxn,
+    index_text,
+)
 
 _INDEXES = ("idx_name", "idx_birth", "idx_address")
 _TOKEN_HEAD = struct.Struct(">16sBI")
@@ -62,6 +69,7 @@ class SearchPage:
 def parse_query(request: prefecture_pb2.SearchRequest, *, today: dt.date) -> SearchQuery:
     """Validate a search request and fold it into a query; refuse fewer than two of the four."""
     v = Violations()
+    check_message(v, request)
     kana = ""
     if request.name_kana:
         val.check_kana(v, "name_kana", request.name_kana)
@@ -95,13 +103,13 @@ def parse_query(request: prefecture_pb2.SearchRequest, *, today: dt.date) -> Sea
 def _plan(query: SearchQuery) -> tuple[int, bytes, bytes | None]:
     """(index, key prefix, stop key) of the most selective index for this query."""
     if query.kana:
-        return 0, query.kana.encode(), None
+        return 0, index_text(query.kana, NAME_KEY_BYTES), None
     if query.birth_from:
         if query.birth_from == query.birth_to:
             sex = bytes((query.sex,)) if query.sex else b""
             return 1, query.birth_from + sex, None
         return 1, b"", query.birth_to + b"\xff"
-    return 2, query.address_prefix.encode(), None
+    return 2, index_text(query.address_prefix, ADDRESS_KEY_BYTES), None
 
 
 def run_search(

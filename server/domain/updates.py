@@ -17,6 +17,7 @@ from juki.v1 import national_pb2, prefecture_pb2, records_pb2
 
 from server.domain import validation as val
 from server.domain.errors import DomainError, ErrorKind, Violations
+from server.domain.limits import check_message
 from server.storage.record_file import RecordTxn
 from server.storage.residents import ResidentTxn
 
@@ -67,6 +68,7 @@ def validate_notice(
 ) -> None:
     """Raise INVALID_ARGUMENT naming every malformed field (a municipality of Mie unless told otherwise)."""
     v = Violations()
+    check_message(v, notice, path)
     if local_municipalities:
         val.check_municipality(v, f"{path}.municipality_code", notice.municipality_code)
     if notice.sequence < 1:
@@ -293,7 +295,7 @@ def apply_notice(
     change = national_pb2.PropagatedChange(
         file=national_pb2.CHANGE_FILE_RESIDENT, notice=notice, applied_at=result.applied_at
     )
-    tx.enqueue_outbox(change.SerializeToString(), int(applied_at.timestamp() * 1000))
+    tx.enqueue_outbox(change, int(applied_at.timestamp() * 1000))
     return Applied(result, replayed=False)
 
 

@@ -6,7 +6,7 @@ import datetime as dt
 import re
 import unicodedata
 
-from juki.v1 import records_pb2
+from juki.v1 import admin_pb2, records_pb2
 
 from server.domain.codes import (
     MIE_MUNICIPALITIES,
@@ -16,6 +16,7 @@ from server.domain.codes import (
 )
 from server.domain.errors import Violations
 from server.domain.kana import is_kana_text
+from server.domain.limits import check_message
 
 _ISO_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 # RFC 3339 date-time (ASCII digits only; Python's fromisoformat alone accepts far more of ISO 8601).
@@ -26,6 +27,7 @@ _ASCII_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
 _LONG_DIGIT_RUN = re.compile(r"[0-9]{11}")
 _OAZA = re.compile(r"[0-9]{1,12}")
 _PURPOSE = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
+_MONTH = re.compile(r"(2[0-9]{3})-(0[1-9]|1[0-2])")  # the trail's months: years 2000–2999
 _EARLIEST = dt.date(1850, 1, 1)
 
 
@@ -164,3 +166,13 @@ def check_former_surname(v: Violations, path: str, former: records_pb2.FormerSur
     check_kana(v, f"{path}.kana", former.kana, max_len=50)
     check_counter(v, f"{path}.gaiji_count", former.gaiji_count)
     check_counter(v, f"{path}.gaiji_change_seq", former.gaiji_change_seq)
+
+
+def checked_month(request: admin_pb2.StatisticsRequest) -> str:
+    """A month YYYY-MM (ASCII digits, 01–12, years 2000–2999) or INVALID_ARGUMENT naming `month`."""
+    v = Violations()
+    check_message(v, request)
+    if not _MONTH.fullmatch(request.month):
+        v.add("month", "YYYY-MM in ASCII digits: a month 01–12 of a year 2000–2999")
+    v.raise_if_any()
+    return request.month

@@ -16,6 +16,7 @@ from server.audit import proofs
 from server.audit.entries import WORKER_TRAIL_RE
 from server.domain import operators
 from server.domain.errors import DomainError, ErrorKind, Violations
+from server.domain.validation import checked_month
 from server.identity.policy import Policy
 from server.services.chain import current_caller
 from server.storage.registry import Registry
@@ -68,16 +69,16 @@ class AdminService(admin_pb2_grpc.AdminServicer):
     async def IssueApproval(
         self, request: admin_pb2.IssueApprovalRequest, context: Context
     ) -> admin_pb2.Approval:
-        token, approval = operators.approval(request, self._policy(), now=self._now())
+        token, approval = operators.approval(
+            request, self._policy(), now=self._now(), trust_domain=current_caller().trust_domain
+        )
         await self._registry.add_approval(token, approval)
         return approval
 
     async def Statistics(
         self, request: admin_pb2.StatisticsRequest, context: Context
     ) -> admin_pb2.StatisticsResponse:
-        month = request.month
-        if len(month) != 7 or month[4] != "-" or not (month[:4] + month[5:]).isdigit():
-            raise DomainError(ErrorKind.INVALID_ARGUMENT, "month: YYYY-MM", "INVALID_FIELDS")
+        month = checked_month(request)
         return self._statistics(month)
 
     def _trail(self, name: str, violations: Violations) -> Path:

@@ -106,12 +106,24 @@ def monthly_statistics(directory: Path, month: str) -> admin_pb2.StatisticsRespo
                 1, int(entry["count"])
             )
     return admin_pb2.StatisticsResponse(
-        month=month,
-        updates_by_municipality=[
-            admin_pb2.StatisticsCount(key=k, count=v) for k, v in sorted(updates.items())
-        ],
-        provisions=[admin_pb2.StatisticsCount(key=k, count=v) for k, v in sorted(provisions.items())],
+        month=month, updates_by_municipality=bounded_counts(updates), provisions=bounded_counts(provisions)
     )
+
+
+MAX_STATISTICS_COUNTS = 1000  # per list of an answer; the rest are summed under OTHERS
+OTHERS = "<others>"
+
+
+def bounded_counts(counts: Counter[str]) -> list[admin_pb2.StatisticsCount]:
+    """The counts in key order, at most MAX_STATISTICS_COUNTS of them (the last one then sums the rest)."""
+    keys = sorted(counts)
+    kept, rest = keys[: MAX_STATISTICS_COUNTS - 1], keys[MAX_STATISTICS_COUNTS - 1 :]
+    out = [admin_pb2.StatisticsCount(key=k, count=counts[k]) for k in kept]
+    if len(rest) == 1:
+        out.append(admin_pb2.StatisticsCount(key=rest[0], count=counts[rest[0]]))
+    elif rest:
+        out.append(admin_pb2.StatisticsCount(key=OTHERS, count=sum(counts[k] for k in rest)))
+    return out
 
 
 async def housekeeping(

@@ -12,8 +12,9 @@ from google.protobuf.message import Message
 from juki.v1 import prefecture_pb2, records_pb2
 
 from server.domain import operators
-from server.domain.errors import DomainError, ErrorKind, FieldViolation
+from server.domain.errors import DomainError, ErrorKind, FieldViolation, Violations
 from server.domain.finding import find, parse_condition
+from server.domain.limits import check_message
 from server.services.chain import current_caller
 from server.storage.record_file import RecordFile
 from server.storage.registry import Registry
@@ -52,6 +53,7 @@ class BatchProvision:
         with_number = False
         today = self._now().date()
         async for request in requests:
+            _check_message(request, count)
             if count == 0:
                 purpose, declared = request.purpose, request.declared_count
                 await self._admit(request)
@@ -108,6 +110,16 @@ class BatchProvision:
         else:
             result.outcome = prefecture_pb2.BATCH_OUTCOME_FOUND
         return result
+
+
+_CONDITION = frozenset({"resident_code", "my_number", "four_info"})
+
+
+def _check_message(request: prefecture_pb2.BatchProvideRequest, index: int) -> None:
+    """A message of a batch outside the schema ends the stream; a malformed condition is only REFUSED."""
+    v = Violations()
+    check_message(v, request, f"requests[{index}]", skip=_CONDITION)
+    v.raise_if_any()
 
 
 def invalid(field: str, description: str) -> DomainError:

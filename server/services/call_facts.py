@@ -1,18 +1,28 @@
 """What a call concerned and returned, read off its request and response for the audit trail.
 
 Only resident codes leave this module (the auditor hashes them with its key before anything is written),
-plus the names of the items returned — never their values.
+plus the names of the items returned — never their values. Nothing a caller typed is recorded unchecked:
+a purpose, request id, requester or method name that is not of its documented form (server/domain/limits.py)
+is recorded as INVALID, a resident code that is not 11 digits not at all — so a refused call adds a
+bounded entry to the trail whatever it carried.
 """
 
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
 from google.protobuf.message import Message
 
+from server.domain.codes import is_valid_resident_code
 from server.identity.pki import SpiffeId
+
+INVALID = "<invalid>"  # what the trail records of a caller's value that is not of its documented form
+_PURPOSE = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
+_METHOD = re.compile(r"/[A-Za-z0-9_.]{1,100}/[A-Za-z0-9_]{1,100}")
 
 MAX_SUBJECTS = 1000  # per entry of most calls; a larger call records its count and the first subjects
 # A provision's entry names every resident provided (the resident's disclosure is built from it).
@@ -65,7 +75,9 @@ class CallFacts:
         self._cap = None if self.method in PROVISION_METHODS else MAX_SUBJECTS
 
     def add_code(self, code: str) -> None:
-        if code and code not in self._seen and (self._cap is None or len(self.resident_codes) < self._cap):
+        if not is_valid_resident_code(code):
+            return  # nothing names a resident but 11 digits; anything else is no subject
+        if code not in self._seen and (self._cap is None or len(self.resident_codes) < self._cap):
             self._seen.add(code)
             self.resident_codes.append(code)
 
@@ -73,8 +85,8 @@ class CallFacts:
         """Purpose, request id and the resident a request names (when it names one)."""
         if request is None:
             return
-        self.purpose = self.purpose or str(getattr(request, "purpose", ""))
-        self.request_id = self.request_id or str(getattr(request, "request_id", ""))
+        self.purpose = self.purpose or _checked(str(getattr(request, "purpose", "")), _PURPOSE)
+        self.request_id = self.request_id or _checked(str(getattr(request, "request_id", "")), _REQUEST_ID)
         code = getattr(request, "resident_code", "")
         if code:
             self.add_code(code)
@@ -119,6 +131,19 @@ class CallFacts:
         if "my_number" in descriptor.fields_by_name and response.my_number:  # the restricted link's answer
             self.items.add("my_number")
             self.count += 1
+
+
+def _checked(value: str, form: re.Pattern[str]) -> str:
+    """A caller's value as the trail may record it: itself when of its form, else INVALID ("" stays "")."""
+    if not value or (len(value) <= 64 and form.fullmatch(value)):
+        return value
+    return INVALID
+
+
+def bounded_method(method: str) -> str:
+    """The name of a method a caller asked for, for the trail: itself when it has the form of a gRPC
+    method name (whether served or not), else INVALID."""
+    return method if len(method) <= 202 and _METHOD.fullmatch(method) else INVALID
 
 
 def _valid_spiffe_id(text: str) -> str:

@@ -12,6 +12,8 @@ allowed or refused, leaves one audit entry; when it cannot be written the call f
 returns no data (fail closed). An unexpected exception is answered INTERNAL with a generic message and an
 error id that the server's log line of the failure carries too: no class name, path or traceback reaches
 a caller.
+A decoded request's unknown fields are discarded at every depth: nothing outside the schema goes
+further (SPEC §4.2).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from typing import Any, NoReturn, Protocol
 
 import grpc
 from google.protobuf.descriptor import ServiceDescriptor
+from google.protobuf.message import Message
 from juki.v1 import admin_pb2
 
 from server.domain.errors import DomainError, ErrorKind, FieldViolation
@@ -35,7 +38,7 @@ from server.identity.peers import PeerIdentities, Refusal
 from server.identity.pki import SpiffeId
 from server.identity.policy import Decision, Policy
 from server.observability.calls import MethodMetrics, finish
-from server.services.call_facts import CallFacts
+from server.services.call_facts import CallFacts, bounded_method
 from server.services.status import CODES, INTERNAL_MESSAGE, internal_metadata, status_metadata
 from server.storage.errors import is_storage_error
 
@@ -309,10 +312,10 @@ def _ended(gate: AccessInterceptor, context: Context, facts: CallFacts, exc: Bas
 
 
 def _decode(decode: Decode, raw: bytes, where: str) -> Any:
-    """A request message from a caller's bytes; bytes that do not decode are INVALID_ARGUMENT, described
-    without naming the parser or what it raised."""
+    """A request message from a caller's bytes, its unknown fields (at every depth) discarded; bytes that
+    do not decode are INVALID_ARGUMENT, described without naming the parser or what it raised."""
     try:
-        return decode(raw)
+        message = decode(raw)
     except Exception:
         raise DomainError(
             ErrorKind.INVALID_ARGUMENT,
@@ -320,12 +323,15 @@ def _decode(decode: Decode, raw: bytes, where: str) -> Any:
             "UNDECODABLE",
             [FieldViolation(where, "the bytes do not decode as this method's request message")],
         ) from None
+    if isinstance(message, Message):
+        message.DiscardUnknownFields()  # nothing outside the schema goes further (SPEC §4.2)
+    return message
 
 
 def _concerned(facts: CallFacts, decode: Decode, raw: bytes) -> None:
     """What a call refused before decoding concerned, for its audit entry only (nothing answers from it)."""
     try:
-        facts.add_request(decode(raw))
+        facts.add_request(_decode(decode, raw, "request"))
     except Exception:  # undecodable: the entry records the refusal without a subject
         return
 
@@ -529,7 +535,7 @@ def _unknown_method_handler(gate: AccessInterceptor, method: str) -> Handler:
 
     async def refuse(request: bytes, context: Context) -> NoReturn:
         facts = gate.facts("/unknown/unknown", "unary")
-        facts.method = method
+        facts.method = bounded_method(method)
         who = gate.identities.identify(context.auth_context())
         if isinstance(who, Refusal):
             await _refuse(gate, context, facts, (grpc.StatusCode.UNAUTHENTICATED, who.message))

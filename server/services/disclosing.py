@@ -13,6 +13,7 @@ from juki.v1 import prefecture_pb2, records_pb2
 from server.audit.disclosure import Disclosure, Listed
 from server.domain import validation as val
 from server.domain.errors import Violations, nobody
+from server.domain.limits import check_message
 from server.storage.record_file import RecordFile
 
 # (read transaction, the record) → the view of it the resident sees
@@ -28,6 +29,7 @@ async def disclose(
 ) -> Any:
     """The `response` message (record, provisions, checkpoints); NOT_FOUND for nobody held here."""
     v = Violations()
+    check_message(v, request)
     val.check_resident_code(v, "resident_code", request.resident_code)
     val.check_request_id(v, "request_id", request.request_id)
     v.raise_if_any()

@@ -25,6 +25,7 @@ from server.domain.fuhyo import (
     parse_held,
     validate_fuhyo_notice,
 )
+from server.domain.limits import check_message
 from server.domain.reconcile import FUHYO_ITEMS, fuhyo_items
 from server.domain.search import Searcher
 from server.identity.policy import Policy
@@ -111,6 +112,7 @@ class FuhyoService(fuhyo_pb2_grpc.FuhyoServicer):
         self, request: fuhyo_pb2.FuhyoLookupRequest, context: Context
     ) -> fuhyo_pb2.FuhyoLookupResponse:
         v = Violations()
+        check_message(v, request)
         val.check_resident_code(v, "resident_code", request.resident_code)
         val.check_request_id(v, "request_id", request.request_id)
         v.raise_if_any()
@@ -134,6 +136,7 @@ class FuhyoService(fuhyo_pb2_grpc.FuhyoServicer):
         self, request: fuhyo_pb2.FuhyoProvideRequest, context: Context
     ) -> fuhyo_pb2.FuhyoProvideResponse:
         v = Violations()
+        check_message(v, request)
         val.check_request_id(v, "request_id", request.request_id, required=request.include_my_number)
         v.raise_if_any()
         condition = parse_condition(
@@ -182,6 +185,7 @@ class FuhyoService(fuhyo_pb2_grpc.FuhyoServicer):
     ) -> fuhyo_pb2.FuhyoProvideResponse:
         """The held answer again: same caller, same purpose as the provision, a purpose that (still, after
         any policy reload) allows My Number, within the TTL."""
+        _check_schema(request)
         if not self._policy().allows_my_number(request.purpose):
             raise _purpose_without_my_number()
         purpose, answer = parse_held(await self._held(request.request_id, ack=False))
@@ -196,6 +200,7 @@ class FuhyoService(fuhyo_pb2_grpc.FuhyoServicer):
     async def AckDelivery(
         self, request: fuhyo_pb2.AckDeliveryRequest, context: Context
     ) -> fuhyo_pb2.AckDeliveryResponse:
+        _check_schema(request)
         await self._held(request.request_id, ack=True)
         return fuhyo_pb2.AckDeliveryResponse()
 
@@ -280,6 +285,12 @@ def _held_items(tx: FuhyoTxn, code: str) -> tuple[str, tuple[str, ...]] | None:
     if record is None:
         return None
     return record.managing_municipality_code, fuhyo_items(record, removed(record))
+
+
+def _check_schema(request: Any) -> None:
+    v = Violations()
+    check_message(v, request)
+    v.raise_if_any()
 
 
 def _purpose_without_my_number() -> DomainError:

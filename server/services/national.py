@@ -14,6 +14,7 @@ from server.domain import validation as val
 from server.domain.errors import DomainError, ErrorKind, Violations
 from server.domain.finding import MAX_MATCHES, find, parse_condition, too_many
 from server.domain.fuhyo import fuhyo_view, parse_fuhyo_condition
+from server.domain.limits import check_message
 from server.domain.minimise import resident_view
 from server.domain.national import FILE_OF_ROLE, absorb_change, validate_changes
 from server.identity.policy import Policy
@@ -64,6 +65,9 @@ class NationalService(national_pb2_grpc.NationalServicer):
     async def Query(
         self, request: national_pb2.NationalQueryRequest, context: Context
     ) -> national_pb2.NationalQueryResponse:
+        v = Violations()
+        check_message(v, request)
+        v.raise_if_any()
         condition = parse_condition(
             request.WhichOneof("key"),
             request.resident_code,
@@ -71,7 +75,6 @@ class NationalService(national_pb2_grpc.NationalServicer):
             request.four_info,
             today=self._now().date(),
         )
-        v = Violations()
         val.check_request_id(v, "request_id", request.request_id)
         v.raise_if_any()
         # Minimised here too (SPEC §4.2): a My Number only for a purpose that allows it, to a caller granted

@@ -14,6 +14,7 @@ from server.domain import link, operators
 from server.domain import validation as val
 from server.domain.errors import DomainError, ErrorKind, Violations, nobody
 from server.domain.finding import MAX_MATCHES, Condition, find, parse_condition, too_many
+from server.domain.limits import check_message
 from server.domain.minimise import resident_view
 from server.domain.reconcile import ITEMS, record_items
 from server.domain.search import Searcher
@@ -42,6 +43,7 @@ def checked_lookup(request: prefecture_pb2.LookupRequest, policy: Policy) -> tup
     """A Lookup request's key ("resident_code" or "my_number") and whether its purpose allows My Number;
     DomainError when a field is invalid or the key is a My Number the purpose does not allow."""
     v = Violations()
+    check_message(v, request)
     key = request.WhichOneof("key")
     if key == "resident_code":
         val.check_resident_code(v, "resident_code", request.resident_code)
@@ -166,6 +168,7 @@ class PrefectureService(prefecture_pb2_grpc.PrefectureServicer):
     def _parse_condition(self, request: Any, oneof: str) -> tuple[Condition, bool]:
         """The request's condition, and whether its purpose allows My Number (a My Number condition must)."""
         v = Violations()
+        check_message(v, request)
         val.check_request_id(v, "request_id", request.request_id)
         v.raise_if_any()
         condition = parse_condition(
@@ -250,6 +253,7 @@ class PrefectureService(prefecture_pb2_grpc.PrefectureServicer):
         the policy grants Fuhyo.Provide for it, for a person removed by 転出 (persons living abroad are
         removed from the resident register but keep their My Number). Every other person gets one refusal."""
         v = Violations()
+        check_message(v, request)
         val.check_resident_code(v, "resident_code", request.resident_code)
         val.check_request_id(v, "request_id", request.request_id, required=True)
         try:

@@ -11,7 +11,7 @@ from typing import Any
 from juki.v1 import prefecture_pb2
 
 from server.domain.errors import DomainError, ErrorKind
-from server.domain.reconcile import differing_items, range_digests
+from server.domain.reconcile import differing_items, range_digests, validate_ranges, validate_record
 from server.services.batching import invalid
 from server.services.chain import current_caller
 from server.storage.record_file import RecordFile
@@ -44,6 +44,7 @@ async def reconcile(
     ranges = first.ranges
     if first.WhichOneof("part") != "ranges" or not 1 <= ranges.prefix_length <= 6:
         raise invalid("ranges", "the first message carries ranges with prefix_length 1–6")
+    validate_ranges(ranges)
     if ranges.municipality_code != municipality:
         raise DomainError(
             ErrorKind.PERMISSION_DENIED,
@@ -60,6 +61,8 @@ async def reconcile(
     summary = P.ReconcileSummary(ranges=len(theirs.keys() | ours.keys()), ranges_differing=len(wanted))
     async for request in iterator:
         record = request.record
+        if request.WhichOneof("part") == "record":
+            validate_record(request)
         if (
             request.WhichOneof("part") != "record"
             or record.resident_code[: ranges.prefix_length] not in wanted

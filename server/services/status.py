@@ -8,7 +8,7 @@ import grpc
 from google.protobuf import any_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 
-from server.domain.errors import DomainError, ErrorKind
+from server.domain.errors import DomainError, ErrorKind, FieldViolation
 
 ERROR_DOMAIN = "juki.v1"
 INTERNAL_MESSAGE = "internal error; the server log has the details under this call's error id"
@@ -36,11 +36,14 @@ def status_metadata(
     """Trailing metadata carrying a google.rpc.Status with the error's details."""
     status = status_pb2.Status(code=getattr(code_pb2, code.name), message=message)
     if err is not None:
-        if err.violations:
+        violations = err.violations
+        if not violations and code == grpc.StatusCode.INVALID_ARGUMENT:  # never one without a BadRequest
+            violations = [FieldViolation("request", err.message)]
+        if violations:
             bad = error_details_pb2.BadRequest(
                 field_violations=[
                     error_details_pb2.BadRequest.FieldViolation(field=v.field, description=v.description)
-                    for v in err.violations
+                    for v in violations
                 ]
             )
             status.details.append(_pack(bad))

@@ -128,6 +128,7 @@ class FuhyoTxn(RecordTxn):
     # writes --------------------------------------------------------------------------------------
     def put(self, record: records_pb2.FuhyoRecord) -> None:
         """Write the current version of a record with its indexes, replacing the previous version's."""
+        record.DiscardUnknownFields()  # defence in depth behind the chain: nothing outside the schema
         key = record.resident_code.encode()
         previous = self.get(record.resident_code)
         self._txn.put(key, record.SerializeToString(), db=self._dbs["records"])

@@ -19,7 +19,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
-from juki.v1 import records_pb2
+from google.protobuf.message import Message
+from juki.v1 import national_pb2, records_pb2
 
 from server.domain.errors import DomainError
 from server.storage.lmdbenv import LmdbEnv
@@ -53,6 +54,20 @@ def dob_key(iso_date: str) -> bytes:
     return iso_date.replace("-", "").encode()
 
 
+MAX_KEY_BYTES = 511  # LMDB's key size
+NAME_KEY_BYTES = MAX_KEY_BYTES - 1 - 8 - 11  # 清音化かな + NUL + YYYYMMDD + 住民票コード
+ADDRESS_KEY_BYTES = MAX_KEY_BYTES - 1 - 11  # address + NUL + 住民票コード
+
+
+def index_text(text: str, limit: int) -> bytes:
+    """The text part of an idx_name / idx_address key (or of a prefix scanning them): its UTF-8, cut to
+    `limit` bytes at a character boundary."""
+    raw = text.encode()
+    if len(raw) <= limit:
+        return raw
+    return raw[:limit].decode("utf-8", "ignore").encode()
+
+
 def index_keys(
     search_kana: str, birth_date: str, sex: int, address: str, removed: bool, code: bytes
 ) -> tuple[bytes, bytes, bytes, bytes]:
@@ -61,9 +76,9 @@ def index_keys(
     sex_byte = bytes((sex,))
     value = (_REMOVED if removed else _ACTIVE) + sex_byte + dob
     return (
-        search_kana.encode() + b"\x00" + dob + code,
+        index_text(search_kana, NAME_KEY_BYTES) + b"\x00" + dob + code,
         dob + sex_byte + code,
-        address.encode() + b"\x00" + code,
+        index_text(address, ADDRESS_KEY_BYTES) + b"\x00" + code,
         value,
     )
 
@@ -201,11 +216,15 @@ class RecordTxn:
         """`digest` is a keyed one (`keyed_digest`), as `applied` gives it back."""
         self._txn.put(municipality_code.encode() + u64(sequence), digest + result, db=self._dbs["applied"])
 
-    def enqueue_outbox(self, payload: bytes, enqueued_ms: int) -> None:
-        """Queue a change for the national server: the enqueue time in clear (for the age metric), then the
-        change sealed, since a change notice carries a My Number."""
+    def enqueue_outbox(self, change: Message | bytes, enqueued_ms: int) -> None:
+        """Queue a change (a PropagatedChange, or its bytes) for the national server: the enqueue time in
+        clear (for the age metric), then the change sealed, since a change notice carries a My Number.
+        Fields outside the schema are dropped first: only what was validated is forwarded."""
+        if isinstance(change, bytes):
+            change = national_pb2.PropagatedChange.FromString(change)
+        change.DiscardUnknownFields()
         key = u64(self._next_counter(b"outbox_counter"))
-        sealed = self._store.sealer.seal_blob(b"outbox" + key, payload)
+        sealed = self._store.sealer.seal_blob(b"outbox" + key, change.SerializeToString())
         self._txn.put(key, u64(enqueued_ms) + sealed, db=self._dbs["outbox"])
 
     def count_attempt(self, *, failed: bool) -> None:

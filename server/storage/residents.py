@@ -9,6 +9,10 @@ Named databases of one environment:
   idx_name         清音化かな + NUL + YYYYMMDD + 住民票コード → state, sex, YYYYMMDD
   idx_birth        YYYYMMDD + sex + 住民票コード → the same
   idx_address      address + NUL + 住民票コード → the same
+                   (the kana cut to NAME_KEY_BYTES, the address to ADDRESS_KEY_BYTES of UTF-8, at a
+                   character: every key fits LMDB's 511 bytes whatever NFKC makes of a name, and a key
+                   that fitted before is unchanged; a search filters on the record, so a longer name or
+                   address is still found by its whole prefix)
   idx_municipality 市町村コード + 住民票コード → "" (整合: record digests are computed when asked, from the
                    record and its opened My Number, never stored: a plain hash over the items would give
                    the My Number away to brute force)
@@ -41,12 +45,16 @@ from server.domain.kana import search_kana
 from server.domain.reconcile import record_digest
 from server.storage.lmdbenv import LmdbEnv
 from server.storage.record_file import (
+    ADDRESS_KEY_BYTES,
+    MAX_KEY_BYTES,
+    NAME_KEY_BYTES,
     SHARED_DB_NAMES,
     IndexHit,
     RecordFile,
     RecordTxn,
     dob_key,
     index_keys,
+    index_text,
     u64,
 )
 from server.storage.sealing import MyNumberSealer
@@ -56,7 +64,16 @@ log = logging.getLogger(__name__)
 DB_NAMES = ("records", "my_numbers", "my_number_index", "history", *SHARED_DB_NAMES)
 SCHEMA_VERSION = b"2"
 _U16 = struct.Struct(">H")
-__all__ = ["DB_NAMES", "IndexHit", "ResidentStore", "ResidentTxn"]
+__all__ = [
+    "ADDRESS_KEY_BYTES",
+    "DB_NAMES",
+    "MAX_KEY_BYTES",
+    "NAME_KEY_BYTES",
+    "IndexHit",
+    "ResidentStore",
+    "ResidentTxn",
+    "index_text",
+]
 
 
 _u64 = u64
@@ -65,7 +82,9 @@ _index_keys = index_keys
 
 
 def _without_my_number(record: records_pb2.ResidentRecord) -> bytes:
-    """The record serialized with My Number cleared, leaving the caller's message as it was."""
+    """The record serialized with My Number cleared (and no field outside the schema: defence in depth
+    behind the chain, which discards unknown fields of every request), leaving the My Number as it was."""
+    record.DiscardUnknownFields()
     if not record.my_number:
         return bytes(record.SerializeToString())
     number = record.my_number
