@@ -6,9 +6,18 @@ JUKI   := $(VENV)/bin/juki
 STAMP  := $(VENV)/.installed
 PROTOS := $(wildcard proto/juki/v1/*.proto)
 
-.PHONY: run test lint typecheck pytest proto proto-check install clean bench bench-deps bench-lookup
+.PHONY: run test lint typecheck pytest proto proto-check install clean distclean python-check fonts bench bench-deps bench-lookup settings-doc settings-check
 
-$(STAMP): pyproject.toml
+## Python >= 3.11 first (before any venv is made): the one that makes the venv, and a venv already there.
+python-check:
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null || { \
+	  echo "jukinet needs Python >= 3.11; '$(PYTHON)' is $$($(PYTHON) --version 2>&1 | head -1)."; \
+	  echo "Install one (Debian: apt-get install python3) or name it: make PYTHON=python3.12 run"; exit 1; }
+	@if test -x $(PY) && ! $(PY) -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then \
+	  echo "$(VENV) was made with $$($(PY) --version 2>&1 | head -1), jukinet needs >= 3.11: make distclean, then make run"; \
+	  exit 1; fi
+
+$(STAMP): pyproject.toml | python-check
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[dev,bench]'
@@ -17,11 +26,11 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 ## Start the whole system on embedded defaults (dev PKI, keys, seeded LMDB) in the foreground.
-run: $(STAMP)
+run: $(STAMP) fonts
 	$(JUKI) run
 
 ## Lint, type-check, check generated code is current, then the tests.
-test: $(STAMP) proto-check lint typecheck pytest
+test: $(STAMP) fonts proto-check settings-check lint typecheck pytest
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
@@ -49,11 +58,27 @@ proto-check: $(STAMP)
 	done; \
 	rm -rf $$tmp; echo "generated code is current"
 
+## Regenerate docs/settings.md (the settings table) from server/settings.py.
+settings-doc: $(STAMP)
+	$(PY) -m clients.settings_doc
+
+## Fail when docs/settings.md is not what server/settings.py generates.
+settings-check: $(STAMP)
+	@$(PY) -m clients.settings_doc --check
+
 ## The lookup benchmark of SPEC §8: 2 million residents (cached in var/bench-cache), every scenario next to
 ## the empty RPC at 1/8/32/128 in flight, 2 server processes, PostgreSQL and Redis peers. Writes
 ## bench/results/lookup-2M.{json,md,png}. About 20 minutes on 2 cores (first run: + building the dataset).
 bench: $(STAMP) bench-deps
 	$(JUKI) bench run
+
+## A Japanese font (Debian's IPAex Gothic) for the disclosure PDF, when none is installed (skipped, with a
+## message, when it cannot be had: `juki operator disclose` then writes the HTML only, its PDF test skips).
+fonts:
+	@if [ -z "$$(fc-list :lang=ja 2>/dev/null)" ]; then \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq fontconfig fonts-ipaexfont-gothic) >/dev/null 2>&1 \
+	    || echo "no Japanese font installed: the disclosure PDF will not be written (apt-get install fonts-ipaexfont-gothic)"; \
+	fi
 
 ## Debian's PostgreSQL and Redis for the benchmark's peers (skipped, with a message, when they cannot be had).
 bench-deps:
@@ -66,5 +91,10 @@ bench-deps:
 bench-lookup: $(STAMP)
 	$(JUKI) bench lookup
 
+## The state `make run` made (stores, keys, logs, audit trails, dev PKI); the venv stays.
 clean:
 	rm -rf var certs/dev
+
+## clean, and the venv too (after a Python upgrade, or a venv made with the wrong Python).
+distclean: clean
+	rm -rf $(VENV) *.egg-info .mypy_cache .ruff_cache .pytest_cache

@@ -7,17 +7,31 @@ from typing import Any
 import grpc
 from google.rpc import error_details_pb2, status_pb2
 
-from server.identity.pki import Pki
+from clients.errors import CliError
+from server.identity.pki import ROLES, Pki
 
 
 def channel_credentials(pki: Pki, identity: str) -> grpc.ChannelCredentials:
-    """Credentials for `<role>/<id>`: its key and certificate, and the deployment CA as the only root."""
+    """Credentials for `<role>/<id>`: its key and certificate, and the deployment CA as the only root.
+
+    A malformed identity or a missing certificate is a CliError (one line saying what to do)."""
     role, _, ident = identity.partition("/")
-    cert, key = pki.cert_paths(role, ident)
-    if not cert.exists():
-        raise FileNotFoundError(
-            f"no certificate for {identity} in {pki.directory} (juki pki issue {role} {ident})"
+    if role not in ROLES or not ident:
+        raise CliError(
+            f"--as {identity}: not <role>/<id> of a known role (e.g. agency/police, operator/op-0001; "
+            f"roles: {', '.join(ROLES)})"
         )
+    try:
+        cert, key = pki.cert_paths(role, ident)
+    except ValueError as exc:
+        raise CliError(f"--as {identity}: {exc}") from None
+    if not cert.exists() or not key.exists():
+        raise CliError(
+            f"no certificate for {identity} in {pki.directory}: "
+            f"issue one with `juki pki issue {role} {ident}`"
+        )
+    if not pki.ca_cert_path.exists():
+        raise CliError(f"no CA in {pki.directory}: create it with `juki pki init` (or `juki pki dev`)")
     return grpc.ssl_channel_credentials(
         root_certificates=pki.ca_cert_path.read_bytes(),
         private_key=key.read_bytes(),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import click
@@ -12,11 +13,13 @@ from clients import (
     backup_cmds,
     batch_cmd,
     bench_cmds,
+    export_cmd,
     fuhyo_cmds,
     operator_cmds,
     peer_cmds,
     pki_cmds,
     reconcile_cmd,
+    run_cmd,
     serve_cmds,
     witness_cmds,
 )
@@ -39,8 +42,9 @@ cli.add_command(pki_cmds.pki)
 cli.add_command(serve_cmds.seed)
 cli.add_command(serve_cmds.serve_group)
 cli.add_command(serve_cmds.outbox)
-cli.add_command(serve_cmds.run)
+cli.add_command(run_cmd.run)
 peer_cmds.cs.add_command(reconcile_cmd.reconcile_cmd)
+peer_cmds.cs.add_command(export_cmd.export_cmd)
 cli.add_command(peer_cmds.cs)
 cli.add_command(peer_cmds.lookup)
 cli.add_command(peer_cmds.search)
@@ -58,4 +62,21 @@ cli.add_command(witness_cmds.witness)
 
 
 def main() -> None:
-    cli()
+    """`juki`: a mistake is one line on stderr ("Error: …", what is wrong and what to do), never a traceback
+    or a usage screen; exit status 2 for a usage mistake, as click gives."""
+    try:
+        status = cli.main(prog_name="juki", standalone_mode=False)
+    except click.UsageError as exc:
+        if type(exc).__name__ == "NoArgsIsHelpError":  # `juki` or a group alone: its help, as click shows it
+            exc.show()
+            sys.exit(exc.exit_code)
+        where = exc.ctx.command_path if exc.ctx else "juki"
+        click.echo(f"Error: {exc.format_message()} (see `{where} --help`)", err=True)
+        sys.exit(exc.exit_code)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except click.Abort:
+        click.echo("Aborted!", err=True)
+        sys.exit(1)
+    sys.exit(status if isinstance(status, int) else 0)

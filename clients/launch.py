@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import subprocess
 import sys
@@ -11,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 from juki.v1 import fuhyo_pb2_grpc, national_pb2_grpc, prefecture_pb2, prefecture_pb2_grpc
 
 from clients.channel import secure_channel
@@ -85,6 +87,86 @@ def wait_ready(settings: Settings, server: str, identity: str, *, timeout: float
                 if time.monotonic() > deadline:
                     raise TimeoutError(f"server at {target} did not come up") from None
                 time.sleep(0.1)
+    finally:
+        channel.close()
+
+
+SERVER_NAMES = {"prefecture": "prefectural", "fuhyo": "附票 (fuhyo)", "national": "national"}
+
+
+class StartFailed(Exception):
+    """A server did not come up: which one, and why (from its log)."""
+
+    def __init__(self, server: str, cause: str) -> None:
+        said = f"the {SERVER_NAMES.get(server, server)} server did not start: "  # the server's own words
+        super().__init__(cause if cause.startswith(said) else said + cause)
+        self.server = server
+        self.cause = cause
+
+
+def log_cause(path: Path, offset: int = 0) -> str:
+    """Why a server stopped, from what it wrote to its log after `offset`: its last error line (the CLI's
+    "Error: …", or a JSON log line of level ERROR/CRITICAL), else the last line; "" when it wrote nothing."""
+    try:
+        with path.open("rb") as f:
+            f.seek(offset)
+            lines = [
+                line.strip() for line in f.read().decode("utf-8", "replace").splitlines() if line.strip()
+            ]
+    except FileNotFoundError:
+        return ""
+    for line in reversed(lines):
+        if line.startswith("Error: "):
+            return line.removeprefix("Error: ")
+        if line.startswith("{"):
+            with contextlib.suppress(ValueError):
+                entry = json.loads(line)
+                if isinstance(entry, dict) and entry.get("level") in ("ERROR", "CRITICAL"):
+                    return str(entry.get("error") or entry.get("msg", ""))
+    return lines[-1] if lines else ""
+
+
+def _said_ready(path: Path, offset: int) -> bool:
+    with path.open("rb") as f:
+        f.seek(offset)
+        return b"\nready\n" in b"\n" + f.read()
+
+
+def wait_healthy(
+    settings: Settings,
+    server: str,
+    proc: subprocess.Popen[bytes],
+    *,
+    log: Path,
+    log_offset: int = 0,
+    identity: str = "monitor/monitor-01",
+    timeout: float = 60.0,
+) -> None:
+    """Block until `server`, started as `proc` (logging to `log` from `log_offset` on), has said "ready"
+    in its log (so the port is its own, not another process's) and answers health SERVING over mTLS as
+    `identity`; StartFailed naming the server and the cause when it exits first or is not serving within
+    `timeout` seconds."""
+    target = getattr(settings, _STUBS[server][1])
+    channel = secure_channel(Pki(settings.pki_path), identity, target)
+    health: Any = health_pb2_grpc.HealthStub(channel)
+    deadline = time.monotonic() + timeout
+    try:
+        while True:
+            if proc.poll() is not None:
+                cause = log_cause(log, log_offset) or f"exited with status {proc.returncode}"
+                raise StartFailed(server, f"{cause} (log: {log})")
+            if _said_ready(log, log_offset):
+                try:
+                    answer = health.Check(health_pb2.HealthCheckRequest(service=""), timeout=1.0)
+                    if answer.status == health_pb2.HealthCheckResponse.SERVING:
+                        return
+                except grpc.RpcError:
+                    pass
+            if time.monotonic() > deadline:
+                raise StartFailed(
+                    server, f"no health answer from {target} within {timeout:.0f} s (log: {log})"
+                )
+            time.sleep(0.1)
     finally:
         channel.close()
 

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import click
 
+from clients.errors import CliError
 from server.identity.pki import DEV_IDENTITIES, ROLES, Pki, load_revoked_serials
 from server.settings import Settings
 
 
-class PkiError(click.ClickException):
+class PkiError(CliError):
     """One line on stderr ("Error: …"), exit status 2, never a traceback."""
-
-    exit_code = 2
 
 
 @click.group()

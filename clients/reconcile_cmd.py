@@ -14,22 +14,20 @@ from typing import Any
 
 import click
 import grpc
-from google.protobuf import json_format
 from juki.v1 import fuhyo_pb2, prefecture_pb2, records_pb2
 from tqdm import tqdm
 
 from clients.fuhyo_cmds import fuhyo_stub
-from clients.peer_cmds import _fail, _stub
+from clients.peer_cmds import _fail, _stub, json_lines
 from server.domain.reconcile import fuhyo_digest, range_digests, record_digest
 from server.settings import Settings
 
 
 def _records(path: Path, fuhyo: bool = False) -> Iterator[Any]:
-    kind: type[Any] = records_pb2.FuhyoRecord if fuhyo else records_pb2.ResidentRecord
-    with path.open(encoding="utf-8") as f:
-        for line in f:
-            if line.strip():
-                yield json_format.Parse(line, kind())
+    if fuhyo:
+        yield from json_lines(path, records_pb2.FuhyoRecord, "the municipality's 附票 system")
+    else:
+        yield from json_lines(path, records_pb2.ResidentRecord, "juki cs export")
 
 
 def _digest(record: Any, fuhyo: bool) -> bytes:

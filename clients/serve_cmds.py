@@ -3,41 +3,43 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import os
-import subprocess
+import re
 import sys
 import time
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import click
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 from tqdm import tqdm
 
-from clients.launch import start_server_process, wait_ready, write_settings
-from clients.pki_cmds import ensure_dev_pki
+from clients.channel import aio_channel
+from clients.launch import SERVER_NAMES
 from server.app import (
     ADMIN_SERVICE,
     PREFECTURE_SERVICE,
     RunningServer,
     open_fuhyo_store,
     open_fuhyo_store_readonly,
-    open_national_fuhyo_store,
     open_national_store,
     open_store,
     open_store_readonly,
-    register_dev_operators,
     serve,
     start_fuhyo,
     start_national,
     start_prefecture,
 )
-from server.hardening import LOG_DIR, harden_process, log_path
-from server.observability.logs import JsonFormatter
+from server.audit import AuditUnavailable
+from server.hardening import LOG_DIR, harden_process
+from server.identity.pki import Pki
 from server.seed.elsewhere import generate_elsewhere
-from server.seed.fuhyo import generate_fuhyo, generate_fuhyo_elsewhere, load_fuhyo
+from server.seed.fuhyo import generate_fuhyo, load_fuhyo
 from server.seed.load import load
 from server.seed.population import SeedEntry, generate
 from server.settings import Settings
@@ -119,18 +121,43 @@ def _announce(settings: Settings, name: str, running: RunningServer, sample: _Sa
         click.echo("try, in another terminal:")
         # A resident's code only when asked for (--show-sample): the banner may end up in a terminal log.
         code = sample.code or "<住民票コード>"
-        click.echo(f"  .venv/bin/juki lookup --as agency/police --purpose bt6-police-driving-licence {code}")
+        click.echo(f"  {sample.juki} lookup --as agency/police --purpose bt6-police-driving-licence {code}")
+        click.echo(f"  {sample.juki} ping --as monitor/monitor-01")
         if not sample.code:
-            click.echo("  (juki run --show-sample prints a resident's code to try)")
+            click.echo(f"  ({sample.juki} run --show-sample prints a resident's code to try)")
     click.echo("ready")
     sys.stdout.flush()
 
 
+async def _announce_healthy(settings: Settings, running: RunningServer, sample: _Sample) -> None:
+    """The banner and "ready" once the prefectural server answers health SERVING on its port, over mTLS
+    as a client would (it runs in this process: asked from its own event loop, without blocking it)."""
+    channel = aio_channel(Pki(settings.pki_path), "monitor/monitor-01", settings.prefecture_target)
+    health: Any = health_pb2_grpc.HealthStub(channel)
+    try:
+        for _ in range(600):  # 60 s at most
+            try:
+                answer = await health.Check(health_pb2.HealthCheckRequest(service=""), timeout=1.0)
+                if answer.status == health_pb2.HealthCheckResponse.SERVING:
+                    _announce(settings, "prefecture", running, sample)
+                    return
+            except grpc.RpcError:
+                pass
+            await asyncio.sleep(0.1)
+        click.echo(
+            "the prefectural server does not answer health SERVING: see var/log/prefecture.log", err=True
+        )
+    finally:
+        await channel.close()
+
+
 @dataclass(frozen=True)
 class _Sample:
-    """What `juki run` shows to try: a resident's code only when asked for."""
+    """What `juki run` shows to try: a resident's code only when asked for, and the `juki` command line
+    that reaches these servers (with the --home / --config it was started with)."""
 
     code: str | None
+    juki: str = ".venv/bin/juki"
 
 
 def _first_code(store: ResidentStore) -> str | None:
@@ -147,15 +174,76 @@ def _worker_command(config: Path, worker: int, run_dir: Path) -> list[str]:
     ]  # fmt: skip
 
 
+class ServeFailed(click.ClickException):
+    """A server that cannot start (port in use, trail held by another process…): one line, exit 1."""
+
+    exit_code = 1
+
+
+def _start_failure(exc: Exception, metrics: str) -> str:
+    """What a person reads for a server that could not start (no traceback, no class name); `metrics` is
+    the server's /metrics address (the listener that fails with a plain OSError)."""
+    text = str(exc)
+    bind = re.search(r"[Ff]ailed to bind to address (\S+?);", text)
+    if bind or (isinstance(exc, OSError) and exc.errno == errno.EADDRINUSE):
+        address = bind.group(1) if bind else metrics
+        what = "" if bind else " (its /metrics listener)"
+        port = address.rpartition(":")[2]
+        return (
+            f"cannot listen on {address}{what}: the port is in use (another jukinet or program: "
+            f"`ss -ltnp 'sport = :{port}'`; or choose other ports, see README: Ports and paths)"
+        )
+    if isinstance(exc, OSError):
+        return f"{exc.strerror or text}{f': {exc.filename}' if exc.filename else ''}"
+    return text
+
+
+def _serve(
+    name: str,
+    settings: Settings,
+    start: Callable[[Settings], Awaitable[RunningServer]],
+    on_ready: Callable[[RunningServer], None],
+) -> None:
+    """`serve` until stopped; a server that cannot start is one line (logged too), exit status 1. (A
+    failure after it started is not caught here: it is no start-up mistake.)"""
+
+    async def starting(s: Settings) -> RunningServer:
+        try:
+            return await start(s)
+        except (RuntimeError, OSError, AuditUnavailable) as exc:
+            raise _NotStarted(exc) from exc
+
+    try:
+        asyncio.run(serve(settings, starting, on_ready=on_ready))
+    except _NotStarted as failed:
+        metrics = f"{settings.host}:{getattr(settings, f'{name}_metrics_port')}"
+        cause = _start_failure(failed.cause, metrics)
+        log.error("server did not start", extra={"server": name, "error": cause})
+        raise ServeFailed(f"the {SERVER_NAMES[name]} server did not start: {cause}") from None
+
+
+class _NotStarted(Exception):
+    def __init__(self, cause: Exception) -> None:
+        super().__init__(str(cause))
+        self.cause = cause
+
+
 def _serve_prefecture(settings: Settings, sample: _Sample | None = None) -> None:
     """One server process, or `prefecture_workers` of them on the port under a supervisor (this process)."""
     if settings.prefecture_workers <= 1:
-        asyncio.run(
-            serve(
-                settings,
-                start_prefecture,
-                on_ready=lambda r: _announce(settings, "prefecture", r, sample),
+        if sample is None:
+            _serve(
+                "prefecture", settings, start_prefecture, lambda r: _announce(settings, "prefecture", r, None)
             )
+            return
+        keep: list[asyncio.Task[None]] = []  # `juki run`: "ready" once its own health answers over mTLS too
+        _serve(
+            "prefecture",
+            settings,
+            start_prefecture,
+            lambda r: keep.append(
+                asyncio.get_running_loop().create_task(_announce_healthy(settings, r, sample))
+            ),
         )
         return
 
@@ -225,7 +313,7 @@ def serve_fuhyo_cmd(settings: Settings, port: int | None) -> None:
     """The 附票 prefectural server (附票都道府県サーバ)."""
     if port is not None:
         settings = settings.replace(fuhyo_port=port)
-    asyncio.run(serve(settings, start_fuhyo, on_ready=lambda r: _announce(settings, "fuhyo", r, None)))
+    _serve("fuhyo", settings, start_fuhyo, lambda r: _announce(settings, "fuhyo", r, None))
 
 
 @serve_group.command("national")
@@ -235,7 +323,7 @@ def serve_national_cmd(settings: Settings, port: int | None) -> None:
     """The national server peer (全国サーバ, J-LIS)."""
     if port is not None:
         settings = settings.replace(national_port=port)
-    asyncio.run(serve(settings, start_national, on_ready=lambda r: _announce(settings, "national", r, None)))
+    _serve("national", settings, start_national, lambda r: _announce(settings, "national", r, None))
 
 
 @click.group()
@@ -280,72 +368,3 @@ def outbox_status(settings: Settings, server: str) -> None:
     click.echo(f"delivered (all time)  {delivered}")
     click.echo(f"delivery attempts     {attempts}")
     click.echo(f"delivery failures     {failures}")
-
-
-def _log_to_file(path: Path) -> None:
-    """The logs of this process also in `path` (0600: the umask is 077 by now), as JSON lines."""
-    handler = logging.FileHandler(path, encoding="utf-8")
-    handler.setFormatter(JsonFormatter())
-    logging.getLogger().addHandler(handler)
-
-
-@click.command()
-@click.option(
-    "--count", default=100_000, show_default=True, help="Mie residents to seed when the store is empty"
-)
-@click.option("--show-sample", is_flag=True, help="print a resident's code to try in the start banner")
-@click.pass_obj
-def run(settings: Settings, count: int, show_sample: bool) -> None:
-    """Set up everything on embedded defaults (dev PKI, keys, synthetic data) and start the servers.
-
-    The 附票 and national servers log to var/log/fuhyo.log and var/log/national.log, the prefectural
-    server to this terminal and var/log/prefecture.log (0600)."""
-    harden_process(settings)  # it seeds (My Numbers in memory) before it serves
-    _log_to_file(log_path(settings, "prefecture"))
-    log.info("juki run: servers log to files", extra={"directory": str(settings.path(LOG_DIR))})
-    issued = ensure_dev_pki(settings)
-    if issued:
-        click.echo(f"dev PKI: {len(issued)} certificate(s) issued in {settings.pki_path}")
-    national = open_national_store(settings)
-    if _resident_count(national) == 0:
-        _seed(
-            national,
-            generate_elsewhere(settings.national_seed_count),
-            settings.national_seed_count,
-            "national",
-        )
-    national.env.close()
-    national_fuhyo = open_national_fuhyo_store(settings)
-    if _resident_count(national_fuhyo) == 0:
-        seeded = load_fuhyo(national_fuhyo, generate_fuhyo_elsewhere(settings.national_fuhyo_seed_count))
-        click.echo(f"seeded {seeded:,} national 附票 records (other prefectures)")
-    national_fuhyo.env.close()
-    added = register_dev_operators(settings)
-    register_dev_operators(settings, opener=open_fuhyo_store)
-    if added:
-        click.echo(f"dev operators registered: {', '.join(added)}")
-    store = open_store(settings)
-    if _resident_count(store) == 0:
-        _seed(store, generate(count, 1), count, "Mie")
-    fuhyo = open_fuhyo_store(settings)
-    if _resident_count(fuhyo) == 0:
-        click.echo(f"seeded {load_fuhyo(fuhyo, generate_fuhyo(count, 1)):,} 附票 records")
-    fuhyo.env.close()
-    sample = _Sample(_first_code(store) if show_sample else None)
-    store.env.close()
-
-    config = write_settings(settings, settings.path(settings.data_dir).parent / "run-settings.toml")
-    peers = [start_server_process(config, p, log=log_path(settings, p)) for p in ("national", "fuhyo")]
-    try:
-        wait_ready(settings, "national", "prefectural-server/" + settings.prefecture_code)
-        click.echo(f"national server (juki.v1.National, mTLS) listening on {settings.national_target}")
-        click.echo(f"附票 server (juki.v1.Fuhyo, mTLS) listening on {settings.fuhyo_target}")
-        _serve_prefecture(settings, sample)
-    finally:
-        for peer in peers:
-            peer.terminate()
-        for peer in peers:
-            try:
-                peer.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                peer.kill()

@@ -16,36 +16,36 @@ from typing import Any
 
 @dataclass
 class Settings:
-    home: Path = field(default_factory=Path.cwd)
-    trust_domain: str = "juki.mie"
-    pki_dir: Path = Path("certs/dev")
-    host: str = "127.0.0.1"
-    prefecture_port: int = 50051
-    prefecture_identity: str = "prefectural-server/24"
-    data_dir: Path = Path("var/data/prefecture")
+    home: Path = field(default_factory=Path.cwd)  # the base of every relative path (juki --home)
+    trust_domain: str = "juki.mie"  # of every identity: spiffe://<trust_domain>/<role>/<id>
+    pki_dir: Path = Path("certs/dev")  # CA, revocation list, issuance log, <role>/<id>.crt/.key
+    host: str = "127.0.0.1"  # the address every server listens on and clients connect to
+    prefecture_port: int = 50051  # the prefectural server (gRPC, mTLS)
+    prefecture_identity: str = "prefectural-server/24"  # its own certificate in pki_dir
+    data_dir: Path = Path("var/data/prefecture")  # its LMDB store (the outbox included)
     keys_file: Path = Path("var/keys/prefecture.keys.json")  # outside the data directory (SPEC §4.3)
     policy_file: Path | None = None  # None: the policy shipped with the server
-    map_size: int = 1 << 30
-    search_page_size: int = 20
-    search_scan_limit: int = 50_000
-    search_max_results: int = 1000
-    apply_batch_size: int = 256
-    grace_seconds: float = 5.0
-    crl_check_interval: float = 0.25
+    map_size: int = 1 << 30  # LMDB map size to start with; a full map grows
+    search_page_size: int = 20  # 4情報 search: results per page when the request gives none
+    search_scan_limit: int = 50_000  # index entries one search request examines at most
+    search_max_results: int = 1000  # results one search returns at most, all pages together
+    apply_batch_size: int = 256  # notices of a stream applied per LMDB write transaction
+    grace_seconds: float = 5.0  # SIGTERM: how long in-flight calls may finish
+    crl_check_interval: float = 0.25  # seconds between checks of the CRL and certificate files
     prefecture_code: str = "24"  # 三重県
     # >1: that many prefectural server processes share the port (SO_REUSEPORT) to scale reads (SPEC §10)
     prefecture_workers: int = 1
     # the national server (J-LIS peer)
-    national_port: int = 50053
+    national_port: int = 50053  # gRPC, mTLS
     national_identity: str = "national/jlis"
     national_data_dir: Path = Path("var/data/national")
     national_keys_file: Path = Path("var/keys/national.keys.json")
     national_fuhyo_data_dir: Path = Path("var/data/national-fuhyo")  # the 附票全国サーバ file (same keys)
     national_fuhyo_seed_count: int = 3_000  # synthetic 附票 records of other prefectures
     national_seed_count: int = 30_000  # synthetic residents of other prefectures
-    national_timeout: float = 5.0
+    national_timeout: float = 5.0  # seconds a call to the national server may take
     # the 附票 server (SPEC §5.2) and its temporary area (§5.3)
-    fuhyo_port: int = 50052
+    fuhyo_port: int = 50052  # gRPC, mTLS
     fuhyo_identity: str = "fuhyo-server/24"
     fuhyo_data_dir: Path = Path("var/data/fuhyo")
     fuhyo_keys_file: Path = Path(

@@ -576,7 +576,7 @@ def test_juki_run_shows_no_resident_and_logs_every_server_to_var_log(tmp_path: P
                 break
         banner = "".join(lines)
         assert lines and lines[-1].strip() == "ready", banner
-        assert "juki lookup" in banner and "--show-sample" in banner
+        assert " lookup --as " in banner and "--show-sample" in banner
         codes = {e.record.resident_code for e in generate(300, 1)}
         assert not codes & set(re.findall(r"[0-9]{11}", banner))
         pids = [proc.pid, *(p for p in worker_pids(proc.pid) if b"\0serve\0" in _cmdline(p))]

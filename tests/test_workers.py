@@ -271,7 +271,8 @@ def test_with_one_worker_a_second_server_cannot_take_the_port(tmp_path: Path, pk
         )
         proc = start_server_process(second.config, "prefecture", log=second.log)
         assert proc.wait(timeout=30) != 0
-        assert "bind to address" in second.log.read_text()  # grpc: "Failed to bind to address …"
+        port = first.settings.prefecture_port  # one line naming it (grpc said "Failed to bind to address …")
+        assert f"cannot listen on 127.0.0.1:{port}: the port is in use" in second.log.read_text()
     finally:
         first.stop_all()
 

@@ -182,6 +182,7 @@ def parse_fuhyo_condition(request: Any, *, today: dt.date) -> Condition:
     住民票コード or 4情報 only, since a 附票 file holds no My Number to look by."""
     kind = request.WhichOneof("key")
     v = Violations()
+    check_message(v, request)
     if kind == "my_number":
         v.add("my_number", "the 附票 file holds no My Number: ask by resident_code or four_info")
     val.check_request_id(v, "request_id", request.request_id)

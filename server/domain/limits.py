@@ -235,6 +235,10 @@ LIMITS: dict[str, Limit] = {
     "juki.v1.IssueApprovalRequest.caller": SPIFFE_ID,
     "juki.v1.IssueApprovalRequest.purpose": PURPOSE_ID,
     "juki.v1.StatisticsRequest.month": Limit(7, MONTH, "YYYY-MM (JST), years 2000–2999"),
+    "juki.v1.InclusionProofRequest.trail": Limit(8, ASCII_ID, '"" the main trail, or a worker trail "w1", …'),
+    "juki.v1.ConsistencyProofRequest.trail": Limit(
+        8, ASCII_ID, '"" the main trail, or a worker trail "w1", …'
+    ),
 }
 
 # Repeated fields of scalars: the most elements a request may carry (repeated messages are bounded by

@@ -16,6 +16,7 @@ from server.audit import proofs
 from server.audit.entries import WORKER_TRAIL_RE
 from server.domain import operators
 from server.domain.errors import DomainError, ErrorKind, Violations
+from server.domain.limits import check_message
 from server.domain.validation import checked_month
 from server.identity.policy import Policy
 from server.services.chain import current_caller
@@ -92,6 +93,7 @@ class AdminService(admin_pb2_grpc.AdminServicer):
         self, request: admin_pb2.InclusionProofRequest, context: Context
     ) -> admin_pb2.InclusionProofResponse:
         violations = Violations()
+        check_message(violations, request)
         directory = self._trail(request.trail, violations)
         if request.seq == 0:
             violations.add("seq", "the entry's seq, from 1")
@@ -114,6 +116,7 @@ class AdminService(admin_pb2_grpc.AdminServicer):
         self, request: admin_pb2.ConsistencyProofRequest, context: Context
     ) -> admin_pb2.ConsistencyProofResponse:
         violations = Violations()
+        check_message(violations, request)
         directory = self._trail(request.trail, violations)
         if request.second and request.first > request.second:
             violations.add("first", "at most second (0 for second: the newest checkpoint)")
