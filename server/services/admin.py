@@ -80,7 +80,8 @@ class AdminService(admin_pb2_grpc.AdminServicer):
         self, request: admin_pb2.StatisticsRequest, context: Context
     ) -> admin_pb2.StatisticsResponse:
         month = checked_month(request)
-        return self._statistics(month)
+        # a scan of the month's trail: off the event loop, as every long read
+        return await asyncio.get_running_loop().run_in_executor(None, self._statistics, month)
 
     def _trail(self, name: str, violations: Violations) -> Path:
         if self._audit_dir is None:

@@ -125,7 +125,7 @@ class FuhyoService(fuhyo_pb2_grpc.FuhyoServicer):
     async def Search(
         self, request: prefecture_pb2.SearchRequest, context: Context
     ) -> fuhyo_pb2.FuhyoSearchResponse:
-        records, token, capped = self._searcher.search(
+        records, token, capped = await self._searcher.search(
             self._store, request, caller=current_caller().uri, today=self._now().date()
         )
         return fuhyo_pb2.FuhyoSearchResponse(

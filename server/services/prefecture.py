@@ -217,7 +217,7 @@ class PrefectureService(prefecture_pb2_grpc.PrefectureServicer):
     async def Search(
         self, request: prefecture_pb2.SearchRequest, context: Context
     ) -> prefecture_pb2.SearchResponse:
-        records, token, capped = self._searcher.search(
+        records, token, capped = await self._searcher.search(
             self._store, request, caller=current_caller().uri, today=self._now().date()
         )
         return prefecture_pb2.SearchResponse(
