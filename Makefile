@@ -6,7 +6,7 @@ JUKI   := $(VENV)/bin/juki
 STAMP  := $(VENV)/.installed
 PROTOS := $(wildcard proto/juki/v1/*.proto)
 
-.PHONY: run test lint typecheck pytest proto proto-check install clean distclean python-check fonts bench bench-deps bench-lookup settings-doc settings-check
+.PHONY: run test lint typecheck pytest proto proto-check install clean distclean python-check fonts bench bench-deps bench-lookup settings-doc settings-check soak
 
 ## Python >= 3.11 first (before any venv is made): the one that makes the venv, and a venv already there.
 python-check:
@@ -90,6 +90,13 @@ bench-deps:
 ## A first Lookup latency next to an empty RPC (one process, sequential and 32 in flight).
 bench-lookup: $(STAMP)
 	$(JUKI) bench lookup
+
+## A bounded mixed workload from several client processes on loopback for DURATION (default 10m): errors by
+## code (an unexpected one fails), p50/p99 per minute, servers' VmRSS and fds every 30 s, audit bytes per
+## call, `juki audit verify` at the end. Writes var/soak/report.json.
+DURATION ?= 10m
+soak: $(STAMP)
+	$(PY) -m bench.soak --duration $(DURATION) --out var/soak/report.json
 
 ## The state `make run` made (stores, keys, logs, audit trails, dev PKI); the venv stays.
 clean:

@@ -35,7 +35,7 @@ def run_fuhyo_bench(settings: Settings, calls: int, residents: int = 20_000) -> 
     with tempfile.TemporaryDirectory(prefix="juki-bench-fuhyo-") as tmp:
         s = settings.replace(
             home=Path(tmp), prefecture_port=free_port(), fuhyo_port=free_port(), national_port=free_port(),
-            prefecture_metrics_port=-1, fuhyo_metrics_port=-1, backup_enabled=False,
+            prefecture_metrics_port=-1, fuhyo_metrics_port=-1, backup_enabled=False, rate_limits="",
         )  # fmt: skip
         Pki(s.pki_path).ensure_dev(s.trust_domain, DEV_IDENTITIES)
         store = open_store(s)

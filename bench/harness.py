@@ -198,6 +198,7 @@ def _prepare(dataset: Dataset, base: Settings, home: Path) -> Settings:
         national_metrics_port=-1,
         backup_enabled=False,
         map_size=max(base.map_size, 4 * total),
+        rate_limits="",  # the benchmark measures throughput: no caller is limited
     )
     Pki(s.pki_path).ensure_dev(s.trust_domain, DEV_IDENTITIES)
     register_dev_operators(s)

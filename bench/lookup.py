@@ -121,6 +121,7 @@ def run_lookup_bench(settings: Settings, calls: int, residents: int = 100_000) -
             prefecture_port=free_port(),
             national_port=free_port(),
             prefecture_metrics_port=-1,
+            rate_limits="",  # a benchmark of throughput
         )
         Pki(s.pki_path).ensure_dev(s.trust_domain, DEV_IDENTITIES)
         store = open_store(s)

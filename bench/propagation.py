@@ -67,6 +67,7 @@ def run_propagation_bench(settings: Settings, changes: int) -> dict[str, Any]:
             national_port=free_port(),
             prefecture_metrics_port=-1,
             national_metrics_port=-1,
+            rate_limits="",  # a benchmark of throughput
         )
         Pki(s.pki_path).ensure_dev(s.trust_domain, DEV_IDENTITIES)
         config = write_settings(s, Path(tmp) / "juki.toml")

@@ -17,6 +17,7 @@ from typing import Any
 import click
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from juki.v1 import national_pb2
 from tqdm import tqdm
 
 from clients.channel import aio_channel
@@ -341,7 +342,8 @@ def outbox() -> None:
 )
 @click.pass_obj
 def outbox_status(settings: Settings, server: str) -> None:
-    """Depth, age of the oldest undelivered change, changes delivered (the store opened read-only)."""
+    """Depth, age of the oldest undelivered change, changes delivered, changes set aside (refused for good
+    by the national server, or held behind one of their municipality) — the store opened read-only."""
     try:
         store: RecordFile[Any] = (
             open_fuhyo_store_readonly(settings) if server == "fuhyo" else open_store_readonly(settings)
@@ -360,6 +362,8 @@ def outbox_status(settings: Settings, server: str) -> None:
             delivered = tx.counter(b"outbox_delivered")
             attempts = tx.counter(b"relay_attempts")
             failures = tx.counter(b"relay_failures")
+            refused, held = tx.aside_counts()
+            aside = [(a, _sequence(tx.aside_payload(a))) for a in tx.aside_changes(ASIDE_SHOWN)]
     finally:
         store.env.close()
     age = 0.0 if oldest is None else max(0.0, time.time() - oldest / 1000)
@@ -368,3 +372,41 @@ def outbox_status(settings: Settings, server: str) -> None:
     click.echo(f"delivered (all time)  {delivered}")
     click.echo(f"delivery attempts     {attempts}")
     click.echo(f"delivery failures     {failures}")
+    click.echo(f"set aside (refused)   {refused}")
+    click.echo(f"held behind them      {held}")
+    for change, sequence in aside:
+        when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(change.set_aside_ms / 1000))
+        state = "held" if change.held else "refused"
+        click.echo(f"  {change.stream} sequence {sequence}  {state}  {change.reason}  since {when}")
+    if refused + held > len(aside):
+        click.echo(f"  … and {refused + held - len(aside)} more")
+
+
+ASIDE_SHOWN = 50
+
+
+def _sequence(payload: bytes) -> int:
+    """A set-aside change's sequence number (what the status shows of it: no personal data)."""
+    change = national_pb2.PropagatedChange()
+    change.ParseFromString(payload)
+    return int(change.notice.sequence)
+
+
+@outbox.command("requeue")
+@click.argument("stream")
+@click.pass_obj
+def outbox_requeue(settings: Settings, stream: str) -> None:
+    """Put the changes set aside for STREAM (a 市町村コード) back in the outbox, in their order, once the
+    cause of the refusal is dealt with (deploy/README.md). The running relay sends them at its next poll."""
+    if not (stream.isascii() and stream.isdigit() and len(stream) == 6):
+        raise click.BadParameter("a 6-digit 市町村コード", param_hint="STREAM")
+    try:
+        open_store_readonly(settings).env.close()  # exists, and no store is created by mistake
+    except FileNotFoundError:
+        raise click.ClickException(f"no prefectural store in {settings.data_path}") from None
+    store = open_store(settings)
+    try:
+        moved = store.apply_sync(lambda tx: tx.requeue_stream(stream))
+    finally:
+        store.env.close()
+    click.echo(f"{moved} change(s) of {stream} back in the outbox")

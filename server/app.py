@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+import sys
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -58,11 +59,12 @@ from server.propagation.my_number_link import MyNumberLink
 from server.propagation.national_client import NationalClient
 from server.propagation.relay import OutboxRelay
 from server.services.admin import AdminService
-from server.services.auditing import TrailAuditor, housekeeping, monthly_statistics
+from server.services.auditing import TrailAuditor, TrailReader, housekeeping
 from server.services.chain import AccessInterceptor, CallAuditor, OperatorLookup, purpose_methods
 from server.services.fuhyo import FuhyoService
 from server.services.national import NationalService
 from server.services.prefecture import PrefectureService, jst_now
+from server.services.rate_limits import RateLimiter, parse_rates
 from server.services.reflection import enable_reflection
 from server.services.witness import Submitter, WitnessService, log_origin, open_witness, submitters
 from server.settings import Settings
@@ -230,6 +232,9 @@ async def _start(
 ) -> RunningServer:
     """`reuse_port`: share the port with sibling workers (otherwise a second server on it fails to bind);
     `singletons`: this process runs the jobs that must run once per store (retention, store gauges)."""
+    # A scan in a worker thread hands the GIL back to the event loop every millisecond (Python's default
+    # is 5 ms, which a call waiting on the loop would feel several times over).
+    sys.setswitchinterval(0.001)
     pki = Pki(settings.pki_path)
     revocations = RevocationList(pki.crl_path, pki.ca_cert_path, check_interval=settings.crl_check_interval)
     policy = Policy.load(settings.policy_path)
@@ -248,12 +253,16 @@ async def _start(
         purpose_methods(*(s for s in services if s is not ADMIN_SERVICE)),
         operators=operators,
         auditor=auditor,
+        limiter=RateLimiter(parse_rates(settings.rate_limits)) if settings.rate_limits else None,
     )
     server = grpc.aio.server(
         interceptors=[access],
         options=[
             ("grpc.so_reuseport", 1 if reuse_port else 0),
-            ("grpc.max_receive_message_length", 8 * 1024 * 1024),
+            ("grpc.max_receive_message_length", settings.max_message_bytes),
+            ("grpc.max_concurrent_streams", settings.max_concurrent_streams),
+            ("grpc.max_connection_age_ms", int(settings.max_connection_age * 1000)),
+            ("grpc.max_connection_age_grace_ms", int(settings.max_connection_age_grace * 1000)),
             ("grpc.keepalive_permit_without_calls", 1),
             ("grpc.http2.min_recv_ping_interval_without_data_ms", 5_000),  # peers' keepalive pings
         ],
@@ -486,12 +495,15 @@ async def start_prefecture(settings: Settings, *, worker: int = 0) -> RunningSer
         relay_channel,
         prefecture_code=settings.prefecture_code,
         batch_size=settings.relay_batch_size,
+        batch_bytes=min(settings.relay_batch_bytes, settings.max_message_bytes // 2),
+        max_change_bytes=settings.max_message_bytes * 15 // 16,
         backoff_initial=settings.relay_backoff_initial,
         backoff_max=settings.relay_backoff_max,
         idle_poll=settings.relay_idle_poll,
         timeout=settings.national_timeout,
     )
-    national = NationalClient(national_channel(), timeout=settings.national_timeout)
+    national = NationalClient(national_channel(), timeout=settings.link_timeout_max)
+    reader = TrailReader(audit_dir)
     registry = Registry(store.env)
     policy_ref: list[AccessInterceptor] = []
     service = PrefectureService(
@@ -508,7 +520,7 @@ async def start_prefecture(settings: Settings, *, worker: int = 0) -> RunningSer
     admin = AdminService(
         registry,
         lambda: policy_ref[0].policy,
-        lambda month: monthly_statistics(audit_dir, month),
+        reader.statistics,
         now=jst_now,
         audit_dir=audit_dir,
     )
@@ -531,6 +543,7 @@ async def start_prefecture(settings: Settings, *, worker: int = 0) -> RunningSer
         singletons=singletons,
     )
     _attach_audit(running, trail, settings, _submitters(settings, trail, settings.prefecture_identity))
+    running.after_stop.append(reader.close)
     policy_ref.append(running.access)
     if settings.relay_enabled and singletons:  # other workers' changes reach it at its next poll
         running.supervisor.start("outbox-relay", relay.run, critical=True)
@@ -591,7 +604,7 @@ async def start_fuhyo(settings: Settings) -> RunningServer:
             peer="prefectural-server",
             check_interval=settings.crl_check_interval,
         ),
-        timeout=settings.national_timeout,
+        timeout=settings.link_timeout_max,
     )
 
     def national_channel() -> PeerChannel:
@@ -634,10 +647,11 @@ async def start_fuhyo(settings: Settings) -> RunningServer:
         batch_threshold=settings.batch_threshold,
         provisions=lambda code: disclosure(trail.directory, trail.subject_hash(code), flush=trail.flush),
     )
+    reader = TrailReader(trail.directory)
     admin = AdminService(
         registry,
         lambda: policy_ref[0].policy,
-        lambda month: monthly_statistics(trail.directory, month),
+        reader.statistics,
         now=jst_now,
         audit_dir=trail.directory,
     )
@@ -659,6 +673,7 @@ async def start_fuhyo(settings: Settings) -> RunningServer:
     )
     policy_ref.append(running.access)
     _attach_audit(running, trail, settings, _submitters(settings, trail, settings.fuhyo_identity))
+    running.after_stop.append(reader.close)
     stop_expiry = asyncio.Event()
     running.supervisor.start(
         "tempstore-expiry", lambda: tempstore.run_expiry(every=1.0, stop=stop_expiry), critical=True

@@ -31,6 +31,17 @@ class Settings:
     search_max_results: int = 1000  # results one search returns at most, all pages together
     apply_batch_size: int = 256  # notices of a stream applied per LMDB write transaction
     grace_seconds: float = 5.0  # SIGTERM: how long in-flight calls may finish
+    max_message_bytes: int = 8 << 20  # the largest request message a server takes (gRPC receive cap)
+    # calls per second / burst per caller, by role (server.services.rate_limits); "" turns them off
+    rate_limits: str = (
+        "agency=1000/2000,department=1000/2000,operator=100/200,municipal-cs=200/400,"
+        "admin=20/100,auditor=20/100,monitor=100/200"
+    )
+    max_concurrent_streams: int = 100  # per connection (HTTP/2 SETTINGS): more calls wait client-side
+    # a connection is closed (GOAWAY) after this long, so that every client reconnects now and then
+    # (certificate checks at the handshake, SO_REUSEPORT balance); calls under way get the grace to finish
+    max_connection_age: float = 1800.0
+    max_connection_age_grace: float = 600.0
     crl_check_interval: float = 0.25  # seconds between checks of the CRL and certificate files
     prefecture_code: str = "24"  # 三重県
     # >1: that many prefectural server processes share the port (SO_REUSEPORT) to scale reads (SPEC §10)
@@ -43,7 +54,10 @@ class Settings:
     national_fuhyo_data_dir: Path = Path("var/data/national-fuhyo")  # the 附票全国サーバ file (same keys)
     national_fuhyo_seed_count: int = 3_000  # synthetic 附票 records of other prefectures
     national_seed_count: int = 30_000  # synthetic residents of other prefectures
-    national_timeout: float = 5.0  # seconds a call to the national server may take
+    national_timeout: float = 5.0  # each NotifyUpdates attempt of the outbox relay
+    # a call made on behalf of a caller (附票 → prefecture, prefecture → national) gets the caller's remaining
+    # deadline, capped at this (and this when the caller set none)
+    link_timeout_max: float = 30.0
     # the 附票 server (SPEC §5.2) and its temporary area (§5.3)
     fuhyo_port: int = 50052  # gRPC, mTLS
     fuhyo_identity: str = "fuhyo-server/24"
@@ -60,6 +74,7 @@ class Settings:
     # propagation (outbox relay, SPEC §6.2)
     relay_enabled: bool = True
     relay_batch_size: int = 500
+    relay_batch_bytes: int = 4 << 20  # a NotifyUpdates request stays well below the peer's message cap
     relay_backoff_initial: float = 0.2
     relay_backoff_max: float = 10.0
     relay_idle_poll: float = 1.0

@@ -27,6 +27,11 @@ class Condition:
     def uses_my_number(self) -> bool:
         return self.kind == "my_number"
 
+    def scans(self) -> bool:
+        """A 4情報 condition walks an index (up to the scan limit): found in a worker thread, never on the
+        event loop; a key lookup takes microseconds."""
+        return self.kind == "four_info"
+
 
 def parse_condition(
     kind: str | None,

@@ -162,11 +162,11 @@ class Searcher:
     scan_limit: int = 50_000
     max_results: int = 1000
 
-    async def search(
+    def search(
         self, store: RecordFile[Any], request: prefecture_pb2.SearchRequest, *, caller: str, today: dt.date
     ) -> tuple[list[records_pb2.ResidentRecord], str, bool]:
         """(records, next page token, capped); DomainError (INVALID_ARGUMENT) for a bad request or token.
-        The scan (up to `scan_limit` index entries) runs in a scan thread, off the event loop.
+        A scan (up to `scan_limit` index entries): call it in a worker thread, not on the event loop.
 
         `caller` (SPIFFE ID) and the request's purpose are bound into the page token: another caller, or the
         same one under another purpose, cannot go on with it."""
@@ -176,17 +176,15 @@ class Searcher:
         v.raise_if_any()
         bound = (caller, request.purpose)
         cursor = self.tokens.open(query, request.page_token, *bound) if request.page_token else None
-        page_size = request.page_size or self.page_size
-        page = await store.read_off_loop(
-            lambda tx: run_search(
+        with store.reader() as tx:
+            page = run_search(
                 tx,
                 query,
                 cursor,
-                page_size=page_size,
+                page_size=request.page_size or self.page_size,
                 scan_limit=self.scan_limit,
                 max_results=self.max_results,
             )
-        )
         token = self.tokens.seal(query, page.next_cursor, *bound) if page.next_cursor else ""
         return page.records, token, page.capped
 

@@ -68,6 +68,12 @@ OUTBOX_OLDEST_AGE = Gauge(
     "Age of the oldest change not yet confirmed by the national server",
     multiprocess_mode="livemostrecent",
 )
+OUTBOX_SET_ASIDE = Gauge(
+    "juki_outbox_set_aside",
+    "Changes set aside by the relay: refused for good by the national server, or held behind one",
+    ["state"],
+    multiprocess_mode="livemostrecent",
+)
 RELAY_ATTEMPTS = Counter("juki_relay_attempts", "NotifyUpdates calls made by the outbox relay")
 RELAY_FAILURES = Counter("juki_relay_failures", "NotifyUpdates calls that failed, by status code", ["code"])
 RELAY_DELIVERED = Counter("juki_relay_delivered", "Changes confirmed by the national server")

@@ -9,19 +9,24 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import dataclasses
 import datetime as dt
 import logging
+import multiprocessing
 import os
+import signal
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
+from typing import Any, TypeVar
 
 from juki.v1 import admin_pb2
 
 from server.audit.entries import AuditEvent
 from server.audit.proofs import NoProof, checkpoint_note
-from server.audit.query import query
+from server.audit.query import provisions_of, query
 from server.audit.trail import AuditTrail, AuditUnavailable
 from server.observability import metrics
 from server.observability.calls import is_provision
@@ -32,6 +37,8 @@ from server.services.witness import Submitter
 log = logging.getLogger(__name__)
 
 _MIN_FREE_BYTES = 64 << 10
+T = TypeVar("T")
+_PR_SET_PDEATHSIG = 1
 
 
 class TrailAuditor:
@@ -65,7 +72,7 @@ class TrailAuditor:
             items=tuple(sorted(facts.items)),
             request_id=facts.request_id,
             source=facts.source,
-            count=facts.count,
+            count=facts.count if facts.applied is None else facts.applied,
             kind="provision" if is_provision(facts) else "",
             requester=facts.requester,
             claimed=facts.claimed.uri if facts.claimed else "",
@@ -99,7 +106,9 @@ def monthly_statistics(directory: Path, month: str) -> admin_pb2.StatisticsRespo
     updates: Counter[str] = Counter()
     provisions: Counter[str] = Counter()
     for entry in query(directory, since=start, until=end):
-        if entry["role"] == "municipal-cs" and entry["outcome"] == "OK" and "/ApplyUpdate" in entry["method"]:
+        # an update entry counts what the call applied, whatever its outcome (a stream refused at its
+        # fourth notice applied three)
+        if entry["role"] == "municipal-cs" and "/ApplyUpdate" in entry["method"]:
             updates[entry["caller"].rsplit("/", 1)[-1]] += int(entry["count"])
         elif entry["kind"] == "provision":
             provisions[f"{entry['caller']} {entry['purpose']} {entry['outcome']}"] += max(
@@ -124,6 +133,47 @@ def bounded_counts(counts: Counter[str]) -> list[admin_pb2.StatisticsCount]:
     elif rest:
         out.append(admin_pb2.StatisticsCount(key=OTHERS, count=sum(counts[k] for k in rest)))
     return out
+
+
+def _statistics_bytes(directory: Path, month: str) -> bytes:
+    return monthly_statistics(directory, month).SerializeToString()
+
+
+def _die_with_parent() -> None:
+    """In the reader's child (Linux): killed when the server process dies, even by SIGKILL (no orphan)."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() == 1:  # the server died before the line above
+        os._exit(0)
+
+
+class TrailReader:
+    """Reads over the whole audit trail — a month's statistics, a resident's provisions (開示) — in a child
+    process, one at a time: they are pure-Python work of up to seconds, which in a thread of this process
+    would still hold the GIL the event loop needs. The child is started (spawned: nothing of this process
+    is shared) at the first read and kept."""
+
+    def __init__(self, directory: Path) -> None:
+        self._directory = directory
+        self._pool: ProcessPoolExecutor | None = None
+
+    async def _run(self, work: Callable[..., T], *args: Any) -> T:
+        if self._pool is None:
+            self._pool = ProcessPoolExecutor(
+                max_workers=1, mp_context=multiprocessing.get_context("spawn"), initializer=_die_with_parent
+            )
+        return await asyncio.get_running_loop().run_in_executor(self._pool, work, *args)
+
+    async def statistics(self, month: str) -> admin_pb2.StatisticsResponse:
+        raw = await self._run(_statistics_bytes, self._directory, month)
+        return admin_pb2.StatisticsResponse.FromString(raw)
+
+    async def provisions(self, subject_hash: str) -> list[dict[str, Any]]:
+        return await self._run(provisions_of, self._directory, subject_hash)
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
 
 
 async def housekeeping(

@@ -4,6 +4,7 @@ found record looks like (a ResidentView, or a FuhyoView) and the result message 
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -13,7 +14,7 @@ from juki.v1 import prefecture_pb2, records_pb2
 
 from server.domain import operators
 from server.domain.errors import DomainError, ErrorKind, FieldViolation, Violations
-from server.domain.finding import find, parse_condition
+from server.domain.finding import Condition, find, parse_condition
 from server.domain.limits import check_message
 from server.services.chain import current_caller
 from server.storage.record_file import RecordFile
@@ -63,7 +64,7 @@ class BatchProvision:
             count += 1
             if count > declared:
                 raise invalid("declared_count", "the stream carries more conditions than declared")
-            yield self._one(request, today, with_number)
+            yield await self._one(request, today, with_number)
 
     async def _admit(self, first: prefecture_pb2.BatchProvideRequest) -> None:
         if not 1 <= first.declared_count <= MAX_DECLARED:
@@ -83,7 +84,9 @@ class BatchProvision:
             ),
         )
 
-    def _one(self, request: prefecture_pb2.BatchProvideRequest, today: dt.date, with_number: bool) -> Any:
+    async def _one(
+        self, request: prefecture_pb2.BatchProvideRequest, today: dt.date, with_number: bool
+    ) -> Any:
         result = self._result(condition_id=request.condition_id)
         try:
             condition = parse_condition(
@@ -99,10 +102,10 @@ class BatchProvision:
         if condition.uses_my_number() and not with_number:
             result.outcome = prefecture_pb2.BATCH_OUTCOME_REFUSED
             return result
-        with self._store.reader() as tx:
-            records = find(tx, condition)
-            if len(records) == 1:
-                result.record.CopyFrom(self._view(tx, records[0], with_number))
+        if condition.scans():  # a 4情報 condition walks an index: in a worker thread, not on the event loop
+            records = await asyncio.to_thread(self._find, condition, with_number, result)
+        else:
+            records = self._find(condition, with_number, result)
         if not records:
             result.outcome = prefecture_pb2.BATCH_OUTCOME_NOT_FOUND
         elif len(records) > 1:
@@ -110,6 +113,13 @@ class BatchProvision:
         else:
             result.outcome = prefecture_pb2.BATCH_OUTCOME_FOUND
         return result
+
+    def _find(self, condition: Condition, with_number: bool, result: Any) -> list[records_pb2.ResidentRecord]:
+        with self._store.reader() as tx:
+            records = find(tx, condition)
+            if len(records) == 1:
+                result.record.CopyFrom(self._view(tx, records[0], with_number))
+        return records
 
 
 _CONDITION = frozenset({"resident_code", "my_number", "four_info"})

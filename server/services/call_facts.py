@@ -67,6 +67,7 @@ class CallFacts:
     items: set[str] = field(default_factory=set)
     source: str = ""
     count: int = 0
+    applied: int | None = None  # set by a call that applies notices: what it applied (its entry's count)
     started: float = field(default_factory=time.perf_counter)
     meter: Any = None  # the method's metrics (observability.calls.MethodMetrics)
 

@@ -1,5 +1,5 @@
-"""The interceptor chain every call passes, in a fixed order: identity → authorization → audit → metrics →
-handler.
+"""The interceptor chain every call passes, in a fixed order: identity → authorization → rate limit → audit
+→ metrics → handler.
 
 Identity is the SPIFFE ID of the client certificate (expiry and revocation re-checked per call); an
 operator must also be registered and not revoked. Authorization is the policy (role, method, purpose)
@@ -7,13 +7,12 @@ and, for an operator, its registration. grpc hands the chain each request as raw
 handlers have no request deserializer), so nothing a caller sends is decoded before the caller is
 identified and its role is granted the method; then the request is decoded (undecodable bytes:
 INVALID_ARGUMENT with a BadRequest violation, for each message of a client stream too) and its purpose
-checked. A refused call is answered before any handler runs, with a status and no payload. Every call,
-allowed or refused, leaves one audit entry; when it cannot be written the call fails with UNAVAILABLE and
-returns no data (fail closed). An unexpected exception is answered INTERNAL with a generic message and an
-error id that the server's log line of the failure carries too: no class name, path or traceback reaches
-a caller.
-A decoded request's unknown fields are discarded at every depth: nothing outside the schema goes
-further (SPEC §4.2).
+checked, then the caller's rate limit (server.services.rate_limits). A refused call is answered before any
+handler runs, with a status and no payload. Every call, allowed or refused, leaves one audit entry; when it
+cannot be written the call fails with UNAVAILABLE and returns no data (fail closed). An unexpected exception
+is answered INTERNAL with a generic message and an error id that the server's log line of the failure
+carries too: no class name, path or traceback reaches a caller. A decoded request's unknown fields are
+discarded at every depth: nothing outside the schema goes further (SPEC §4.2).
 """
 
 from __future__ import annotations
@@ -39,12 +38,14 @@ from server.identity.pki import SpiffeId
 from server.identity.policy import Decision, Policy
 from server.observability.calls import MethodMetrics, finish
 from server.services.call_facts import CallFacts, bounded_method
+from server.services.rate_limits import RATE_LIMITED_MESSAGE, RateLimiter, rate_limited_metadata
 from server.services.status import CODES, INTERNAL_MESSAGE, internal_metadata, status_metadata
 from server.storage.errors import is_storage_error
 
 log = logging.getLogger(__name__)
 
 caller_var: contextvars.ContextVar[SpiffeId] = contextvars.ContextVar("juki_caller")
+facts_var: contextvars.ContextVar[CallFacts] = contextvars.ContextVar("juki_call_facts")
 
 Denial = tuple[grpc.StatusCode, str]
 # grpc's handler and context types are loose at this level (sync and aio share RpcMethodHandler).
@@ -106,6 +107,11 @@ def current_caller() -> SpiffeId:
     return caller_var.get()
 
 
+def current_facts() -> CallFacts:
+    """What the audit entry of the call being handled will say (a handler that writes sets `applied`)."""
+    return facts_var.get()
+
+
 def purpose_methods(*services: ServiceDescriptor) -> frozenset[str]:
     """Full names of the methods whose request carries a `purpose` field (checked by the policy)."""
     names = set()
@@ -128,8 +134,10 @@ class AccessInterceptor(grpc.aio.ServerInterceptor):
         operators: OperatorLookup | None = None,
         auditor: CallAuditor | None = None,
         on_storage_error: Callable[[], None] | None = None,
+        limiter: RateLimiter | None = None,
     ) -> None:
         self.on_storage_error = on_storage_error
+        self.limiter = limiter
         self.identities = identities
         self.policy = policy
         self.with_purpose = with_purpose
@@ -213,7 +221,9 @@ class AccessInterceptor(grpc.aio.ServerInterceptor):
             meter = MethodMetrics(method, grpc_type)
             self._meters[method] = meter
         meter.started.inc()
-        return CallFacts(method, meter=meter)
+        facts = CallFacts(method, meter=meter)
+        facts_var.set(facts)
+        return facts
 
     def audit_ready(self) -> bool:
         return self.auditor is None or self.auditor.ready()
@@ -363,7 +373,23 @@ async def _admitted(
         await _failed(gate, context, facts, exc)
     if denial is not None:
         await _refuse(gate, context, facts, denial)
+    wait = _over_limit(gate, facts)
+    if wait is not None:
+        await _rate_limited(gate, context, facts, wait)
     return request
+
+
+def _over_limit(gate: AccessInterceptor, facts: CallFacts) -> float | None:
+    """The caller's rate limit, after authorization: None to go on, else the seconds until it may."""
+    if gate.limiter is None or facts.caller is None:
+        return None
+    return gate.limiter.take(facts.caller)
+
+
+async def _rate_limited(gate: AccessInterceptor, context: Context, facts: CallFacts, wait: float) -> NoReturn:
+    """RESOURCE_EXHAUSTED with RetryInfo, audited like every refusal."""
+    code = grpc.StatusCode.RESOURCE_EXHAUSTED
+    await _end(gate, context, facts, code, RATE_LIMITED_MESSAGE, rate_limited_metadata(wait))
 
 
 async def _audited(gate: AccessInterceptor, context: Context, facts: CallFacts, call: Awaitable[Any]) -> Any:
@@ -381,6 +407,8 @@ async def _audited(gate: AccessInterceptor, context: Context, facts: CallFacts, 
     except BaseException as exc:
         _ended(gate, context, facts, exc)
         raise
+    if context.cancelled():  # the client went away first (e.g. an idle stream it cancelled): not OK
+        facts.outcome = "CANCELLED"
     if not gate.audit(facts) and facts.method not in NO_DATA_METHODS:
         await _deny(context, AUDIT_DOWN)
     return response
@@ -468,6 +496,8 @@ async def _audited_stream(
     except BaseException as exc:
         _ended(gate, context, facts, exc)
         raise
+    if context.cancelled():
+        facts.outcome = "CANCELLED"
     if not gate.audit(facts) and facts.method not in NO_DATA_METHODS:
         await _deny(context, AUDIT_DOWN)
 
@@ -511,6 +541,9 @@ async def _admit_stream(
         await _failed(gate, context, facts, exc)
     if denial is not None:
         await _refuse(gate, context, facts, denial)
+    wait = _over_limit(gate, facts)
+    if wait is not None:
+        await _rate_limited(gate, context, facts, wait)
 
     async def replay() -> AsyncIterator[Any]:
         index = 0

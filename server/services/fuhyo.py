@@ -4,6 +4,7 @@ restricted link and the temporary area. It never writes a My Number anywhere but
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -15,7 +16,7 @@ from server.audit.disclosure import Disclosure
 from server.domain import link
 from server.domain import validation as val
 from server.domain.errors import DomainError, ErrorKind, Violations, nobody
-from server.domain.finding import MAX_MATCHES, find, parse_condition, too_many
+from server.domain.finding import MAX_MATCHES, Condition, find, parse_condition, too_many
 from server.domain.fuhyo import (
     apply_fuhyo_notice,
     fuhyo_view,
@@ -106,7 +107,7 @@ class FuhyoService(fuhyo_pb2_grpc.FuhyoServicer):
     async def ApplyUpdates(
         self, request_iterator: AsyncIterator[fuhyo_pb2.FuhyoApplyRequest], context: Context
     ) -> prefecture_pb2.ApplyUpdatesResponse:
-        return await self._applier.stream(request_iterator)
+        return await self._applier.stream(request_iterator, context)
 
     async def Lookup(
         self, request: fuhyo_pb2.FuhyoLookupRequest, context: Context
@@ -125,8 +126,8 @@ class FuhyoService(fuhyo_pb2_grpc.FuhyoServicer):
     async def Search(
         self, request: prefecture_pb2.SearchRequest, context: Context
     ) -> fuhyo_pb2.FuhyoSearchResponse:
-        records, token, capped = await self._searcher.search(
-            self._store, request, caller=current_caller().uri, today=self._now().date()
+        records, token, capped = await asyncio.to_thread(
+            self._searcher.search, self._store, request, caller=current_caller().uri, today=self._now().date()
         )
         return fuhyo_pb2.FuhyoSearchResponse(
             results=[fuhyo_view(r) for r in records], next_page_token=token, capped=capped
@@ -148,8 +149,10 @@ class FuhyoService(fuhyo_pb2_grpc.FuhyoServicer):
         )
         if request.include_my_number and not self._policy().allows_my_number(request.purpose):
             raise _purpose_without_my_number()
-        with self._store.reader() as tx:
-            records = find(tx, condition)
+        if condition.scans():  # a 4情報 walk: in a worker thread, not on the event loop
+            records = await asyncio.to_thread(self._find, condition)
+        else:
+            records = self._find(condition)
         if len(records) > MAX_MATCHES:
             raise too_many()
         if not records:
@@ -173,12 +176,17 @@ class FuhyoService(fuhyo_pb2_grpc.FuhyoServicer):
             purpose=request.purpose,
             requester=caller,
             request_id=request.request_id,
+            remaining=context.time_remaining(),
         )
         try:
             await self._tempstore.put_async(slot, caller, held_answer(request.purpose, answer))
         except TempStoreError:
             raise _held_already() from None
         return answer
+
+    def _find(self, condition: Condition) -> list[records_pb2.ResidentRecord]:
+        with self._store.reader() as tx:
+            return find(tx, condition)
 
     async def Redeliver(
         self, request: fuhyo_pb2.RedeliverRequest, context: Context
@@ -269,6 +277,7 @@ class FuhyoService(fuhyo_pb2_grpc.FuhyoServicer):
             requester=current_caller().uri,
             request_id=request.request_id,
             four_info=request.four_info,
+            remaining=context.time_remaining(),
         )
         return fuhyo_pb2.FuhyoQueryNationalResponse(
             records=views, source=prefecture_pb2.RECORD_SOURCE_NATIONAL

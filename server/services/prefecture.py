@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 from collections.abc import AsyncIterator, Callable
-from typing import Any
+from typing import Any, TypeVar
 
 import grpc
 from juki.v1 import prefecture_pb2, prefecture_pb2_grpc, records_pb2
@@ -32,6 +33,7 @@ from server.storage.residents import ResidentStore, ResidentTxn
 
 JST = dt.timezone(dt.timedelta(hours=9), "JST")
 LOCAL, NATIONAL = prefecture_pb2.RECORD_SOURCE_LOCAL, prefecture_pb2.RECORD_SOURCE_NATIONAL
+T = TypeVar("T")
 Context = grpc.aio.ServicerContext[Any, Any]  # the aio context, whatever the request type
 
 
@@ -120,7 +122,7 @@ class PrefectureService(prefecture_pb2_grpc.PrefectureServicer):
     async def ApplyUpdates(
         self, request_iterator: AsyncIterator[prefecture_pb2.ApplyUpdateRequest], context: Context
     ) -> prefecture_pb2.ApplyUpdatesResponse:
-        return await self._applier.stream(request_iterator)
+        return await self._applier.stream(request_iterator, context)
 
     # reads -----------------------------------------------------------------------------------------
     async def Lookup(
@@ -136,7 +138,9 @@ class PrefectureService(prefecture_pb2_grpc.PrefectureServicer):
         if record is not None:
             return prefecture_pb2.LookupResponse(record=resident_view(record, number), source=LOCAL)
         condition = Condition(str(key), request.resident_code or request.my_number)
-        views = await self._ask_national(condition, request.purpose, request.request_id, with_number)
+        views = await self._ask_national(
+            condition, request.purpose, request.request_id, with_number, context=context
+        )
         if not views:
             raise nobody()
         return prefecture_pb2.LookupResponse(record=views[0], source=NATIONAL)
@@ -149,8 +153,11 @@ class PrefectureService(prefecture_pb2_grpc.PrefectureServicer):
         request_id: str,
         with_number: bool,
         four_info: prefecture_pb2.FourInfoQuery | None = None,
+        *,
+        context: Context,
     ) -> list[records_pb2.ResidentView]:
-        """The national server's answer, minimised here by this caller's purpose."""
+        """The national server's answer, minimised here by this caller's purpose, within the caller's
+        remaining deadline (capped)."""
         if self._national is None:
             raise DomainError(ErrorKind.UNAVAILABLE, "no national server configured", "NATIONAL_UNAVAILABLE")
         views = await self._national.query(
@@ -159,6 +166,7 @@ class PrefectureService(prefecture_pb2_grpc.PrefectureServicer):
             requester=current_caller().uri,
             request_id=request_id,
             four_info=four_info,
+            remaining=context.time_remaining(),
         )
         if not with_number:
             for view in views:
@@ -191,34 +199,42 @@ class PrefectureService(prefecture_pb2_grpc.PrefectureServicer):
         self, request: prefecture_pb2.ProvideRequest, context: Context
     ) -> prefecture_pb2.ProvideResponse:
         condition, with_number = self._parse_condition(request, "condition")
-        with self._store.reader() as tx:
-            records = find(tx, condition)
-            views = [resident_view(r, tx.my_number(r.resident_code) if with_number else "") for r in records]
+        views = await self._off_loop(condition.scans(), self._found_views, condition, with_number)
         if len(views) > MAX_MATCHES:
             raise too_many()
         if views:
             return prefecture_pb2.ProvideResponse(records=views, source=LOCAL)
         forwarded = await self._ask_national(
-            condition, request.purpose, request.request_id, with_number, request.four_info
+            condition, request.purpose, request.request_id, with_number, request.four_info, context=context
         )
         if not forwarded:
             raise nobody()
         return prefecture_pb2.ProvideResponse(records=forwarded, source=NATIONAL)
+
+    def _found_views(self, condition: Condition, with_number: bool) -> list[records_pb2.ResidentView]:
+        with self._store.reader() as tx:
+            records = find(tx, condition)
+            return [resident_view(r, tx.my_number(r.resident_code) if with_number else "") for r in records]
+
+    @staticmethod
+    async def _off_loop(scans: bool, work: Callable[..., T], *args: Any) -> T:
+        """`work(*args)` in a worker thread when it scans, else here (a thread costs more than a key read)."""
+        return await asyncio.to_thread(work, *args) if scans else work(*args)
 
     async def QueryNational(
         self, request: prefecture_pb2.QueryNationalRequest, context: Context
     ) -> prefecture_pb2.QueryNationalResponse:
         condition, with_number = self._parse_condition(request, "key")
         views = await self._ask_national(
-            condition, request.purpose, request.request_id, with_number, request.four_info
+            condition, request.purpose, request.request_id, with_number, request.four_info, context=context
         )
         return prefecture_pb2.QueryNationalResponse(records=views, source=NATIONAL)
 
     async def Search(
         self, request: prefecture_pb2.SearchRequest, context: Context
     ) -> prefecture_pb2.SearchResponse:
-        records, token, capped = await self._searcher.search(
-            self._store, request, caller=current_caller().uri, today=self._now().date()
+        records, token, capped = await asyncio.to_thread(
+            self._searcher.search, self._store, request, caller=current_caller().uri, today=self._now().date()
         )
         return prefecture_pb2.SearchResponse(
             results=[resident_view(r) for r in records], next_page_token=token, capped=capped

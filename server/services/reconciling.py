@@ -4,6 +4,7 @@ its municipality and its compared items come in as `ReconcileKind`."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -17,6 +18,8 @@ from server.services.chain import current_caller
 from server.storage.record_file import RecordFile
 
 P = prefecture_pb2
+# Ranges a Reconcile may send: 10,000 covers prefix_length 4 of any municipality; more only costs time.
+MAX_RECONCILE_RANGES = 10_000
 
 
 @dataclass(frozen=True)
@@ -51,6 +54,8 @@ async def reconcile(
             "a municipality reconciles its own records only",
             "OTHER_MUNICIPALITY",
         )
+    if len(ranges.ranges) > MAX_RECONCILE_RANGES:
+        raise invalid("ranges.ranges", f"at most {MAX_RECONCILE_RANGES:,} ranges (a shorter prefix_length)")
     theirs = {r.prefix: r.digest for r in ranges.ranges}
     digests = await kind.digests(municipality)  # computed now: none is stored
     ours = {r.prefix: r.digest for r in range_digests(digests, ranges.prefix_length)}
@@ -81,18 +86,25 @@ async def reconcile(
             else:
                 summary.items_differ += 1
             yield P.ReconcileResponse(difference=difference)
-    with store.reader() as tx:
-        missing = [
-            code
-            for code in tx.municipality_codes(municipality)
-            if code[: ranges.prefix_length] in wanted and code not in seen
-        ]
+    missing = await asyncio.to_thread(_missing, store, municipality, ranges.prefix_length, wanted, seen)
     for code in missing:
         summary.missing_there += 1
         yield P.ReconcileResponse(
             difference=P.ReconcileDifference(resident_code=code, kind=P.DIFFERENCE_KIND_MISSING_THERE)
         )
     yield P.ReconcileResponse(summary=summary)
+
+
+def _missing(
+    store: RecordFile[Any], municipality: str, prefix_length: int, wanted: set[str], seen: set[str]
+) -> list[str]:
+    """Our codes in the wanted ranges that the municipality did not send (a scan: in a thread)."""
+    with store.reader() as tx:
+        return [
+            code
+            for code in tx.municipality_codes(municipality)
+            if code[:prefix_length] in wanted and code not in seen
+        ]
 
 
 def _compare(

@@ -1,6 +1,7 @@
 """One LMDB environment: opening, named databases, map growth and the single writer.
 
-Reads run on the caller's thread (they take microseconds); writes go through one writer thread so that an
+Reads run on the caller's thread (the event loop's for a key lookup, a worker thread's for a scan: any
+number at once); writes go through one writer thread so that an
 fsync never blocks the event loop and LMDB's single-writer rule holds by construction (SPEC §10). Several
 processes may open the same environment (prefectural workers on one port): LMDB serialises their writers,
 and a map grown by one is adopted by the others when their next transaction finds it larger. The directory
@@ -78,8 +79,9 @@ class LmdbEnv:
         self.dbs: dict[str, Any] = {
             name: self.env.open_db(name.encode(), create=not readonly) for name in db_names
         }
-        # set_mapsize needs no transaction open in this process: readers and the resizer take this gate.
-        self._gate = threading.Lock()
+        # set_mapsize needs no transaction open in this process: readers share this gate, the resizer has it
+        # alone (so a scan in a worker thread never makes a reader on the event loop wait).
+        self._gate = _SharedGate()
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"lmdb-writer-{path.name}")
 
     def existing_db(self, txn: Any, name: str) -> Any | None:
@@ -92,15 +94,21 @@ class LmdbEnv:
 
     @contextmanager
     def read(self) -> Iterator[Any]:
-        """A read transaction; keep it short and never await inside it."""
-        with self._gate:
+        """A read transaction; keep it short on the event loop (scans belong in a thread), never await
+        inside it."""
+        with self._gate.shared():
             try:
                 txn = self.env.begin(buffers=False)
             except lmdb.MapResizedError:
-                self._adopt_map_size()
-                txn = self.env.begin(buffers=False)
-            with txn:
-                yield txn
+                txn = None
+            if txn is not None:
+                with txn:
+                    yield txn
+                return
+        with self._gate.exclusive():  # another process grew the map: adopt it with no reader open here
+            self._adopt_map_size()
+        with self._gate.shared(), self.env.begin(buffers=False) as txn:
+            yield txn
 
     def write_sync(self, work: Callable[[Any], T]) -> T:
         """`write` for a caller that may block (offline tools, worker threads): the work still runs on the
@@ -120,7 +128,7 @@ class LmdbEnv:
             except lmdb.MapFullError:
                 self._grow()
             except lmdb.MapResizedError:
-                with self._gate:
+                with self._gate.exclusive():
                     self._adopt_map_size()
 
     async def write(self, work: Callable[[Any], T]) -> T:
@@ -152,7 +160,7 @@ class LmdbEnv:
         self._set_map_size(new_size)
 
     def _set_map_size(self, size: int) -> None:
-        with self._gate:
+        with self._gate.exclusive():
             self.env.set_mapsize(size)
         log.info("LMDB map grown", extra={"map_size": size})
 
@@ -165,3 +173,30 @@ class LmdbEnv:
     def close(self) -> None:
         self._writer.shutdown(wait=True)
         self.env.close()
+
+
+class _SharedGate:
+    """Many readers at once, or one resizer alone (readers arriving meanwhile wait for it)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Condition(threading.Lock())
+        self._readers = 0
+
+    @contextmanager
+    def shared(self) -> Iterator[None]:
+        with self._lock:
+            self._readers += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._readers -= 1
+                if not self._readers:
+                    self._lock.notify_all()
+
+    @contextmanager
+    def exclusive(self) -> Iterator[None]:
+        with self._lock:
+            while self._readers:
+                self._lock.wait()
+            yield

@@ -40,6 +40,7 @@ SHARED_DB_NAMES = (
     "sequences",
     "applied",
     "outbox",
+    "outbox_aside",
     "meta",
 )
 # Scans that may take long (4情報 search, 整合 digests) run in these threads, not on the event loop.
@@ -81,6 +82,22 @@ def index_keys(
         index_text(address, ADDRESS_KEY_BYTES) + b"\x00" + code,
         value,
     )
+
+
+@dataclass(frozen=True)
+class AsideChange:
+    """A change set aside by the relay: its stream (file prefix + 市町村コード), outbox key, why, when."""
+
+    stream: str
+    key: bytes
+    reason: str
+    enqueued_ms: int
+    set_aside_ms: int
+    held: bool  # behind a refused change of its stream, not refused itself
+
+
+def _aside_key(stream: str, key: bytes) -> bytes:
+    return stream.encode() + b"\0" + key
 
 
 @dataclass(frozen=True, slots=True)
@@ -237,6 +254,80 @@ class RecordTxn:
         for key in keys:
             self._txn.delete(key, db=self._dbs["outbox"])
         self.bump(b"outbox_delivered", len(keys))
+
+    def set_aside(self, key: bytes, stream: str, reason: str, now_ms: int, *, held: bool = False) -> None:
+        """Move a queued change to the set-aside table, sealed as it was (its key keeps its place);
+        `held`: not refused itself, only behind a refused change of its stream."""
+        value = self._txn.pop(key, db=self._dbs["outbox"])
+        if value is None:
+            return
+        reason_bytes = reason.encode()[:255]
+        head = bytes(value[:8]) + u64(now_ms) + (b"H" if held else b"R")
+        head += bytes([len(reason_bytes)]) + reason_bytes
+        self._txn.put(_aside_key(stream, key), head + bytes(value[8:]), db=self._dbs["outbox_aside"])
+        if held:
+            self.bump(b"outbox_aside_held")
+
+    def aside_streams(self) -> set[str]:
+        """Streams with a change set aside (their later changes are held too): one seek per stream."""
+        streams: set[str] = set()
+        with self._txn.cursor(db=self._dbs["outbox_aside"]) as cur:
+            found = cur.first()
+            while found:
+                stream = bytes(cur.key()).split(b"\0", 1)[0]
+                streams.add(stream.decode())
+                found = cur.set_range(stream + b"\x01")
+        return streams
+
+    def aside_counts(self) -> tuple[int, int]:
+        """(changes refused and set aside, changes held behind them)."""
+        total = int(self._txn.stat(self._dbs["outbox_aside"])["entries"])
+        held = self.counter(b"outbox_aside_held")
+        return total - held, held
+
+    def aside_changes(self, limit: int) -> list[AsideChange]:
+        """The first `limit` set-aside changes, by stream then in their order."""
+        found: list[AsideChange] = []
+        with self._txn.cursor(db=self._dbs["outbox_aside"]) as cur:
+            for raw_key, value in cur:
+                if len(found) >= limit:
+                    break
+                stream, _, key = bytes(raw_key).partition(b"\0")
+                found.append(
+                    AsideChange(
+                        stream=stream.decode(),
+                        key=key,
+                        reason=bytes(value[18 : 18 + value[17]]).decode(),
+                        enqueued_ms=int(_U64.unpack(value[:8])[0]),
+                        set_aside_ms=int(_U64.unpack(value[8:16])[0]),
+                        held=bytes(value[16:17]) == b"H",
+                    )
+                )
+        return found
+
+    def aside_payload(self, change: AsideChange) -> bytes:
+        """The opened change of a set-aside entry."""
+        value = bytes(self._txn.get(_aside_key(change.stream, change.key), db=self._dbs["outbox_aside"]))
+        return self._store.sealer.open_blob(b"outbox" + change.key, value[18 + value[17] :])
+
+    def requeue_stream(self, stream: str) -> int:
+        """Put a stream's set-aside changes back in the outbox, in their places; how many."""
+        prefix = stream.encode() + b"\0"
+        moved: list[tuple[bytes, bytes]] = []
+        with self._txn.cursor(db=self._dbs["outbox_aside"]) as cur:
+            found = cur.set_range(prefix)
+            while found and bytes(cur.key()).startswith(prefix):
+                moved.append((bytes(cur.key()), bytes(cur.value())))
+                found = cur.next()
+        held = 0
+        for aside_key, value in moved:
+            self._txn.delete(aside_key, db=self._dbs["outbox_aside"])
+            held += value[16:17] == b"H"
+            self._txn.put(
+                aside_key[len(prefix) :], value[:8] + value[18 + value[17] :], db=self._dbs["outbox"]
+            )
+        self.bump_signed(b"outbox_aside_held", -held)
+        return len(moved)
 
     def bump(self, name: bytes, by: int = 1) -> None:
         self._txn.put(name, u64(self.counter(name) + by), db=self._dbs["meta"])
@@ -396,6 +487,16 @@ class RecordFile(Generic[TxnT]):
         def work(tx: TxnT) -> None:
             tx.remove_delivered(keys)
             tx.count_attempt(failed=False)
+
+        await self.apply(work)
+
+    async def set_aside(self, entries: list[tuple[bytes, str, str]], now_ms: int, held_reason: str) -> None:
+        """Move queued changes (key, stream, reason) to the set-aside table, in one transaction; those with
+        `held_reason` are only held behind a refused change of their stream."""
+
+        def work(tx: TxnT) -> None:
+            for key, stream, reason in entries:
+                tx.set_aside(key, stream, reason, now_ms, held=reason == held_reason)
 
         await self.apply(work)
 

@@ -21,6 +21,9 @@ Named databases of one environment:
   applied          市町村コード + u64 sequence → keyed notice digest (HMAC, MyNumberSealer.keyed_digest) +
                    ApplyResult (for idempotent replay)
   outbox           u64 counter → applied ChangeNotice (sealed), for the national server (SPEC §6.2)
+  outbox_aside     stream + NUL + outbox key → a change set aside by the relay (refused for good by the
+                   national server, or held behind such a change of its stream): times, reason, the change
+                   sealed as it was in the outbox (server.propagation.relay)
   meta             counters and the schema version
 
 Schema 2 (this one) keys the applied digests and keeps no record digest; a schema-1 store is migrated when
@@ -49,6 +52,7 @@ from server.storage.record_file import (
     MAX_KEY_BYTES,
     NAME_KEY_BYTES,
     SHARED_DB_NAMES,
+    AsideChange,
     IndexHit,
     RecordFile,
     RecordTxn,
@@ -69,6 +73,7 @@ __all__ = [
     "DB_NAMES",
     "MAX_KEY_BYTES",
     "NAME_KEY_BYTES",
+    "AsideChange",
     "IndexHit",
     "ResidentStore",
     "ResidentTxn",

@@ -110,8 +110,11 @@ class PrefectureServicer:
     def ApplyUpdates(self, request_iterator, context):
         """Apply a stream of change notices in order (client stream). Caller: municipal-cs.
         Notices are applied in batches, one LMDB write transaction per batch, each notice whole or not at all.
-        On the first failing notice the stream ends with that notice's error; every notice before it is applied
-        and durable (the error's google.rpc.ErrorInfo metadata carries last_applied_sequence).
+        On the first failing notice (refused, invalid, or a message that does not decode) the stream ends with
+        that notice's error, naming it; every notice before it is applied and durable (the error's
+        google.rpc.ErrorInfo metadata carries last_applied_sequence, applied_in_stream and notice_index). A
+        stream cancelled by its client applies only the batches committed before the server saw the
+        cancellation; sending the notices again is safe (an applied one is an idempotent replay).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
