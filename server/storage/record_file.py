@@ -2,10 +2,10 @@
 
 A record file is one LMDB environment holding one kind of record, its history and the shared indexes
 (4情報, municipality, removals: keyed by the record's 4情報 view, a ResidentRecord), the sequences and applied
-notices of its municipalities, the outbox for the national server and counters. Services reach it only
-through domain operations: reads in a read view (`reader`, `read_off_loop`), writes as one operation or a
-rule applied in one durable transaction, always on the environment's single writer thread (LmdbEnv). No raw
-transaction, environment or put leaves server/storage.
+notices of its municipalities, the outbox (and set-aside changes) for the national server and counters.
+Services reach it only through domain operations: reads in a read view (`reader`; a scan in a worker
+thread), writes as one operation or as a rule applied in one durable transaction, always on the
+environment's single writer thread (LmdbEnv). No raw transaction, environment or put leaves server/storage.
 """
 
 from __future__ import annotations
@@ -410,16 +410,6 @@ class RecordFile(Generic[TxnT]):
         """A read view; keep it short and never await inside it."""
         with self.env.read() as txn:
             yield self._view(txn)
-
-    async def read_off_loop(self, work: Callable[[TxnT], T]) -> T:
-        """`work` on a read view in a scan thread: for reads that may take long (search, digests)."""
-        loop = asyncio.get_running_loop()
-
-        def run() -> T:
-            with self.reader() as tx:
-                return work(tx)
-
-        return await loop.run_in_executor(_SCANS, run)
 
     async def municipality_digests(
         self, municipality_code: str, *, per_read: int = 2000
