@@ -19,16 +19,14 @@ from __future__ import annotations
 import functools
 import logging
 import struct
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from juki.v1 import records_pb2
 
 from server.domain.kana import search_kana
 from server.domain.reconcile import fuhyo_digest
-from server.storage.lmdbenv import LmdbEnv
 from server.storage.record_file import SHARED_DB_NAMES, RecordFile, RecordTxn, u64
-from server.storage.sealing import MyNumberSealer
 
 log = logging.getLogger(__name__)
 
@@ -154,21 +152,11 @@ class FuhyoFile(RecordFile[FuhyoTxn]):
     """A 附票 file: opening and migrating its environment, and its domain operations."""
 
     txn_type = FuhyoTxn
+    schema_version = SCHEMA_VERSION
 
-    def __init__(self, env: LmdbEnv, sealer: MyNumberSealer) -> None:
-        super().__init__(env, sealer)
-        if not env.readonly:
-            self.env.write_sync(self._init_meta)
-
-    def _init_meta(self, txn: Any) -> None:
-        meta = self.env.dbs["meta"]
-        version = txn.get(b"schema_version", db=meta)
-        if version is not None and bytes(version) == b"2":
-            migrated = self.migrate_schema_2(txn)
-            log.info("附票 store migrated to schema 3 (FuhyoRecords, no My Number table)", extra=migrated)
-        elif version is not None and bytes(version) != SCHEMA_VERSION:
-            raise RuntimeError(f"附票 store schema {bytes(version)!r} is not {SCHEMA_VERSION!r}")
-        txn.put(b"schema_version", SCHEMA_VERSION, db=meta)
+    def _migrations(self) -> dict[bytes, tuple[Callable[[Any], dict[str, int]], str]]:
+        message = "附票 store migrated to schema 3 (FuhyoRecords, no My Number table)"
+        return {b"2": (self.migrate_schema_2, message)}
 
     def migrate_schema_2(self, txn: Any) -> dict[str, int]:
         """Schema 2 kept a ResidentRecord projection in `records` and `history` and the FuhyoRecord in

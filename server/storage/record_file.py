@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import logging
 import struct
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -26,6 +27,7 @@ from server.domain.errors import DomainError
 from server.storage.lmdbenv import LmdbEnv
 from server.storage.sealing import MyNumberSealer
 
+log = logging.getLogger(__name__)
 T = TypeVar("T")
 R = TypeVar("R")
 _U64 = struct.Struct(">Q")
@@ -396,10 +398,32 @@ class RecordFile(Generic[TxnT]):
     """One record file: its environment, its keys, and the domain operations every record file has."""
 
     txn_type: type[TxnT]
+    schema_version: bytes
 
     def __init__(self, env: LmdbEnv, sealer: MyNumberSealer) -> None:
         self.env = env
         self.sealer = sealer
+        if not env.readonly:
+            self.env.write_sync(self._init_meta)
+
+    def _migrations(self) -> dict[bytes, tuple[Callable[[Any], dict[str, int]], str]]:
+        """Older schema version → (migration in the opening write transaction, its log message)."""
+        return {}
+
+    def _opened(self, txn: Any) -> None:
+        """What a file kind does once its schema is current, in the opening write transaction."""
+
+    def _init_meta(self, txn: Any) -> None:
+        meta = self.env.dbs["meta"]
+        version = txn.get(b"schema_version", db=meta)
+        migrations = self._migrations()
+        if version is not None and bytes(version) in migrations:
+            migrate, message = migrations[bytes(version)]
+            log.info(message, extra=migrate(txn))
+        elif version is not None and bytes(version) != self.schema_version:
+            raise RuntimeError(f"store schema {bytes(version)!r} is not {self.schema_version!r}")
+        txn.put(b"schema_version", self.schema_version, db=meta)
+        self._opened(txn)
 
     def _view(self, txn: Any) -> TxnT:
         return self.txn_type(self, txn)

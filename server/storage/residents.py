@@ -37,7 +37,7 @@ from __future__ import annotations
 import functools
 import logging
 import struct
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from operator import itemgetter
 from typing import Any
@@ -46,7 +46,6 @@ from juki.v1 import records_pb2
 
 from server.domain.kana import search_kana
 from server.domain.reconcile import record_digest
-from server.storage.lmdbenv import LmdbEnv
 from server.storage.record_file import (
     ADDRESS_KEY_BYTES,
     MAX_KEY_BYTES,
@@ -61,7 +60,6 @@ from server.storage.record_file import (
     index_text,
     u64,
 )
-from server.storage.sealing import MyNumberSealer
 
 log = logging.getLogger(__name__)
 
@@ -405,21 +403,12 @@ class ResidentStore(RecordFile[ResidentTxn]):
     its environment, and its domain operations (RecordFile's, and those below)."""
 
     txn_type = ResidentTxn
+    schema_version = SCHEMA_VERSION
 
-    def __init__(self, env: LmdbEnv, sealer: MyNumberSealer) -> None:
-        super().__init__(env, sealer)
-        if not env.readonly:
-            self.env.write_sync(self._init_meta)
+    def _migrations(self) -> dict[bytes, tuple[Callable[[Any], dict[str, int]], str]]:
+        return {b"1": (self.migrate_schema_1, "store migrated to schema 2 (keyed digests)")}
 
-    def _init_meta(self, txn: Any) -> None:
-        meta = self.env.dbs["meta"]
-        version = txn.get(b"schema_version", db=meta)
-        if version is not None and bytes(version) == b"1":
-            migrated = self.migrate_schema_1(txn)
-            log.info("store migrated to schema 2 (keyed digests)", extra=migrated)
-        elif version is not None and bytes(version) != SCHEMA_VERSION:
-            raise RuntimeError(f"store schema {bytes(version)!r} is not {SCHEMA_VERSION!r}")
-        txn.put(b"schema_version", SCHEMA_VERSION, db=meta)
+    def _opened(self, txn: Any) -> None:
         by_municipality = self.env.dbs["idx_municipality"]
         if txn.stat(by_municipality)["entries"] == 0 and txn.stat(self.env.dbs["records"])["entries"]:
             # a store from before the 整合 index: build it once from the records
