@@ -451,6 +451,37 @@ def _attach_audit(
     running.after_stop.append(close_trail)
 
 
+def _to_national(
+    settings: Settings, pki: Pki, identity: str, store: RecordFile[Any]
+) -> tuple[PeerChannel, OutboxRelay, NationalClient]:
+    """A record server's links to the national server: the relay of its outbox (on its own channel) and
+    the client of its queries."""
+
+    def channel() -> PeerChannel:
+        return PeerChannel(
+            pki,
+            identity,
+            settings.national_target,
+            peer="national",
+            check_interval=settings.crl_check_interval,
+        )
+
+    relay_channel = channel()
+    relay = OutboxRelay(
+        store,
+        relay_channel,
+        prefecture_code=settings.prefecture_code,
+        batch_size=settings.relay_batch_size,
+        batch_bytes=min(settings.relay_batch_bytes, settings.max_message_bytes // 2),
+        max_change_bytes=settings.max_message_bytes * 15 // 16,
+        backoff_initial=settings.relay_backoff_initial,
+        backoff_max=settings.relay_backoff_max,
+        idle_poll=settings.relay_idle_poll,
+        timeout=settings.national_timeout,
+    )
+    return relay_channel, relay, NationalClient(channel(), timeout=settings.link_timeout_max)
+
+
 def prepare_prefecture(settings: Settings) -> None:
     """Create what the workers would otherwise race to create: the data keys, the environment and its
     databases, the audit keys, the backup key. Closes everything again (workers are started afresh)."""
@@ -480,29 +511,7 @@ async def start_prefecture(settings: Settings, *, worker: int = 0) -> RunningSer
     )
     pki = Pki(settings.pki_path)
 
-    def national_channel() -> PeerChannel:
-        return PeerChannel(
-            pki,
-            settings.prefecture_identity,
-            settings.national_target,
-            peer="national",
-            check_interval=settings.crl_check_interval,
-        )
-
-    relay_channel = national_channel()
-    relay = OutboxRelay(
-        store,
-        relay_channel,
-        prefecture_code=settings.prefecture_code,
-        batch_size=settings.relay_batch_size,
-        batch_bytes=min(settings.relay_batch_bytes, settings.max_message_bytes // 2),
-        max_change_bytes=settings.max_message_bytes * 15 // 16,
-        backoff_initial=settings.relay_backoff_initial,
-        backoff_max=settings.relay_backoff_max,
-        idle_poll=settings.relay_idle_poll,
-        timeout=settings.national_timeout,
-    )
-    national = NationalClient(national_channel(), timeout=settings.link_timeout_max)
+    relay_channel, relay, national = _to_national(settings, pki, settings.prefecture_identity, store)
     reader = TrailReader(audit_dir)
     registry = Registry(store.env)
     policy_ref: list[AccessInterceptor] = []
@@ -607,30 +616,8 @@ async def start_fuhyo(settings: Settings) -> RunningServer:
         timeout=settings.link_timeout_max,
     )
 
-    def national_channel() -> PeerChannel:
-        return PeerChannel(
-            pki,
-            settings.fuhyo_identity,
-            settings.national_target,
-            peer="national",
-            check_interval=settings.crl_check_interval,
-        )
-
-    relay_channel = national_channel()
-    relay = OutboxRelay(  # the prefectural server's relay code: 附票 changes reach the 附票全国サーバ
-        store,
-        relay_channel,
-        prefecture_code=settings.prefecture_code,
-        batch_size=settings.relay_batch_size,
-        backoff_initial=settings.relay_backoff_initial,
-        backoff_max=settings.relay_backoff_max,
-        idle_poll=settings.relay_idle_poll,
-        timeout=settings.national_timeout,
-    )
-    national = NationalClient(
-        national_channel(),
-        timeout=settings.national_timeout,
-    )
+    # the prefectural server's relay and client code: 附票 changes reach the 附票全国サーバ, queries it
+    relay_channel, relay, national = _to_national(settings, pki, settings.fuhyo_identity, store)
     registry = Registry(store.env)
     policy_ref: list[AccessInterceptor] = []
     service = FuhyoService(
