@@ -29,6 +29,7 @@ COUNT = 8000
 # make run / make test / make bench: this test is part of make test, and juki run is started below
 SKIPPED = {
     "juki bench": "benchmarks start their own servers for minutes (tests/test_bench_smoke.py)",
+    "-m bench.": "benchmark scripts start their own servers for minutes (bench/)",
     "--home /tmp/juki-2m": "a 2-million-resident seed (tests/test_seed_load.py)",
 }
 
