@@ -162,8 +162,8 @@ class _Sample:
 
 
 def _first_code(store: ResidentStore) -> str | None:
-    with store.env.read() as txn, txn.cursor(db=store.env.dbs["records"]) as cur:
-        return bytes(cur.key()).decode() if cur.first() else None
+    with store.reader() as tx:
+        return tx.first_code()
 
 
 def _worker_command(config: Path, worker: int, run_dir: Path) -> list[str]:

@@ -142,6 +142,11 @@ class RecordTxn:
                 yield code, digest
 
     # reads ---------------------------------------------------------------------------------------
+    def first_code(self) -> str | None:
+        """The lowest 住民票コード held (a sample to show), None for an empty file."""
+        with self._txn.cursor(db=self._dbs["records"]) as cur:
+            return bytes(cur.key()).decode() if cur.first() else None
+
     def last_sequence(self, municipality_code: str) -> int:
         raw = self._txn.get(municipality_code.encode(), db=self._dbs["sequences"])
         return 0 if raw is None else int(_U64.unpack(raw)[0])
