@@ -73,6 +73,7 @@ __all__ = [
     "NAME_KEY_BYTES",
     "AsideChange",
     "IndexHit",
+    "ResidentFile",
     "ResidentStore",
     "ResidentTxn",
     "index_text",
@@ -112,7 +113,7 @@ class HistoryVersion:
 class ResidentTxn(RecordTxn):
     """Record-level operations on a resident file inside one LMDB transaction (read or write)."""
 
-    _store: ResidentStore
+    _store: ResidentFile
 
     # reads ---------------------------------------------------------------------------------------
     def get(self, resident_code: str) -> records_pb2.ResidentRecord | None:
@@ -283,7 +284,7 @@ class BulkLoad:
     that already holds records.
     """
 
-    def __init__(self, store: ResidentStore) -> None:
+    def __init__(self, store: ResidentFile) -> None:
         self._store = store
         self._databases: dict[str, list[_Entry]] = {
             name: [] for name in ("records", "my_numbers", "my_number_index", "idx_removed")
@@ -398,7 +399,7 @@ def _size_estimate(entries: list[_Entry], extra: int) -> int:
     return len(entries) * (sum(len(k) + len(v) for k, v in sample) // len(sample) + extra + 16)
 
 
-class ResidentStore(RecordFile[ResidentTxn]):
+class ResidentFile(RecordFile[ResidentTxn]):
     """A resident file (都道府県知事保存本人確認情報ファイル, or the national server's): opening and migrating
     its environment, and its domain operations (RecordFile's, and those below)."""
 
@@ -455,3 +456,7 @@ class ResidentStore(RecordFile[ResidentTxn]):
 
         self.apply_sync(work)
         return len(chunk)
+
+
+# The name the resident file had before the typed record files; code written against it keeps working.
+ResidentStore = ResidentFile
