@@ -17,6 +17,7 @@ import grpc
 from juki.v1 import prefecture_pb2, records_pb2
 from tqdm import tqdm
 
+from clients.fuhyo_cmds import fuhyo_stub
 from clients.peer_cmds import _fail, _stub
 from server.settings import Settings
 
@@ -62,6 +63,11 @@ def _row(result: Any) -> list[str]:
     outcome = prefecture_pb2.BatchOutcome.Name(result.outcome).removeprefix("BATCH_OUTCOME_")
     if not result.HasField("record"):
         return [result.condition_id, outcome] + [""] * (len(OUT_COLUMNS) - 2)
+    if r.DESCRIPTOR.name == "FuhyoView":  # a 附票 record: no 個人番号, 異動事由 or 異動年月日
+        return [
+            result.condition_id, outcome, r.resident_code, r.name_kanji, r.name_kana, r.birth_date,
+            records_pb2.Sex.Name(r.sex).removeprefix("SEX_"), r.address, "", "ABROAD" if r.abroad else "", "",
+        ]  # fmt: skip
     return [
         result.condition_id, outcome, r.resident_code, r.name_kanji, r.name_kana, r.birth_date,
         records_pb2.Sex.Name(r.sex).removeprefix("SEX_"), r.address, r.my_number,
@@ -75,9 +81,13 @@ def _row(result: Any) -> list[str]:
 @click.option("--in", "source", type=click.Path(exists=True, dir_okay=False, path_type=Path), required=True)
 @click.option("--out", "target", type=click.Path(dir_okay=False, path_type=Path), required=True)
 @click.option("--token", default="", help="approval token (needed above the server's threshold)")
+@click.option("--fuhyo", is_flag=True, help="from the 附票 server (no my_number column; 国外転出者: ABROAD)")
 @click.pass_obj
-def batch(settings: Settings, identity: str, purpose: str, source: Path, target: Path, token: str) -> None:
+def batch(
+    settings: Settings, identity: str, purpose: str, source: Path, target: Path, token: str, fuhyo: bool
+) -> None:
     """一括提供: conditions from --in (CSV), one result row per condition to --out (CSV), in order."""
+    stub = fuhyo_stub(settings, identity) if fuhyo else _stub(settings, identity)
     declared = _count_rows(source)
     if declared == 0:
         raise click.ClickException("no conditions in the input file")
@@ -86,7 +96,7 @@ def batch(settings: Settings, identity: str, purpose: str, source: Path, target:
         with target.open("w", encoding="utf-8", newline="") as out, tqdm(total=declared, unit="cond") as bar:
             writer = csv.writer(out)
             writer.writerow(OUT_COLUMNS)
-            for result in _stub(settings, identity).BatchProvide(_requests(source, purpose, token, declared)):
+            for result in stub.BatchProvide(_requests(source, purpose, token, declared)):
                 row = _row(result)
                 writer.writerow(row)
                 counts[row[1]] = counts.get(row[1], 0) + 1

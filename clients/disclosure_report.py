@@ -129,20 +129,25 @@ def _table(head: tuple[str, ...], rows: list[str]) -> str:
 def render_html(
     disclosure: Any, *, generated_at: dt.datetime, purposes: dict[str, str], names: dict[str, str]
 ) -> str:
-    """`disclosure` is a juki.v1.DiscloseResponse; `purposes` maps purpose ids to their titles, `names`
-    callers to their display names (display_names)."""
+    """`disclosure` is a juki.v1.DiscloseResponse, or a FuhyoDiscloseResponse (a 附票 record: no 個人番号,
+    no 異動事由, 国外転出者 marked); `purposes` maps purpose ids to their titles, `names` callers to their
+    display names (display_names)."""
     r = disclosure.record
+    fuhyo = r.DESCRIPTOR.name == "FuhyoView"
     items = [
         ("住民票コード", r.resident_code),
         ("氏名", r.name_kanji),
         ("氏名（ふりがな）", r.name_kana),
         ("生年月日", japanese_date(r.birth_date)),
         ("性別", _SEX.get(r.sex, "")),
-        ("住所", r.address),
-        ("個人番号", r.my_number or "（この開示には含みません）"),
-        ("異動事由", _REASON.get(r.change_reason, "")),
-        ("異動年月日", japanese_date(r.change_date)),
+        ("最終住所（国外転出者）" if fuhyo and r.abroad else "住所", r.address),
     ]
+    if not fuhyo:
+        items += [
+            ("個人番号", r.my_number or "（この開示には含みません）"),
+            ("異動事由", _REASON.get(r.change_reason, "")),
+            ("異動年月日", japanese_date(r.change_date)),
+        ]
     rows = "\n".join(f"<tr><th>{_e(k)}</th><td>{_e(v)}</td></tr>" for k, v in items)
     provided: list[str] = []
     refused: list[str] = []

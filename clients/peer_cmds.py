@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -24,6 +24,46 @@ def _stub(settings: Settings, identity: str) -> prefecture_pb2_grpc.PrefectureSt
     return prefecture_pb2_grpc.PrefectureStub(  # type: ignore[no-untyped-call]
         secure_channel(Pki(settings.pki_path), identity, settings.prefecture_target)
     )
+
+
+def condition_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """The condition of a provision or query: RESIDENT_CODE, --my-number or 4情報 (--kana, --birth,
+    --sex, --address); `condition_request` sets it on the request."""
+    for option in reversed(
+        (
+            click.argument("resident_code", required=False),
+            click.option("--my-number", help="by 個人番号"),
+            click.option("--kana", default="", help="by 4情報: kana name"),
+            click.option("--birth", default="", help="by 4情報: date of birth YYYY-MM-DD"),
+            click.option("--sex", type=click.Choice(["male", "female"]), help="by 4情報: sex"),
+            click.option("--address", default="", help="by 4情報: address prefix"),
+        )
+    ):
+        command = option(command)
+    return command
+
+
+def condition_request(
+    request: Any,
+    resident_code: str | None,
+    my_number: str | None,
+    kana: str,
+    birth: str,
+    sex: str | None,
+    address: str,
+) -> Any:
+    """`request` with its condition set: by 個人番号, else 住民票コード, else 4情報."""
+    if my_number:
+        request.my_number = my_number
+    elif resident_code:
+        request.resident_code = resident_code
+    else:
+        request.four_info.CopyFrom(
+            prefecture_pb2.FourInfoQuery(
+                name_kana=kana, birth_date=birth, sex=_sex(sex), address_prefix=address
+            )
+        )
+    return request
 
 
 M = TypeVar("M", bound=Message)
@@ -132,12 +172,7 @@ def lookup(
 @click.command()
 @_as
 @_purpose
-@click.argument("resident_code", required=False)
-@click.option("--my-number", help="by 個人番号")
-@click.option("--kana", default="", help="by 4情報: kana name")
-@click.option("--birth", default="", help="by 4情報: date of birth YYYY-MM-DD")
-@click.option("--sex", type=click.Choice(["male", "female"]), help="by 4情報: sex")
-@click.option("--address", default="", help="by 4情報: address prefix")
+@condition_options
 @click.option("--national", "ask_national", is_flag=True, help="機構への照会 (operator): ask J-LIS directly")
 @click.pass_obj
 def provide(
@@ -154,17 +189,7 @@ def provide(
 ) -> None:
     """Provision (提供/移転) by 住民票コード, --my-number or 4情報; a person not in Mie is asked of J-LIS."""
     kind: type[Any] = prefecture_pb2.QueryNationalRequest if ask_national else prefecture_pb2.ProvideRequest
-    request = kind(purpose=purpose)
-    if my_number:
-        request.my_number = my_number
-    elif resident_code:
-        request.resident_code = resident_code
-    else:
-        request.four_info.CopyFrom(
-            prefecture_pb2.FourInfoQuery(
-                name_kana=kana, birth_date=birth, sex=_sex(sex), address_prefix=address
-            )
-        )
+    request = condition_request(kind(purpose=purpose), resident_code, my_number, kana, birth, sex, address)
     stub = _stub(settings, identity)
     try:
         _print(stub.QueryNational(request) if ask_national else stub.Provide(request))

@@ -1,6 +1,8 @@
-"""`juki cs reconcile`: 整合 from a municipality's file of its residents.
+"""`juki cs reconcile`: 整合 from a municipality's file of its residents (or, with --fuhyo, of the 附票
+records it manages).
 
-The file is JSON lines of juki.v1.ResidentRecord, My Number in clear, as the municipality's system holds it.
+The file is JSON lines of juki.v1.ResidentRecord, My Number in clear, as the municipality's system holds it;
+with --fuhyo, JSON lines of juki.v1.FuhyoRecord (a removed one: notice_kind FUHYO_NOTICE_KIND_REMOVE).
 """
 
 from __future__ import annotations
@@ -12,21 +14,34 @@ from typing import Any
 
 import click
 import grpc
-from juki.v1 import prefecture_pb2, records_pb2
+from juki.v1 import fuhyo_pb2, prefecture_pb2, records_pb2
 from tqdm import tqdm
 
+from clients.fuhyo_cmds import fuhyo_stub
 from clients.peer_cmds import _fail, _stub, json_lines
-from server.domain.reconcile import range_digests, record_digest
+from server.domain.reconcile import fuhyo_digest, range_digests, record_digest
 from server.settings import Settings
 
 
-def _records(path: Path) -> Iterator[records_pb2.ResidentRecord]:
-    yield from json_lines(path, records_pb2.ResidentRecord, "juki cs export")
+def _records(path: Path, fuhyo: bool = False) -> Iterator[Any]:
+    if fuhyo:
+        yield from json_lines(path, records_pb2.FuhyoRecord, "the municipality's 附票 system")
+    else:
+        yield from json_lines(path, records_pb2.ResidentRecord, "juki cs export")
 
 
-def reconcile(stub: Any, path: Path, municipality: str, prefix_length: int) -> tuple[list[Any], Any]:
+def _digest(record: Any, fuhyo: bool) -> bytes:
+    if fuhyo:
+        return fuhyo_digest(record, record.notice_kind == records_pb2.FUHYO_NOTICE_KIND_REMOVE)
+    return record_digest(record, record.my_number)
+
+
+def reconcile(
+    stub: Any, path: Path, municipality: str, prefix_length: int, *, fuhyo: bool = False
+) -> tuple[list[Any], Any]:
     """Run the exchange; (differences, summary)."""
-    digests = sorted((r.resident_code, record_digest(r, r.my_number)) for r in _records(path))
+    digests = sorted((r.resident_code, _digest(r, fuhyo)) for r in _records(path, fuhyo))
+    request: type[Any] = fuhyo_pb2.FuhyoReconcileRequest if fuhyo else prefecture_pb2.ReconcileRequest
     ranges = prefecture_pb2.ReconcileRanges(
         municipality_code=municipality,
         prefix_length=prefix_length,
@@ -37,12 +52,13 @@ def reconcile(stub: Any, path: Path, municipality: str, prefix_length: int) -> t
     )
     asked: queue.Queue[set[str]] = queue.Queue()
 
-    def requests() -> Iterator[prefecture_pb2.ReconcileRequest]:
-        yield prefecture_pb2.ReconcileRequest(ranges=ranges)
+    def requests() -> Iterator[Any]:
+        yield request(ranges=ranges)
         wanted = asked.get()
-        for record in tqdm(_records(path), total=len(digests), unit="rec", desc="sending differing ranges"):
+        records = _records(path, fuhyo)
+        for record in tqdm(records, total=len(digests), unit="rec", desc="sending differing ranges"):
             if record.resident_code[:prefix_length] in wanted:
-                yield prefecture_pb2.ReconcileRequest(record=record)
+                yield request(record=record)
 
     differences: list[Any] = []
     summary = None
@@ -64,12 +80,16 @@ def reconcile(stub: Any, path: Path, municipality: str, prefix_length: int) -> t
 @click.option("--as", "identity", required=True, help="municipal-cs/<市町村コード>")
 @click.option("--file", "path", type=click.Path(exists=True, dir_okay=False, path_type=Path), required=True)
 @click.option("--prefix-length", default=3, show_default=True, help="digits of the resident code per range")
+@click.option(
+    "--fuhyo", is_flag=True, help="the 附票 records it manages (FuhyoRecord lines), with the 附票 server"
+)
 @click.pass_obj
-def reconcile_cmd(settings: Settings, identity: str, path: Path, prefix_length: int) -> None:
-    """整合: report what differs between the municipality's file and the prefectural server."""
+def reconcile_cmd(settings: Settings, identity: str, path: Path, prefix_length: int, fuhyo: bool) -> None:
+    """整合: report what differs between the municipality's file and the prefectural (or 附票) server."""
     municipality = identity.partition("/")[2]
+    stub = fuhyo_stub(settings, identity) if fuhyo else _stub(settings, identity)
     try:
-        differences, summary = reconcile(_stub(settings, identity), path, municipality, prefix_length)
+        differences, summary = reconcile(stub, path, municipality, prefix_length, fuhyo=fuhyo)
     except grpc.RpcError as error:
         _fail(error)
         return

@@ -27,11 +27,17 @@ from clients.serve_cmds import (
     _seed,
     _serve_prefecture,
 )
-from server.app import open_fuhyo_store, open_national_store, open_store, register_dev_operators
+from server.app import (
+    open_fuhyo_store,
+    open_national_fuhyo_store,
+    open_national_store,
+    open_store,
+    register_dev_operators,
+)
 from server.hardening import LOG_DIR, harden_process, log_path
 from server.observability.logs import JsonFormatter
 from server.seed.elsewhere import generate_elsewhere
-from server.seed.fuhyo import generate_fuhyo, load_fuhyo
+from server.seed.fuhyo import generate_fuhyo, generate_fuhyo_elsewhere, load_fuhyo
 from server.seed.population import generate
 from server.settings import Settings
 
@@ -109,6 +115,11 @@ def _prepare(settings: Settings, count: int, show_sample: bool) -> _Sample:
         n = settings.national_seed_count
         _seed(national, generate_elsewhere(n), n, "national")
     national.env.close()
+    national_fuhyo = open_national_fuhyo_store(settings)
+    if _resident_count(national_fuhyo) == 0:
+        seeded = load_fuhyo(national_fuhyo, generate_fuhyo_elsewhere(settings.national_fuhyo_seed_count))
+        click.echo(f"seeded {seeded:,} national 附票 records (other prefectures)")
+    national_fuhyo.env.close()
     added = register_dev_operators(settings)
     register_dev_operators(settings, opener=open_fuhyo_store)
     if added:

@@ -27,6 +27,7 @@ from server.app import (
     PREFECTURE_SERVICE,
     RunningServer,
     open_fuhyo_store,
+    open_fuhyo_store_readonly,
     open_national_store,
     open_store,
     open_store_readonly,
@@ -43,6 +44,8 @@ from server.seed.fuhyo import generate_fuhyo, load_fuhyo
 from server.seed.load import load
 from server.seed.population import SeedEntry, generate
 from server.settings import Settings
+from server.storage.fuhyo_file import FuhyoFile
+from server.storage.record_file import RecordFile
 from server.storage.residents import ResidentStore
 from server.workers import announce_ready, exit_with_parent, supervise
 
@@ -59,12 +62,12 @@ def _seed(store: ResidentStore, entries: Iterable[SeedEntry], count: int, label:
     )
 
 
-def _resident_count(store: ResidentStore) -> int:
+def _resident_count(store: RecordFile[Any]) -> int:
     with store.reader() as tx:
-        return tx.count("records")
+        return int(tx.count("records"))
 
 
-def _open(settings: Settings, server: str) -> ResidentStore:
+def _open(settings: Settings, server: str) -> RecordFile[Any]:
     if server == "fuhyo":
         return open_fuhyo_store(settings)
     return open_national_store(settings) if server == "national" else open_store(settings)
@@ -87,10 +90,12 @@ def seed(settings: Settings, server: str, count: int | None, seed_number: int, i
             return
         if existing:
             raise click.ClickException(f"store already holds {existing:,} residents (seed an empty data dir)")
-        if server == "fuhyo":
+        if isinstance(store, FuhyoFile):
             n = count or 100_000
             written = load_fuhyo(store, generate_fuhyo(n, seed_number))
             click.echo(f"seeded {written:,} 附票 records (the same people as Mie's first {n:,})")
+        elif not isinstance(store, ResidentStore):
+            raise AssertionError("a resident store")
         elif server == "national":
             n = count or settings.national_seed_count
             _seed(store, generate_elsewhere(n), n, "other-prefecture")
@@ -157,8 +162,8 @@ class _Sample:
 
 
 def _first_code(store: ResidentStore) -> str | None:
-    with store.env.read() as txn, txn.cursor(db=store.env.dbs["records"]) as cur:
-        return bytes(cur.key()).decode() if cur.first() else None
+    with store.reader() as tx:
+        return tx.first_code()
 
 
 def _worker_command(config: Path, worker: int, run_dir: Path) -> list[str]:
@@ -328,16 +333,28 @@ def outbox() -> None:
 
 
 @outbox.command("status")
+@click.option(
+    "--server",
+    type=click.Choice(("prefecture", "fuhyo")),
+    default="prefecture",
+    show_default=True,
+    help="whose outbox: the prefectural server's or the 附票 server's",
+)
 @click.pass_obj
-def outbox_status(settings: Settings) -> None:
+def outbox_status(settings: Settings, server: str) -> None:
     """Depth, age of the oldest undelivered change, changes delivered, changes set aside (refused for good
     by the national server, or held behind one of their municipality) — the store opened read-only."""
     try:
-        store = open_store_readonly(settings)
+        store: RecordFile[Any] = (
+            open_fuhyo_store_readonly(settings) if server == "fuhyo" else open_store_readonly(settings)
+        )
     except FileNotFoundError:
-        raise click.ClickException(
-            f"no prefectural store in {settings.data_path}: start jukinet first (make run)"
-        ) from None
+        label, data = (
+            ("附票", settings.path(settings.fuhyo_data_dir))
+            if server == "fuhyo"
+            else ("prefectural", settings.data_path)
+        )
+        raise click.ClickException(f"no {label} store in {data}: start jukinet first (make run)") from None
     try:
         with store.reader() as tx:
             depth = tx.outbox_depth()
@@ -389,7 +406,7 @@ def outbox_requeue(settings: Settings, stream: str) -> None:
         raise click.ClickException(f"no prefectural store in {settings.data_path}") from None
     store = open_store(settings)
     try:
-        moved = store.env.write_sync(lambda txn: store.bind(txn).requeue_stream(stream))
+        moved = store.apply_sync(lambda tx: tx.requeue_stream(stream))
     finally:
         store.env.close()
     click.echo(f"{moved} change(s) of {stream} back in the outbox")

@@ -70,7 +70,10 @@ from server.services.witness import Submitter, WitnessService, log_origin, open_
 from server.settings import Settings
 from server.storage import registry as registry_dbs
 from server.storage.errors import is_storage_error
+from server.storage.fuhyo_file import DB_NAMES as FUHYO_DB_NAMES
+from server.storage.fuhyo_file import FuhyoFile
 from server.storage.lmdbenv import LmdbEnv
+from server.storage.record_file import RecordFile
 from server.storage.registry import Registry
 from server.storage.residents import DB_NAMES, ResidentStore
 from server.storage.sealing import DataKeys, MyNumberSealer
@@ -97,12 +100,11 @@ def open_store(
     *,
     data_dir: Path | None = None,
     keys_file: Path | None = None,
-    extra_dbs: tuple[str, ...] = (),
 ) -> ResidentStore:
     """The prefectural store by default; the national one with its own directories."""
     data = settings.path(data_dir) if data_dir else settings.data_path
     keys = settings.path(keys_file) if keys_file else settings.keys_path
-    env = LmdbEnv(data, DB_NAMES + registry_dbs.DB_NAMES + extra_dbs, map_size=settings.map_size)
+    env = LmdbEnv(data, DB_NAMES + registry_dbs.DB_NAMES, map_size=settings.map_size)
     return ResidentStore(env, MyNumberSealer(DataKeys.load_or_create(keys)))
 
 
@@ -115,7 +117,16 @@ def open_store_readonly(settings: Settings) -> ResidentStore:
     return ResidentStore(env, MyNumberSealer(DataKeys.load(settings.keys_path)))
 
 
-def _searcher(settings: Settings, store: ResidentStore) -> Searcher:
+def open_fuhyo_store_readonly(settings: Settings) -> FuhyoFile:
+    """The 附票 store opened read-only, as `open_store_readonly`."""
+    data = settings.path(settings.fuhyo_data_dir)
+    if not (data / "data.mdb").exists():
+        raise FileNotFoundError(f"no store in {data}")
+    env = LmdbEnv(data, FUHYO_DB_NAMES, readonly=True)
+    return FuhyoFile(env, MyNumberSealer(DataKeys.load(settings.path(settings.fuhyo_keys_file))))
+
+
+def _searcher(settings: Settings, store: RecordFile[Any]) -> Searcher:
     """4情報 search with the settings' limits; page tokens sealed with a key derived from the store's."""
     tokens = PageTokens(store.sealer.index_key("page-token-secret"))
     return Searcher(
@@ -123,24 +134,29 @@ def _searcher(settings: Settings, store: ResidentStore) -> Searcher:
     )
 
 
-def open_fuhyo_store(settings: Settings) -> ResidentStore:
-    """The 附票 store: the shared record machinery over its own environment, plus the full 附票 records."""
-    return open_store(
-        settings,
-        data_dir=settings.fuhyo_data_dir,
-        keys_file=settings.fuhyo_keys_file,
-        extra_dbs=("fuhyo_records",),
-    )
+def _open_fuhyo_file(settings: Settings, data_dir: Path, keys_file: Path) -> FuhyoFile:
+    env = LmdbEnv(settings.path(data_dir), FUHYO_DB_NAMES + registry_dbs.DB_NAMES, map_size=settings.map_size)
+    return FuhyoFile(env, MyNumberSealer(DataKeys.load_or_create(settings.path(keys_file))))
+
+
+def open_fuhyo_store(settings: Settings) -> FuhyoFile:
+    """The 附票 store (its own environment and keys; no My Number table)."""
+    return _open_fuhyo_file(settings, settings.fuhyo_data_dir, settings.fuhyo_keys_file)
 
 
 def open_national_store(settings: Settings) -> ResidentStore:
     return open_store(settings, data_dir=settings.national_data_dir, keys_file=settings.national_keys_file)
 
 
+def open_national_fuhyo_store(settings: Settings) -> FuhyoFile:
+    """The national 附票 file (附票全国サーバ): the 附票 file's layout, the national server's keys."""
+    return _open_fuhyo_file(settings, settings.national_fuhyo_data_dir, settings.national_keys_file)
+
+
 @dataclass
 class RunningServer:
     server: grpc.aio.Server
-    store: ResidentStore
+    store: RecordFile[Any]
     access: AccessInterceptor
     health: HealthServicer
     port: int
@@ -181,7 +197,7 @@ class RunningServer:
         while True:
             await asyncio.sleep(every)
             try:
-                await self.store.env.write(lambda txn: self.store.bind(txn).bump(b"storage_probes"))
+                await self.store.probe()
             except Exception as exc:
                 if not is_storage_error(exc):
                     raise
@@ -205,7 +221,7 @@ async def _start(
     *,
     identity: str,
     port: int,
-    store: ResidentStore,
+    store: RecordFile[Any],
     services: tuple[ServiceDescriptor, ...],
     add_servicers: Callable[[grpc.aio.Server], None],
     metrics_port: int,
@@ -308,9 +324,16 @@ async def _start(
     return running
 
 
-def _attach_backup(running: RunningServer, settings: Settings, name: str, data_dir: Path) -> None:
-    """Daily encrypted backup of this server's environment (SPEC §4.3), made by a child process (an LMDB
-    environment may be opened once per process, and this one is open for serving)."""
+def _attach_backup(
+    running: RunningServer,
+    settings: Settings,
+    name: str,
+    data_dir: Path,
+    more: dict[str, Path] | None = None,
+) -> None:
+    """Daily encrypted backup of this server's environment (and `more` of its environments, by name) (SPEC
+    §4.3), made by a child process (an LMDB environment may be opened once per process, and this one is
+    open for serving)."""
     if not settings.backup_enabled:
         return
     key = BackupKey.load_or_create(server_key_file(settings.path(settings.backup_key_file), name)).secret
@@ -319,7 +342,7 @@ def _attach_backup(running: RunningServer, settings: Settings, name: str, data_d
             running.supervisor,
             f"backup-{name}",
             lambda: backup_schedule(
-                {name: data_dir},
+                {name: data_dir, **(more or {})},
                 settings.path(settings.backup_dir) / name,
                 key,
                 every=settings.backup_interval,
@@ -351,12 +374,11 @@ async def _supervised_once(supervisor: Supervisor, name: str, job: Callable[[], 
         raise
 
 
-async def retention_schedule(store: ResidentStore, *, every: float, stop: asyncio.Event) -> None:
-    """Erase removed persons past their 150 years (SPEC §6.4), off the event loop, every `every` seconds."""
-    loop = asyncio.get_running_loop()
+async def retention_schedule(store: RecordFile[Any], *, every: float, stop: asyncio.Event) -> None:
+    """Erase removed persons past their 150 years (SPEC §6.4) every `every` seconds, on the store's writer
+    thread (off the event loop, never beside another write)."""
     while not stop.is_set():
-        today = jst_now().date()
-        await loop.run_in_executor(None, erase_expired_persons, store, today)  # a failure: the supervisor's
+        await erase_expired_persons(store, jst_now().date())  # a failure: the supervisor's
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), every)
 
@@ -429,6 +451,37 @@ def _attach_audit(
     running.after_stop.append(close_trail)
 
 
+def _to_national(
+    settings: Settings, pki: Pki, identity: str, store: RecordFile[Any]
+) -> tuple[PeerChannel, OutboxRelay, NationalClient]:
+    """A record server's links to the national server: the relay of its outbox (on its own channel) and
+    the client of its queries."""
+
+    def channel() -> PeerChannel:
+        return PeerChannel(
+            pki,
+            identity,
+            settings.national_target,
+            peer="national",
+            check_interval=settings.crl_check_interval,
+        )
+
+    relay_channel = channel()
+    relay = OutboxRelay(
+        store,
+        relay_channel,
+        prefecture_code=settings.prefecture_code,
+        batch_size=settings.relay_batch_size,
+        batch_bytes=min(settings.relay_batch_bytes, settings.max_message_bytes // 2),
+        max_change_bytes=settings.max_message_bytes * 15 // 16,
+        backoff_initial=settings.relay_backoff_initial,
+        backoff_max=settings.relay_backoff_max,
+        idle_poll=settings.relay_idle_poll,
+        timeout=settings.national_timeout,
+    )
+    return relay_channel, relay, NationalClient(channel(), timeout=settings.link_timeout_max)
+
+
 def prepare_prefecture(settings: Settings) -> None:
     """Create what the workers would otherwise race to create: the data keys, the environment and its
     databases, the audit keys, the backup key. Closes everything again (workers are started afresh)."""
@@ -458,29 +511,7 @@ async def start_prefecture(settings: Settings, *, worker: int = 0) -> RunningSer
     )
     pki = Pki(settings.pki_path)
 
-    def national_channel() -> PeerChannel:
-        return PeerChannel(
-            pki,
-            settings.prefecture_identity,
-            settings.national_target,
-            peer="national",
-            check_interval=settings.crl_check_interval,
-        )
-
-    relay_channel = national_channel()
-    relay = OutboxRelay(
-        store,
-        relay_channel,
-        prefecture_code=settings.prefecture_code,
-        batch_size=settings.relay_batch_size,
-        batch_bytes=min(settings.relay_batch_bytes, settings.max_message_bytes // 2),
-        max_change_bytes=settings.max_message_bytes * 15 // 16,
-        backoff_initial=settings.relay_backoff_initial,
-        backoff_max=settings.relay_backoff_max,
-        idle_poll=settings.relay_idle_poll,
-        timeout=settings.national_timeout,
-    )
-    national = NationalClient(national_channel(), timeout=settings.link_timeout_max)
+    relay_channel, relay, national = _to_national(settings, pki, settings.prefecture_identity, store)
     reader = TrailReader(audit_dir)
     registry = Registry(store.env)
     policy_ref: list[AccessInterceptor] = []
@@ -541,7 +572,7 @@ async def start_prefecture(settings: Settings, *, worker: int = 0) -> RunningSer
 def register_dev_operators(
     settings: Settings,
     operator_ids: tuple[str, ...] = ("op-0001", "op-0002"),
-    opener: Callable[[Settings], ResidentStore] = open_store,
+    opener: Callable[[Settings], RecordFile[Any]] = open_store,
 ) -> list[str]:
     """Offline bootstrap for the embedded default: register the dev operators with every operator grant."""
     store = opener(settings)
@@ -553,12 +584,9 @@ def register_dev_operators(
         for operator_id in operator_ids:
             if registry.operator(operator_id) is not None:
                 continue
-            entry = operators.full_registration(policy, operator_id, admin=bootstrap, now=jst_now())
-
-            def put(txn: Any, entry: admin_pb2.OperatorEntry = entry) -> None:
-                registry.put_operator(txn, entry)
-
-            store.env.write_sync(put)
+            registry.register_now(
+                operators.full_registration(policy, operator_id, admin=bootstrap, now=jst_now())
+            )
             added.append(operator_id)
     finally:
         store.env.close()
@@ -587,6 +615,9 @@ async def start_fuhyo(settings: Settings) -> RunningServer:
         ),
         timeout=settings.link_timeout_max,
     )
+
+    # the prefectural server's relay and client code: 附票 changes reach the 附票全国サーバ, queries it
+    relay_channel, relay, national = _to_national(settings, pki, settings.fuhyo_identity, store)
     registry = Registry(store.env)
     policy_ref: list[AccessInterceptor] = []
     service = FuhyoService(
@@ -597,6 +628,11 @@ async def start_fuhyo(settings: Settings) -> RunningServer:
         tempstore,
         now=jst_now,
         batch_size=settings.apply_batch_size,
+        on_applied=relay.notify,
+        national=national,
+        registry=registry,
+        batch_threshold=settings.batch_threshold,
+        provisions=lambda code: disclosure(trail.directory, trail.subject_hash(code), flush=trail.flush),
     )
     reader = TrailReader(trail.directory)
     admin = AdminService(
@@ -630,9 +666,15 @@ async def start_fuhyo(settings: Settings) -> RunningServer:
         "tempstore-expiry", lambda: tempstore.run_expiry(every=1.0, stop=stop_expiry), critical=True
     )
 
+    if settings.relay_enabled:
+        running.supervisor.start("outbox-relay", relay.run, critical=True)
+
     async def end() -> None:
         stop_expiry.set()
+        relay.stop()
         await link.close()
+        await national.close()
+        await relay_channel.close()
 
     running.on_stop.append(end)
 
@@ -650,6 +692,7 @@ async def start_fuhyo(settings: Settings) -> RunningServer:
 
 async def start_national(settings: Settings) -> RunningServer:
     store = open_national_store(settings)
+    fuhyo_store = open_national_fuhyo_store(settings)
     trail = _open_trail(
         settings,
         settings.national_audit_dir,
@@ -658,7 +701,7 @@ async def start_national(settings: Settings) -> RunningServer:
         log_origin(settings.trust_domain, "national"),
     )
     policy_ref: list[AccessInterceptor] = []
-    service = NationalService(store, lambda: policy_ref[0].policy)
+    service = NationalService(store, fuhyo_store, lambda: policy_ref[0].policy)
     witness = open_witness(settings) if settings.witness_enabled else None
 
     def add(server: grpc.aio.Server) -> None:
@@ -678,7 +721,14 @@ async def start_national(settings: Settings) -> RunningServer:
     )
     policy_ref.append(running.access)
     _attach_audit(running, trail, settings, _submitters(settings, trail, settings.national_identity, witness))
-    _attach_backup(running, settings, "national", settings.path(settings.national_data_dir))
+    _attach_backup(
+        running,
+        settings,
+        "national",
+        settings.path(settings.national_data_dir),
+        {"national-fuhyo": settings.path(settings.national_fuhyo_data_dir)},
+    )
+    running.after_stop.append(fuhyo_store.env.close)
     await running.set_health(True)
     return running
 

@@ -61,6 +61,7 @@ def private_directories(settings: Settings) -> list[Path]:
     directories = [
         s.data_path,
         s.path(s.national_data_dir),
+        s.path(s.national_fuhyo_data_dir),
         s.path(s.fuhyo_data_dir),
         s.path(s.tempstore_dir),
         s.path(s.audit_dir),

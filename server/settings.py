@@ -51,6 +51,8 @@ class Settings:
     national_identity: str = "national/jlis"
     national_data_dir: Path = Path("var/data/national")
     national_keys_file: Path = Path("var/keys/national.keys.json")
+    national_fuhyo_data_dir: Path = Path("var/data/national-fuhyo")  # the 附票全国サーバ file (same keys)
+    national_fuhyo_seed_count: int = 3_000  # synthetic 附票 records of other prefectures
     national_seed_count: int = 30_000  # synthetic residents of other prefectures
     national_timeout: float = 5.0  # each NotifyUpdates attempt of the outbox relay
     # a call made on behalf of a caller (附票 → prefecture, prefecture → national) gets the caller's remaining

@@ -17,13 +17,21 @@ from juki.v1 import prefecture_pb2, prefecture_pb2_grpc
 
 from clients.channel import secure_channel
 from clients.launch import start_server_process, wait_ready, write_settings
-from server.app import open_fuhyo_store, open_national_store, open_store, register_dev_operators
+from server.app import (
+    open_fuhyo_store,
+    open_national_fuhyo_store,
+    open_national_store,
+    open_store,
+    register_dev_operators,
+)
 from server.identity.pki import DEV_IDENTITIES, Pki
 from server.seed.elsewhere import generate_elsewhere
-from server.seed.fuhyo import generate_fuhyo, load_fuhyo
+from server.seed.fuhyo import generate_fuhyo, generate_fuhyo_elsewhere, load_fuhyo
 from server.seed.load import load
 from server.seed.population import generate
 from server.settings import Settings
+from server.storage.fuhyo_file import DB_NAMES as FUHYO_DB_NAMES
+from server.storage.fuhyo_file import FuhyoFile
 from server.storage.lmdbenv import LmdbEnv
 from server.storage.residents import DB_NAMES, ResidentStore
 from server.storage.sealing import DataKeys, MyNumberSealer
@@ -155,6 +163,18 @@ class Server:
         env = LmdbEnv(s.path(s.national_data_dir), DB_NAMES, readonly=True)
         return ResidentStore(env, MyNumberSealer(DataKeys.load(s.path(s.national_keys_file))))
 
+    def open_fuhyo_reader(self) -> FuhyoFile:
+        """The 附票 server's store, read-only."""
+        s = self.settings
+        env = LmdbEnv(s.path(s.fuhyo_data_dir), FUHYO_DB_NAMES, readonly=True)
+        return FuhyoFile(env, MyNumberSealer(DataKeys.load(s.path(s.fuhyo_keys_file))))
+
+    def open_national_fuhyo_reader(self) -> FuhyoFile:
+        """The national server's 附票 file (附票全国サーバ), read-only."""
+        s = self.settings
+        env = LmdbEnv(s.path(s.national_fuhyo_data_dir), FUHYO_DB_NAMES, readonly=True)
+        return FuhyoFile(env, MyNumberSealer(DataKeys.load(s.path(s.national_keys_file))))
+
 
 def make_server(
     base: Path,
@@ -164,6 +184,7 @@ def make_server(
     elsewhere: int = ELSEWHERE,
     with_national: bool = True,
     with_fuhyo: bool = False,
+    fuhyo_elsewhere: int = 0,
     **overrides: Any,
 ) -> Server:
     """A prefectural server (seeded with Mie's first `seeded` residents) and its national peer (seeded with
@@ -188,6 +209,10 @@ def make_server(
         national = open_national_store(settings)
         load(national, generate_elsewhere(elsewhere))
         national.env.close()
+    if with_national and fuhyo_elsewhere:
+        national_fuhyo = open_national_fuhyo_store(settings)
+        load_fuhyo(national_fuhyo, generate_fuhyo_elsewhere(fuhyo_elsewhere))
+        national_fuhyo.env.close()
     register_dev_operators(settings)
     if with_fuhyo:
         fuhyo = open_fuhyo_store(settings)

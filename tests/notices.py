@@ -5,7 +5,7 @@ from __future__ import annotations
 import itertools
 from typing import Any
 
-from juki.v1 import prefecture_pb2, records_pb2
+from juki.v1 import fuhyo_pb2, prefecture_pb2, records_pb2
 
 from server.domain.codes import my_number_check_digit
 
@@ -64,3 +64,36 @@ def fresh_resident() -> tuple[str, str]:
     """A resident code and My Number no other test uses."""
     n = next(_serial)
     return new_code(n), my_number(n)
+
+
+class FuhyoMunicipality:
+    """A municipal CS sending 附票 notices (it manages the records) with consecutive sequence numbers."""
+
+    def __init__(self, code: str, start: int = 1) -> None:
+        self.code = code
+        self.next_sequence = start
+
+    def notice(self, resident_code: str, kind: int, **changes: Any) -> fuhyo_pb2.FuhyoNotice:
+        """The next notice; `changes` override the record's items by name."""
+        record = R.FuhyoRecord(
+            resident_code=resident_code,
+            name_kanji="附票　花子",
+            name_kana="フヒョウ　ハナコ",
+            birth_date="1980-01-01",
+            sex=R.SEX_FEMALE,
+            address_municipality_code=self.code,
+            address="三重県尾鷲市中央町10番地",
+            managing_municipality_code=self.code,
+            state_kind=R.FUHYO_STATE_DOMESTIC,
+        )
+        for name, value in changes.items():
+            setattr(record, name, value)
+        notice = fuhyo_pb2.FuhyoNotice(
+            managing_municipality_code=self.code,
+            sequence=self.next_sequence,
+            kind=kind,
+            change_date="2024-05-01",
+            record=record,
+        )
+        self.next_sequence += 1
+        return notice

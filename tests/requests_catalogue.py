@@ -145,10 +145,23 @@ METHODS: tuple[Method, ...] = (
            lambda: F.RedeliverRequest(request_id="r-1", purpose=POLICE_PURPOSE)),
     Method("Fuhyo", "AckDelivery", POLICE,
            lambda: F.AckDeliveryRequest(request_id="r-1", purpose=POLICE_PURPOSE)),
+    Method("Fuhyo", "BatchProvide", POLICE,
+           lambda: P.BatchProvideRequest(purpose=POLICE_PURPOSE, declared_count=1, condition_id="c0",
+                                         resident_code=CODE), "batch"),
+    Method("Fuhyo", "Disclose", "operator/op-0001",
+           lambda: P.DiscloseRequest(resident_code=CODE, purpose="disclosure", request_id="r-1")),
+    Method("Fuhyo", "Reconcile", CS, lambda: F.FuhyoReconcileRequest(ranges=ranges()), "reconcile"),
+    Method("Fuhyo", "Reconcile", CS, lambda: F.FuhyoReconcileRequest(record=fuhyo_notice().record),
+           "reconcile"),
+    Method("Fuhyo", "QueryNational", "operator/op-0001",
+           lambda: P.QueryNationalRequest(resident_code=CODE, purpose="identity-check", request_id="r-1")),
     Method("National", "NotifyUpdates", "prefectural-server/24",
            lambda: N.NotifyUpdatesRequest(prefecture_code="24", changes=[N.PropagatedChange(
                file=N.CHANGE_FILE_RESIDENT, notice=notice(), applied_at="2020-01-03T09:30:00+09:00")])),
     Method("National", "Query", "prefectural-server/24",
+           lambda: N.NationalQueryRequest(resident_code=CODE, purpose="identity-check",
+                                          requester="spiffe://juki.mie/operator/op-0001", request_id="r-1")),
+    Method("National", "QueryFuhyo", "fuhyo-server/24",
            lambda: N.NationalQueryRequest(resident_code=CODE, purpose="identity-check",
                                           requester="spiffe://juki.mie/operator/op-0001", request_id="r-1")),
     Method("Admin", "RegisterOperator", "admin/admin-01",
@@ -206,7 +219,7 @@ class Callers:
             return list(rpc(iter([request]), timeout=10))
         messages = [request]
         if request.WhichOneof("part") == "record":
-            messages.insert(0, P.ReconcileRequest(ranges=ranges()))
+            messages.insert(0, type(request)(ranges=ranges()))
         return list(rpc(iter(messages), timeout=10))
 
 

@@ -34,20 +34,23 @@ def people() -> list[Any]:
     return [e.record for e in generate(500, 1) if not e.record.deleted_flag]
 
 
+def batch_requests(purpose: str, conditions: list[dict[str, Any]], **first: Any) -> Iterator[Any]:
+    """A BatchProvide stream: the first message declares the count (and carries `first`)."""
+    for i, condition in enumerate(conditions):
+        extra = {"purpose": purpose, "declared_count": len(conditions), **first} if i == 0 else {}
+        yield P.BatchProvideRequest(condition_id=f"c{i}", **condition, **extra)
+
+
 def batch(
     server: Server, identity: str, purpose: str, conditions: list[dict[str, Any]], **first: Any
 ) -> list[Any]:
-    def requests() -> Iterator[Any]:
-        for i, condition in enumerate(conditions):
-            extra = {"purpose": purpose, "declared_count": len(conditions), **first} if i == 0 else {}
-            yield P.BatchProvideRequest(condition_id=f"c{i}", **condition, **extra)
-
-    return list(server.stub(identity).BatchProvide(requests(), timeout=30))
+    return list(server.stub(identity).BatchProvide(batch_requests(purpose, conditions, **first), timeout=30))
 
 
-def approve(server: Server, caller: str, purpose: str, max_count: int) -> str:
+def approve(server: Server, caller: str, purpose: str, max_count: int, *, target: str = "") -> str:
+    """An approval issued by the admin of the server at `target` (default: the prefectural server)."""
     channel = secure_channel(
-        Pki(server.settings.pki_path), "admin/admin-01", server.settings.prefecture_target
+        Pki(server.settings.pki_path), "admin/admin-01", target or server.settings.prefecture_target
     )
     try:
         stub = admin_pb2_grpc.AdminStub(channel)  # type: ignore[no-untyped-call]

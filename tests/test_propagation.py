@@ -162,14 +162,12 @@ def test_a_record_server_of_another_prefecture_cannot_notify_mie_changes(
 
 
 def test_national_server_is_idempotent_and_refuses_gaps(server: Server) -> None:
-    stub = national_stub(server, "fuhyo-server/24")
+    stub = national_stub(server, "prefectural-server/24")
     first = one_change(1, "242152")
-    first.changes[0].file = national_pb2.CHANGE_FILE_FUHYO
     assert stub.NotifyUpdates(first, timeout=5).accepted == 1
     again = stub.NotifyUpdates(first, timeout=5)
     assert (again.accepted, again.duplicates) == (0, 1)
     gap = one_change(5, "242152")
-    gap.changes[0].file = national_pb2.CHANGE_FILE_FUHYO
     with pytest.raises(grpc.RpcError) as info:
         stub.NotifyUpdates(gap, timeout=5)
     assert info.value.code() == grpc.StatusCode.FAILED_PRECONDITION

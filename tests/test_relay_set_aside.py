@@ -172,16 +172,16 @@ def test_a_refusal_by_the_peer_that_is_not_for_good_is_retried(server: Server) -
 
 # --- the relay in this process, over a real store, against a real national server with a small cap ------
 def _queue(store: Any, notices: list[P.ChangeNotice]) -> None:
-    def put(txn: Any) -> None:
+    def put(tx: Any) -> None:
         for notice in notices:
             change = national_pb2.PropagatedChange(
                 file=national_pb2.CHANGE_FILE_RESIDENT,
                 notice=notice,
                 applied_at="2026-11-01T00:00:00.000+09:00",
             )
-            store.bind(txn).enqueue_outbox(change.SerializeToString(), int(time.time() * 1000))
+            tx.enqueue_outbox(change.SerializeToString(), int(time.time() * 1000))
 
-    store.env.write_sync(put)
+    store.apply_sync(put)
 
 
 def _settle(store: Any, relay: OutboxRelay, aside: tuple[int, int]) -> None:

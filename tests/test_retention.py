@@ -3,6 +3,7 @@ exactly those, and nothing else."""
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 from pathlib import Path
 from typing import Any
@@ -21,10 +22,13 @@ JST = dt.timezone(dt.timedelta(hours=9))
 
 
 def apply(store: ResidentStore, notice: Any) -> None:
-    def work(txn: Any) -> None:
-        apply_notice(store.bind(txn), notice, caller_municipality="242012", now=lambda: dt.datetime.now(JST))
+    store.apply_sync(
+        lambda tx: apply_notice(tx, notice, caller_municipality="242012", now=lambda: dt.datetime.now(JST))
+    )
 
-    store.env.write_sync(work)
+
+def erase(store: ResidentStore, today: dt.date) -> Any:
+    return asyncio.run(erase_expired_persons(store, today))
 
 
 def person(store: ResidentStore, town: Municipality, *, removed_on: str | None, kana: str) -> tuple[str, str]:
@@ -66,18 +70,16 @@ def test_exactly_the_persons_past_retention_are_erased(tmp_path: Path) -> None:
     alive = person(store, town, removed_on=None, kana="イマモ　イキル")
 
     assert state(store, *old, "ムカシ　ノヒト") == (True, 2, old[0], 1)
-    report = erase_expired_persons(store, dt.date(2026, 11, 26))
+    report = erase(store, dt.date(2026, 11, 26))
     assert (report.persons, report.history) == (1, 2)
     assert state(store, *old, "ムカシ　ノヒト") == (False, 0, None, 0)
     assert state(store, *later, "スコシ　アトノヒト") == (True, 2, later[0], 1)
     assert state(store, *alive, "イマモ　イキル") == (True, 1, alive[0], 1)
 
-    assert (
-        erase_expired_persons(store, dt.date(2049, 12, 31)).persons == 0
-    )  # 1900-01-01 kept until 2050-01-01
-    assert erase_expired_persons(store, dt.date(2050, 1, 2)).persons == 1
+    assert erase(store, dt.date(2049, 12, 31)).persons == 0  # 1900-01-01 kept until 2050-01-01
+    assert erase(store, dt.date(2050, 1, 2)).persons == 1
     assert state(store, *later, "スコシ　アトノヒト")[0] is False
-    assert erase_expired_persons(store, dt.date(2300, 1, 1)).persons == 0  # the living are never erased
+    assert erase(store, dt.date(2300, 1, 1)).persons == 0  # the living are never erased
     assert state(store, *alive, "イマモ　イキル") == (True, 1, alive[0], 1)
     with store.reader() as tx:
         assert tx.counter(b"records_removed") == 0

@@ -35,7 +35,7 @@ from server.seed.load import load
 from server.seed.population import SeedEntry, generate
 from server.settings import Settings
 from server.storage.lmdbenv import LmdbEnv
-from server.storage.residents import DB_NAMES, ResidentStore
+from server.storage.residents import DB_NAMES, ResidentStore, ResidentTxn
 from server.storage.sealing import DataKeys, MyNumberSealer
 
 SEEDED = 3000
@@ -152,7 +152,7 @@ def test_sealed_value_moved_to_another_record_does_not_open(seeded: Seeded) -> N
     with pytest.raises(Rollback), store.env.env.begin(write=True) as txn:
         txn.put(second.encode(), bytes(txn.get(first.encode(), db=numbers)), db=numbers)
         with pytest.raises(InvalidTag):
-            store.bind(txn).my_number(second)
+            ResidentTxn(store, txn).my_number(second)
         raise Rollback  # leave the shared store as it was
     with store.reader() as tx:
         assert tx.my_number(second) == seeded.entries[1].record.my_number
@@ -317,8 +317,8 @@ def test_stale_reader_slot_is_gone_after_a_restart_alone(env_path: Path) -> None
 
 def apply(store: ResidentStore, notice: prefecture_pb2.ChangeNotice) -> None:
     validate_notice(notice, today=TODAY)
-    applied = store.env.write_sync(
-        lambda txn: apply_notice(store.bind(txn), notice, caller_municipality=MUNICIPALITY, now=lambda: NOW)
+    applied = store.apply_sync(
+        lambda tx: apply_notice(tx, notice, caller_municipality=MUNICIPALITY, now=lambda: NOW)
     )
     assert not applied.replayed
 
@@ -472,7 +472,7 @@ def _as_schema_1(store: ResidentStore, notices: list[prefecture_pb2.ChangeNotice
     digests in applied, schema version 1."""
 
     def rewrite(txn: Any) -> None:
-        tx, dbs = store.bind(txn), store.env.dbs
+        tx, dbs = ResidentTxn(store, txn), store.env.dbs
         for key in [bytes(k) for k in txn.cursor(db=dbs["idx_municipality"]).iternext(values=False)]:
             code = key[6:].decode()
             record = tx.get(code)
@@ -517,20 +517,16 @@ def test_a_schema_1_store_is_migrated_on_open_to_keyed_digests(tmp_path: Path) -
                 assert held[0] == store.sealer.keyed_digest(plain) != plain
             assert dict(tx.municipality_digests(MUNICIPALITY)) == digests_before  # 整合 answers as before
         # a replay after the migration is still recognised, a conflicting one still refused
-        replay = store.env.write_sync(
-            lambda txn: apply_notice(
-                store.bind(txn), first, caller_municipality=MUNICIPALITY, now=lambda: NOW
-            )
+        replay = store.apply_sync(
+            lambda tx: apply_notice(tx, first, caller_municipality=MUNICIPALITY, now=lambda: NOW)
         )
         assert replay.replayed
         conflicting = prefecture_pb2.ChangeNotice()
         conflicting.CopyFrom(first)
         conflicting.four_info.name_kanji = "三重　別子"
         with pytest.raises(DomainError, match="conflicting replay"):
-            store.env.write_sync(
-                lambda txn: apply_notice(
-                    store.bind(txn), conflicting, caller_municipality=MUNICIPALITY, now=lambda: NOW
-                )
+            store.apply_sync(
+                lambda tx: apply_notice(tx, conflicting, caller_municipality=MUNICIPALITY, now=lambda: NOW)
             )
     finally:
         store.env.close()

@@ -25,7 +25,7 @@ from server.seed.elsewhere import generate_elsewhere
 from server.seed.fuhyo import generate_fuhyo
 from server.seed.population import generate
 from tests.conftest import Server, make_server
-from tests.notices import Municipality, fresh_resident
+from tests.notices import FuhyoMunicipality, Municipality, fresh_resident
 
 SEEDED = 500
 ELSEWHERE = 40
@@ -127,29 +127,34 @@ def provide_fuhyo(srv: Server, who: str, purpose: str, code: str, request_id: st
 
 
 def change(file: int, municipality: str, sequence: int = 1) -> tuple[Any, str]:
+    """A resident change (a ChangeNotice) or a 附票 change (a FuhyoNotice), as `file` says."""
     code, number = fresh_resident()
-    notice = Municipality(municipality, sequence).notice(code, R.CHANGE_REASON_SHUSSEI, my_number=number)
-    request = N.NotifyUpdatesRequest(
-        prefecture_code="24",
-        changes=[N.PropagatedChange(file=file, notice=notice, applied_at="2024-05-01T09:00:00+09:00")],
-    )
-    return request, code
+    applied = {"applied_at": "2024-05-01T09:00:00+09:00"}
+    if file == N.CHANGE_FILE_FUHYO:
+        fuhyo = FuhyoMunicipality(municipality, sequence).notice(code, F.FUHYO_CHANGE_KIND_CREATE)
+        propagated = N.PropagatedChange(file=file, fuhyo_notice=fuhyo, **applied)
+    else:
+        notice = Municipality(municipality, sequence).notice(code, R.CHANGE_REASON_SHUSSEI, my_number=number)
+        propagated = N.PropagatedChange(file=file, notice=notice, **applied)
+    return N.NotifyUpdatesRequest(prefecture_code="24", changes=[propagated]), code
 
 
-def national_holds(srv: Server, stream: str, code: str) -> tuple[int, bool]:
-    store = srv.open_national_reader()
+def national_holds(srv: Server, file: int, stream: str, code: str) -> tuple[int, bool]:
+    """(last sequence of `stream`, whether `code` is held) in the national file of `file`."""
+    fuhyo = file == N.CHANGE_FILE_FUHYO
+    store = srv.open_national_fuhyo_reader() if fuhyo else srv.open_national_reader()
     try:
         with store.reader() as tx:
             return tx.last_sequence(stream), tx.get(code) is not None
     finally:
-        store.env.close()
+        store.close()
 
 
 @pytest.mark.parametrize(
     ("identity", "file", "stream"),
     [
         ("fuhyo-server/24", N.CHANGE_FILE_RESIDENT, KAMEYAMA),
-        ("prefectural-server/24", N.CHANGE_FILE_FUHYO, "F" + KAMEYAMA),
+        ("prefectural-server/24", N.CHANGE_FILE_FUHYO, KAMEYAMA),
     ],
 )
 def test_a_record_server_cannot_send_the_other_servers_file(
@@ -159,7 +164,7 @@ def test_a_record_server_cannot_send_the_other_servers_file(
     error = refused(national(deployment, identity).NotifyUpdates, request, timeout=10)
     assert error.code() == grpc.StatusCode.PERMISSION_DENIED
     assert error_details(error)[2] == "OTHER_FILE"
-    assert national_holds(deployment, stream, code) == (0, False)  # nothing stored
+    assert national_holds(deployment, file, stream, code) == (0, False)  # nothing stored
 
 
 def test_a_record_server_cannot_send_another_prefectures_municipality(deployment: Server) -> None:
@@ -167,16 +172,18 @@ def test_a_record_server_cannot_send_another_prefectures_municipality(deployment
     assert request.prefecture_code == "24"
     error = refused(national(deployment, "prefectural-server/24").NotifyUpdates, request, timeout=10)
     assert error.code() == grpc.StatusCode.PERMISSION_DENIED
-    assert national_holds(deployment, AICHI_NAGOYA, code) == (0, False)
+    assert national_holds(deployment, N.CHANGE_FILE_RESIDENT, AICHI_NAGOYA, code) == (0, False)
 
 
 def test_each_record_server_sends_its_own_file(deployment: Server) -> None:
     resident, code = change(N.CHANGE_FILE_RESIDENT, KAMEYAMA)
     assert national(deployment, "prefectural-server/24").NotifyUpdates(resident, timeout=10).accepted == 1
-    assert national_holds(deployment, KAMEYAMA, code) == (1, True)
-    fuhyo, _ = change(N.CHANGE_FILE_FUHYO, KAMEYAMA)
+    assert national_holds(deployment, N.CHANGE_FILE_RESIDENT, KAMEYAMA, code) == (1, True)
+    fuhyo, fuhyo_code = change(N.CHANGE_FILE_FUHYO, KAMEYAMA)
     assert national(deployment, "fuhyo-server/24").NotifyUpdates(fuhyo, timeout=10).accepted == 1
-    assert national_holds(deployment, "F" + KAMEYAMA, code)[0] == 1
+    # the 附票全国サーバ file holds it; the resident file does not
+    assert national_holds(deployment, N.CHANGE_FILE_FUHYO, KAMEYAMA, fuhyo_code) == (1, True)
+    assert national_holds(deployment, N.CHANGE_FILE_RESIDENT, KAMEYAMA, fuhyo_code)[1] is False
 
 
 # --- 2. the national server minimises too --------------------------------------------------------------

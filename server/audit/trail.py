@@ -34,8 +34,6 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, NamedTuple
 
-import lmdb
-
 from server.audit.entries import (
     CHECKPOINT_GENESIS_PREV,
     CHECKPOINTS,
@@ -62,6 +60,7 @@ from server.audit.merkle import CompactRange, leaf_hash
 from server.audit.note import Checkpoint, sign
 from server.audit.subjects import SubjectIndex, disclosed
 from server.audit.tree import LEVELS, TreeReader, TreeWriter, repair
+from server.storage.errors import StorageError
 
 log = logging.getLogger(__name__)
 
@@ -520,7 +519,7 @@ class AuditTrail:
                 self._index.add(unindexed, through)
                 self._indexed = through
             unindexed = []
-        except (OSError, lmdb.Error) as e:
+        except (OSError, StorageError) as e:
             if not isinstance(e, OSError):
                 e = OSError(errno.EIO, f"the subject index could not be written: {e}")
             with self._lock:

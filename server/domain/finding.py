@@ -10,6 +10,7 @@ from juki.v1 import prefecture_pb2, records_pb2
 from server.domain import validation as val
 from server.domain.errors import DomainError, ErrorKind, Violations
 from server.domain.search import SearchQuery, parse_query, run_search
+from server.storage.record_file import RecordTxn
 from server.storage.residents import ResidentTxn
 
 MAX_MATCHES = 10
@@ -66,7 +67,7 @@ def parse_condition(
 
 
 def find(
-    tx: ResidentTxn, condition: Condition, *, include_removed: bool = False
+    tx: RecordTxn, condition: Condition, *, include_removed: bool = False
 ) -> list[records_pb2.ResidentRecord]:
     """The records the condition names (at most MAX_MATCHES + 1, so a caller can tell 'too many')."""
     if condition.kind == "four_info":
@@ -80,7 +81,10 @@ def find(
             tx, query, None, page_size=MAX_MATCHES + 1, scan_limit=50_000, max_results=MAX_MATCHES + 1
         )
         return page.records
-    code = condition.value if condition.kind == "resident_code" else tx.code_by_my_number(condition.value)
+    if condition.kind == "resident_code":
+        code: str | None = condition.value
+    else:  # by My Number: only a resident file holds them (a 附票 file finds nobody)
+        code = tx.code_by_my_number(condition.value) if isinstance(tx, ResidentTxn) else None
     record = tx.get(code) if code else None
     if record is None or (record.deleted_flag and not include_removed):
         return []

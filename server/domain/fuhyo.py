@@ -1,9 +1,8 @@
 """附票 rules (SPEC §3.2, §5.2): applying change notices and what a 附票 record shows.
 
-The 附票 store reuses the resident store's machinery: each FuhyoRecord is kept whole in `fuhyo_records`
-and projected onto a ResidentRecord (4情報, managing municipality, state) for the shared indexes, search,
-sequences and history — so 4情報 search folds and limits exactly as on the prefectural server. The
-projection never carries a My Number.
+The 附票 file stores each FuhyoRecord itself (server/storage/fuhyo_file.py) and indexes its 4情報 view the way
+the resident file indexes residents, so 4情報 search folds and limits exactly as on the prefectural server.
+Nothing here can hold a My Number: the record has no field for one.
 """
 
 from __future__ import annotations
@@ -13,25 +12,38 @@ import struct
 from collections.abc import Callable
 from typing import Any
 
-from juki.v1 import fuhyo_pb2, prefecture_pb2, records_pb2
+from juki.v1 import fuhyo_pb2, national_pb2, prefecture_pb2, records_pb2
 
 from server.domain import validation as val
 from server.domain.codes import is_valid_municipality_code
 from server.domain.errors import DomainError, ErrorKind, Violations
+from server.domain.finding import Condition, parse_condition
 from server.domain.limits import check_message
 from server.domain.updates import Applied, check_sequence, conclude, notice_digest
-from server.storage.residents import ResidentTxn
+from server.storage.fuhyo_file import FuhyoTxn
 
-STATE_DOMESTIC = 1  # 附票本人確認情報状態区分: 国内
-STATE_ABROAD = 2  # 国外転出者: address holds the last domestic address
+STATE_DOMESTIC = records_pb2.FUHYO_STATE_DOMESTIC  # 附票本人確認情報状態区分: 国内
+STATE_ABROAD = records_pb2.FUHYO_STATE_ABROAD  # 国外転出者: address holds the last domestic address
 K = fuhyo_pb2
 _PURPOSE_LENGTH = struct.Struct(">H")
+_NOTICE_KIND = {
+    K.FUHYO_CHANGE_KIND_CREATE: records_pb2.FUHYO_NOTICE_KIND_CREATE,
+    K.FUHYO_CHANGE_KIND_MODIFY: records_pb2.FUHYO_NOTICE_KIND_MODIFY,
+    K.FUHYO_CHANGE_KIND_REMOVE: records_pb2.FUHYO_NOTICE_KIND_REMOVE,
+}
 
 
-def validate_fuhyo_notice(notice: fuhyo_pb2.FuhyoNotice, *, today: dt.date, path: str = "notice") -> None:
+def validate_fuhyo_notice(
+    notice: fuhyo_pb2.FuhyoNotice, *, today: dt.date, path: str = "notice", local_municipalities: bool = True
+) -> None:
+    """Raise INVALID_ARGUMENT naming every malformed field (a municipality of Mie unless told otherwise: the
+    national server takes every prefecture's)."""
     v = Violations()
     check_message(v, notice, path)
-    val.check_municipality(v, f"{path}.managing_municipality_code", notice.managing_municipality_code)
+    if local_municipalities:
+        val.check_municipality(v, f"{path}.managing_municipality_code", notice.managing_municipality_code)
+    elif not is_valid_municipality_code(notice.managing_municipality_code):
+        v.add(f"{path}.managing_municipality_code", "must be 6 ASCII digits with a valid check digit")
     if notice.sequence < 1:
         v.add(f"{path}.sequence", "must be 1 or more")
     if notice.kind not in (
@@ -62,32 +74,11 @@ def validate_fuhyo_notice(notice: fuhyo_pb2.FuhyoNotice, *, today: dt.date, path
         v.add(f"{p}.address_municipality_code", "must be 6 ASCII digits with a valid check digit")
     for counter in ("name_gaiji_count", "address_gaiji_count", "last_address_gaiji_count"):
         val.check_counter(v, f"{p}.{counter}", getattr(r, counter))
-    val.check_counter(v, f"{p}.notice_kind", r.notice_kind, maximum=99)
     v.raise_if_any()
 
 
-def projection(record: records_pb2.FuhyoRecord, *, removed: bool) -> records_pb2.ResidentRecord:
-    """The ResidentRecord the shared indexes see: 4情報 (the last domestic address for a person abroad)."""
-    abroad = record.state_kind == STATE_ABROAD
-    out = records_pb2.ResidentRecord(
-        resident_code=record.resident_code,
-        municipality_code=record.managing_municipality_code,
-        change_date=record.change_date,
-        deleted_flag=removed,
-        removed_date=record.change_date if removed else "",
-        state=records_pb2.RECORD_STATE_REMOVED if removed else records_pb2.RECORD_STATE_ACTIVE,
-        retention_flag=abroad,  # marks 国外転出者 in the projection (the view shows `abroad`)
-    )
-    out.four_info.name_kanji = record.name_kanji
-    out.four_info.name_kana = record.name_kana
-    out.four_info.birth_date = record.birth_date
-    out.four_info.sex = record.sex
-    out.four_info.address = record.last_address if abroad else record.address
-    return out
-
-
 def lives_abroad(record: records_pb2.ResidentRecord) -> bool:
-    """The projection of a current 附票 record of a 国外転出者 (the only persons the link serves)."""
+    """The 4情報 view of a current 附票 record of a 国外転出者 (the only persons the link serves)."""
     return record.retention_flag and not record.deleted_flag
 
 
@@ -110,12 +101,11 @@ def _refuse(kind: ErrorKind, message: str, reason: str) -> DomainError:
 
 
 def apply_fuhyo_notice(
-    tx: ResidentTxn,
+    tx: FuhyoTxn,
     notice: fuhyo_pb2.FuhyoNotice,
     *,
     caller_municipality: str,
     now: Callable[[], dt.datetime],
-    put_full: Callable[[records_pb2.FuhyoRecord], None],
 ) -> Applied:
     """Apply one validated 附票 notice inside a write transaction, or raise and write nothing."""
     if notice.managing_municipality_code != caller_municipality:
@@ -151,23 +141,8 @@ def apply_fuhyo_notice(
             raise _refuse(
                 ErrorKind.FAILED_PRECONDITION, "the 附票 record is already removed", "ALREADY_REMOVED"
             )
-    record = records_pb2.FuhyoRecord()
-    record.CopyFrom(notice.record)
-    record.change_date = notice.change_date
-    if kind == K.FUHYO_CHANGE_KIND_REMOVE and current is not None:
-        new = records_pb2.ResidentRecord()
-        new.CopyFrom(current)
-        new.deleted_flag, new.state = True, records_pb2.RECORD_STATE_REMOVED
-        new.removed_date = new.change_date = notice.change_date
-    else:
-        new = projection(record, removed=False)
-        put_full(record)
-    new.sequence = notice.sequence
-    new.notified_date = now().date().isoformat()
-    if current is not None:
-        tx.add_history(current, "")
-    tx.put_record(new, "")
     applied_at = now()
+    store_fuhyo_change(tx, notice)
     result = prefecture_pb2.ApplyResult(
         municipality_code=notice.managing_municipality_code,
         sequence=notice.sequence,
@@ -175,13 +150,44 @@ def apply_fuhyo_notice(
         applied_at=applied_at.isoformat(timespec="milliseconds"),
     )
     conclude(tx, result, digest)
+    change = national_pb2.PropagatedChange(
+        file=national_pb2.CHANGE_FILE_FUHYO, fuhyo_notice=notice, applied_at=result.applied_at
+    )
+    tx.enqueue_outbox(change.SerializeToString(), int(applied_at.timestamp() * 1000))
     return Applied(result, replayed=False)
 
 
-def full_record(raw: Any) -> records_pb2.FuhyoRecord:
+def store_fuhyo_change(tx: FuhyoTxn, notice: fuhyo_pb2.FuhyoNotice) -> None:
+    """Write one checked 附票 change into a 附票 file (the prefectural one, or the national one taking the
+    change as the prefecture applied it): the record itself with its 通知区分 and change date, the previous
+    version as history; a removal marks the record removed (nothing held: nothing to mark)."""
+    code = notice.record.resident_code
+    held = tx.get_fuhyo(code)
     record = records_pb2.FuhyoRecord()
-    record.ParseFromString(raw)
-    return record
+    if notice.kind == K.FUHYO_CHANGE_KIND_REMOVE:
+        if held is None:
+            return
+        record.CopyFrom(held)
+    else:
+        record.CopyFrom(notice.record)
+    record.change_date = notice.change_date
+    record.notice_kind = _NOTICE_KIND[notice.kind]  # 通知区分
+    if held is not None:
+        tx.add_history(held)
+    tx.put(record)
+
+
+def parse_fuhyo_condition(request: Any, *, today: dt.date) -> Condition:
+    """The condition of a query of a 附票 file (its `key` oneof, with its request id checked): by
+    住民票コード or 4情報 only, since a 附票 file holds no My Number to look by."""
+    kind = request.WhichOneof("key")
+    v = Violations()
+    check_message(v, request)
+    if kind == "my_number":
+        v.add("my_number", "the 附票 file holds no My Number: ask by resident_code or four_info")
+    val.check_request_id(v, "request_id", request.request_id)
+    v.raise_if_any()
+    return parse_condition(kind, request.resident_code, "", request.four_info, today=today)
 
 
 def held_answer(purpose: str, answer: fuhyo_pb2.FuhyoProvideResponse) -> bytes:

@@ -8,24 +8,30 @@ Idempotent by municipality + sequence (a municipality code names its prefecture 
 held is acknowledged and changes nothing, a gap is refused naming the expected sequence, and a held
 sequence with other content is refused as a conflict. The national file takes each change as the
 prefecture applied it (the prefecture has already run every logical check): the record after the change
-replaces the one held, the previous one is kept as history; a removal marks the record removed.
+replaces the one held, the previous one is kept as history; a removal marks the record removed. Resident
+changes go to the national resident file, 附票 changes to the national 附票 file (附票全国サーバ), a store
+of its own written by the same 附票 code as the prefectural one (`store_fuhyo_change`).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 
+from google.protobuf.message import Message
 from juki.v1 import national_pb2, prefecture_pb2, records_pb2
 
 from server.domain.codes import is_digits, is_valid_municipality_code
 from server.domain.errors import DomainError, ErrorKind, Violations
+from server.domain.fuhyo import store_fuhyo_change, validate_fuhyo_notice
 from server.domain.limits import check_message
 from server.domain.updates import REMOVALS, notice_digest, record_from_notice, validate_notice
 from server.identity.pki import SpiffeId
+from server.storage.fuhyo_file import FuhyoTxn
+from server.storage.record_file import RecordTxn
 from server.storage.residents import ResidentTxn
 
 MAX_CHANGES = 1000
-_FILE_PREFIX = {national_pb2.CHANGE_FILE_RESIDENT: "", national_pb2.CHANGE_FILE_FUHYO: "F"}
+FILES = frozenset({national_pb2.CHANGE_FILE_RESIDENT, national_pb2.CHANGE_FILE_FUHYO})
 # The one national file each record server feeds.
 FILE_OF_ROLE = {
     "prefectural-server": national_pb2.CHANGE_FILE_RESIDENT,
@@ -50,13 +56,13 @@ def validate_changes(request: national_pb2.NotifyUpdatesRequest, *, caller: Spif
         )
     own_file = FILE_OF_ROLE.get(caller.role)
     for change in request.changes:
-        if own_file is None or (change.file in _FILE_PREFIX and change.file != own_file):
+        if own_file is None or (change.file in FILES and change.file != own_file):
             raise DomainError(
                 ErrorKind.PERMISSION_DENIED,
                 "a prefectural server notifies resident changes only, a 附票 server 附票 changes only",
                 "OTHER_FILE",
             )
-        code = change.notice.municipality_code
+        code = notice_of(change)[0]
         if is_valid_municipality_code(code) and code[:2] != caller.id:
             raise DomainError(
                 ErrorKind.PERMISSION_DENIED,
@@ -71,43 +77,62 @@ def validate_changes(request: national_pb2.NotifyUpdatesRequest, *, caller: Spif
     for i, change in enumerate(request.changes):
         path = f"changes[{i}]"
         w = Violations()
-        if change.file not in _FILE_PREFIX:
+        if change.file not in FILES:
             w.add(f"{path}.file", "required: CHANGE_FILE_RESIDENT or CHANGE_FILE_FUHYO")
-        code = change.notice.municipality_code
+        fuhyo = change.file == national_pb2.CHANGE_FILE_FUHYO
+        code = notice_of(change)[0]
         if not is_valid_municipality_code(code) or code[:2] != request.prefecture_code:
-            w.add(f"{path}.notice.municipality_code", "must be a municipality of the notifying prefecture")
+            field = "fuhyo_notice.managing_municipality_code" if fuhyo else "notice.municipality_code"
+            w.add(f"{path}.{field}", "must be a municipality of the notifying prefecture")
         w.raise_if_any()
-        validate_notice(change.notice, today=today, path=f"{path}.notice", local_municipalities=False)
+        if fuhyo:
+            validate_fuhyo_notice(
+                change.fuhyo_notice, today=today, path=f"{path}.fuhyo_notice", local_municipalities=False
+            )
+        else:
+            validate_notice(change.notice, today=today, path=f"{path}.notice", local_municipalities=False)
 
 
-def absorb_change(tx: ResidentTxn, change: national_pb2.PropagatedChange, *, received_on: str) -> bool:
-    """Take one change into the national file; True when newly applied, False for a change already held."""
-    notice = change.notice
-    stream = _FILE_PREFIX[change.file] + notice.municipality_code
+def notice_of(change: national_pb2.PropagatedChange) -> tuple[str, int, Message]:
+    """(municipality code, sequence, notice) of a change: a resident change's notice, or a 附票 change's
+    (its managing municipality)."""
+    if change.file == national_pb2.CHANGE_FILE_FUHYO:
+        fuhyo = change.fuhyo_notice
+        return fuhyo.managing_municipality_code, fuhyo.sequence, fuhyo
+    return change.notice.municipality_code, change.notice.sequence, change.notice
+
+
+def absorb_change(tx: RecordTxn, change: national_pb2.PropagatedChange, *, received_on: str) -> bool:
+    """Take one change into its national file (`tx`: the resident file's or the 附票 file's, as the change's
+    file says); True when newly applied, False for a change already held."""
+    stream, sequence, notice = notice_of(change)
     last = tx.last_sequence(stream)
     digest = notice_digest(tx, notice)
     expected = str(last + 1)
-    if notice.sequence <= last:
-        held = tx.applied(stream, notice.sequence)
+    if sequence <= last:
+        held = tx.applied(stream, sequence)
         if held is None or held[0] != digest:
             raise DomainError(
                 ErrorKind.FAILED_PRECONDITION,
                 f"conflicting change: sequence already held with other content; expected sequence {expected}",
                 "CONFLICTING_REPLAY",
-                metadata={"expected_sequence": expected, "municipality_code": notice.municipality_code},
+                metadata={"expected_sequence": expected, "municipality_code": stream},
             )
         return False
-    if notice.sequence > last + 1:
+    if sequence > last + 1:
         raise DomainError(
             ErrorKind.FAILED_PRECONDITION,
             f"sequence gap: expected sequence {expected}",
             "SEQUENCE_GAP",
-            metadata={"expected_sequence": expected, "municipality_code": notice.municipality_code},
+            metadata={"expected_sequence": expected, "municipality_code": stream},
         )
-    if change.file == national_pb2.CHANGE_FILE_RESIDENT:
-        _apply_resident(tx, notice, received_on)
-    tx.set_last_sequence(stream, notice.sequence)
-    tx.record_applied(stream, notice.sequence, digest, change.applied_at.encode())
+    if isinstance(tx, FuhyoTxn):  # the national 附票 file takes 附票 changes only (validate_changes)
+        store_fuhyo_change(tx, change.fuhyo_notice)
+    else:
+        assert isinstance(tx, ResidentTxn)
+        _apply_resident(tx, change.notice, received_on)
+    tx.set_last_sequence(stream, sequence)
+    tx.record_applied(stream, sequence, digest, change.applied_at.encode())
     return True
 
 

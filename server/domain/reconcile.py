@@ -1,4 +1,5 @@
-"""整合 (consistency check) between a municipality's view of its residents and ours (SPEC §5.1).
+"""整合 (consistency check) between a municipality's view of its residents (or of the 附票 records it manages)
+and ours (SPEC §5.1, §5.2).
 
 Both sides reduce each resident to a record digest over the compared items, and each range of 住民票コード
 (the first `prefix_length` digits) to a range digest; only ranges whose digests differ are compared record
@@ -48,11 +49,49 @@ def record_items(record: records_pb2.ResidentRecord, my_number: str) -> tuple[st
 
 def record_digest(record: records_pb2.ResidentRecord, my_number: str) -> bytes:
     """SHA-256 of the compared items (unit separators between them, so no two item lists collide)."""
-    return hashlib.sha256("\x1f".join(record_items(record, my_number)).encode()).digest()
+    return items_digest(record_items(record, my_number))
 
 
-def differing_items(ours: tuple[str, ...], theirs: tuple[str, ...]) -> list[str]:
-    return [name for name, a, b in zip(ITEMS, ours, theirs, strict=True) if a != b]
+# The items of a 附票 record compared by the 附票 server's 整合 (its 18 items less the code, which keys it,
+# and 通知区分, which says how it changed: whether it is removed is compared instead).
+FUHYO_ITEMS = (
+    "name_kanji",
+    "name_gaiji_count",
+    "name_kana",
+    "birth_date",
+    "sex",
+    "address_municipality_code",
+    "address",
+    "address_gaiji_count",
+    "last_address",
+    "last_address_gaiji_count",
+    "change_date",
+    "former_resident_code",
+    "managing_municipality_code",
+    "state_kind",
+    "gaiji_flag",
+    "gaiji_pattern",
+    "removed",
+)
+
+
+def fuhyo_items(record: records_pb2.FuhyoRecord, removed: bool) -> tuple[str, ...]:
+    """The FUHYO_ITEMS of a 附票 record (`removed`: it is removed, 消除)."""
+    return (*(str(getattr(record, name)) for name in FUHYO_ITEMS[:-1]), "1" if removed else "0")
+
+
+def fuhyo_digest(record: records_pb2.FuhyoRecord, removed: bool) -> bytes:
+    return items_digest(fuhyo_items(record, removed))
+
+
+def items_digest(items: tuple[str, ...]) -> bytes:
+    return hashlib.sha256("\x1f".join(items).encode()).digest()
+
+
+def differing_items(
+    ours: tuple[str, ...], theirs: tuple[str, ...], names: tuple[str, ...] = ITEMS
+) -> list[str]:
+    return [name for name, a, b in zip(names, ours, theirs, strict=True) if a != b]
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from server.observability import metrics
-from server.storage.residents import ResidentStore
+from server.storage.record_file import RecordFile
 
 log = logging.getLogger(__name__)
 
@@ -35,22 +35,15 @@ def cutoff(today: dt.date, years: int = RETENTION_YEARS) -> str:
         return today.replace(year=today.year - years, day=28).isoformat()
 
 
-def erase_expired_persons(store: ResidentStore, today: dt.date, years: int = RETENTION_YEARS) -> Erasure:
-    """Erase every person removed more than `years` before `today`, in write batches of BATCH persons."""
+async def erase_expired_persons(
+    store: RecordFile[Any], today: dt.date, years: int = RETENTION_YEARS
+) -> Erasure:
+    """Erase every person removed more than `years` before `today`, in write batches of BATCH persons (on
+    the store's one writer, between other writes)."""
     keep_from = cutoff(today, years)
     persons = history = 0
     while True:
-
-        def work(txn: Any) -> tuple[int, int]:
-            tx = store.bind(txn)
-            codes = []
-            for code in tx.removed_before(keep_from):
-                codes.append(code)
-                if len(codes) >= BATCH:
-                    break
-            return len(codes), sum(tx.erase_person(code) for code in codes)
-
-        erased, erased_history = store.env.write_sync(work)
+        erased, erased_history = await store.erase_removed_before(keep_from, BATCH)
         persons += erased
         history += erased_history
         if erased < BATCH:

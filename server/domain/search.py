@@ -15,6 +15,7 @@ import hmac
 import os
 import struct
 from dataclasses import dataclass
+from typing import Any
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -24,11 +25,11 @@ from server.domain import validation as val
 from server.domain.errors import DomainError, ErrorKind, FieldViolation, Violations
 from server.domain.kana import search_kana
 from server.domain.limits import check_message
-from server.storage.residents import (
+from server.storage.record_file import (
     ADDRESS_KEY_BYTES,
     NAME_KEY_BYTES,
-    ResidentStore,
-    ResidentTxn,
+    RecordFile,
+    RecordTxn,
     index_text,
 )
 
@@ -112,7 +113,7 @@ def _plan(query: SearchQuery) -> tuple[int, bytes, bytes | None]:
 
 
 def run_search(
-    tx: ResidentTxn,
+    tx: RecordTxn,
     query: SearchQuery,
     cursor: Cursor | None,
     *,
@@ -162,9 +163,10 @@ class Searcher:
     max_results: int = 1000
 
     def search(
-        self, store: ResidentStore, request: prefecture_pb2.SearchRequest, *, caller: str, today: dt.date
+        self, store: RecordFile[Any], request: prefecture_pb2.SearchRequest, *, caller: str, today: dt.date
     ) -> tuple[list[records_pb2.ResidentRecord], str, bool]:
         """(records, next page token, capped); DomainError (INVALID_ARGUMENT) for a bad request or token.
+        A scan (up to `scan_limit` index entries): call it in a worker thread, not on the event loop.
 
         `caller` (SPIFFE ID) and the request's purpose are bound into the page token: another caller, or the
         same one under another purpose, cannot go on with it."""

@@ -18,6 +18,7 @@ from juki.v1 import national_pb2, prefecture_pb2, records_pb2
 from server.domain import validation as val
 from server.domain.errors import DomainError, ErrorKind, Violations
 from server.domain.limits import check_message
+from server.storage.record_file import RecordTxn
 from server.storage.residents import ResidentTxn
 
 R = records_pb2
@@ -51,7 +52,7 @@ class Applied:
     replayed: bool
 
 
-def notice_digest(tx: ResidentTxn, notice: Message) -> bytes:
+def notice_digest(tx: RecordTxn, notice: Message) -> bytes:
     """The keyed digest of a notice that `applied` keeps for idempotent replay: HMAC (the store's key) of
     its SHA-256. A notice carries a My Number, and everything else in it is in clear in the store: a plain
     hash would give the number away to brute force."""
@@ -156,7 +157,7 @@ def _refuse(kind: ErrorKind, message: str, reason: str, **metadata: str) -> Doma
 
 
 def check_sequence(
-    tx: ResidentTxn, municipality_code: str, sequence: int, digest: bytes
+    tx: RecordTxn, municipality_code: str, sequence: int, digest: bytes
 ) -> prefecture_pb2.ApplyResult | None:
     """The first result of a replayed notice, None for the next notice; refuses gaps and conflicts."""
     last = tx.last_sequence(municipality_code)
@@ -183,7 +184,7 @@ def check_sequence(
     return result
 
 
-def conclude(tx: ResidentTxn, result: prefecture_pb2.ApplyResult, digest: bytes) -> None:
+def conclude(tx: RecordTxn, result: prefecture_pb2.ApplyResult, digest: bytes) -> None:
     """The notice is applied: move the municipality's sequence and keep its first result for replays."""
     tx.set_last_sequence(result.municipality_code, result.sequence)
     tx.record_applied(result.municipality_code, result.sequence, digest, result.SerializeToString())

@@ -5,12 +5,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from importlib.metadata import PackageNotFoundError, version
+from typing import Any
 
 from cryptography import x509
 
 from server.identity.pki import Pki
 from server.observability import metrics
-from server.storage.residents import ResidentStore
+from server.storage.record_file import RecordFile
 
 
 def set_static(pki: Pki, identity: str, server: str) -> None:
@@ -27,7 +28,7 @@ def set_static(pki: Pki, identity: str, server: str) -> None:
         metrics.CERT_EXPIRY.labels(name).set(cert.not_valid_after_utc.timestamp())
 
 
-def refresh_store(store: ResidentStore, env_name: str) -> None:
+def refresh_store(store: RecordFile[Any], env_name: str) -> None:
     with store.reader() as tx:  # first: a read adopts a map that another worker process has grown
         total = tx.count("records")
         removed = tx.counter(b"records_removed")
@@ -38,7 +39,7 @@ def refresh_store(store: ResidentStore, env_name: str) -> None:
     metrics.RECORDS.labels("active").set(max(0, total - removed))
 
 
-async def refresh_loop(store: ResidentStore, env_name: str, *, every: float, stop: asyncio.Event) -> None:
+async def refresh_loop(store: RecordFile[Any], env_name: str, *, every: float, stop: asyncio.Event) -> None:
     while not stop.is_set():
         refresh_store(store, env_name)
         with contextlib.suppress(TimeoutError):

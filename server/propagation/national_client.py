@@ -10,7 +10,7 @@ from collections.abc import Callable
 from typing import Any
 
 import grpc
-from juki.v1 import national_pb2, national_pb2_grpc, records_pb2
+from juki.v1 import fuhyo_pb2, national_pb2, national_pb2_grpc, records_pb2
 
 from server.domain.errors import DomainError, ErrorKind
 from server.domain.finding import Condition
@@ -51,17 +51,31 @@ class NationalClient:
     ) -> list[records_pb2.ResidentView]:
         """Records the national server holds for the condition; UNAVAILABLE when it cannot be asked within
         the caller's `remaining` seconds (capped)."""
-        request = national_pb2.NationalQueryRequest(
-            purpose=purpose, requester=requester, request_id=request_id
-        )
-        if condition.kind == "resident_code":
-            request.resident_code = condition.value
-        elif condition.kind == "my_number":
-            request.my_number = condition.value
-        else:
-            request.four_info.CopyFrom(four_info)
+        request = _request(condition, purpose, requester, request_id, four_info)
+        response = await self._call(self._get_stub().Query, request, remaining)
+        return list(response.records)
+
+    async def query_fuhyo(
+        self,
+        condition: Condition,
+        *,
+        purpose: str,
+        requester: str,
+        request_id: str,
+        four_info: Any = None,
+        remaining: float | None = None,
+    ) -> list[fuhyo_pb2.FuhyoView]:
+        """附票 records the national 附票 file (附票全国サーバ) holds for the condition (never by My
+        Number), as `query`."""
+        request = _request(condition, purpose, requester, request_id, four_info)
+        response = await self._call(self._get_stub().QueryFuhyo, request, remaining)
+        return list(response.records)
+
+    async def _call(
+        self, method: Any, request: national_pb2.NationalQueryRequest, remaining: float | None
+    ) -> Any:
         try:
-            response = await self._get_stub().Query(request, timeout=link_timeout(remaining, self._timeout))
+            return await method(request, timeout=link_timeout(remaining, self._timeout))
         except grpc.RpcError as error:
             code = error.code() if hasattr(error, "code") else None
             if code == grpc.StatusCode.FAILED_PRECONDITION:
@@ -75,8 +89,20 @@ class NationalClient:
                 "the national server cannot be asked now; try again later",
                 "NATIONAL_UNAVAILABLE",
             ) from None
-        return list(response.records)
 
     async def close(self) -> None:
         if self._channel is not None:
             await self._channel.close()
+
+
+def _request(
+    condition: Condition, purpose: str, requester: str, request_id: str, four_info: Any
+) -> national_pb2.NationalQueryRequest:
+    request = national_pb2.NationalQueryRequest(purpose=purpose, requester=requester, request_id=request_id)
+    if condition.kind == "resident_code":
+        request.resident_code = condition.value
+    elif condition.kind == "my_number":
+        request.my_number = condition.value
+    else:
+        request.four_info.CopyFrom(four_info)
+    return request

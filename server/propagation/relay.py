@@ -44,8 +44,9 @@ import grpc
 from google.rpc import error_details_pb2, status_pb2
 from juki.v1 import national_pb2, national_pb2_grpc
 
+from server.domain.national import notice_of
 from server.observability import metrics
-from server.storage.residents import ResidentStore
+from server.storage.record_file import RecordFile
 
 log = logging.getLogger(__name__)
 
@@ -82,9 +83,10 @@ class Batch:
 
 
 def stream_of(change: national_pb2.PropagatedChange) -> str:
-    """The national server's sequence stream of a change: its file and municipality."""
+    """The national server's sequence stream of a change: its file and municipality (a 附票 change's:
+    its managing municipality)."""
     prefix = "F" if change.file == national_pb2.CHANGE_FILE_FUHYO else ""
-    return prefix + change.notice.municipality_code
+    return prefix + notice_of(change)[0]
 
 
 @dataclass
@@ -96,17 +98,10 @@ class RelayStats:
     consecutive_failures: int = field(default=0, repr=False)
 
 
-def _count(tx: Any, *, failed: bool) -> None:
-    """Persist attempt and failure counts, for `juki outbox status` (the metrics restart with the process)."""
-    tx.bump(b"relay_attempts")
-    if failed:
-        tx.bump(b"relay_failures")
-
-
 class OutboxRelay:
     def __init__(
         self,
-        store: ResidentStore,
+        store: RecordFile[Any],
         channel_factory: Callable[[], grpc.aio.Channel],  # the current channel (new after rotation)
         *,
         prefecture_code: str,
@@ -167,14 +162,7 @@ class OutboxRelay:
         return batch
 
     async def _set_aside(self, entries: list[tuple[bytes, str, str]]) -> None:
-        now_ms = int(time.time() * 1000)
-
-        def move(txn: Any) -> None:
-            tx = self._store.bind(txn)
-            for key, stream, reason in entries:
-                tx.set_aside(key, stream, reason, now_ms, held=reason == HELD)
-
-        await self._store.env.write(move)
+        await self._store.set_aside(entries, int(time.time() * 1000), HELD)
         for _, stream, reason in entries:
             if reason != HELD:
                 log.error(
@@ -272,20 +260,14 @@ class OutboxRelay:
             metrics.RELAY_FAILURES.labels(code=code).inc()
             if self.stats.consecutive_failures in (1, 10) or self.stats.consecutive_failures % 100 == 0:
                 log.warning("national server did not take %d change(s): %s", len(batch), code)
-            await self._store.env.write(lambda txn: _count(self._store.bind(txn), failed=True))
+            await self._store.count_relay_attempt(failed=True)
             if code in _UNREACHABLE:
                 return _Outcome.UNREACHABLE
             if code in _FOR_GOOD and not retry:
                 return _Outcome.REFUSED_FOR_GOOD
             return _Outcome.REFUSED
         keys = [key for key, _ in batch]
-
-        def confirm(txn: Any) -> None:
-            tx = self._store.bind(txn)
-            tx.remove_delivered(keys)
-            _count(tx, failed=False)
-
-        await self._store.env.write(confirm)
+        await self._store.confirm_delivered(keys)
         self.stats.delivered += len(keys)
         self.stats.consecutive_failures = 0
         metrics.RELAY_DELIVERED.inc(len(keys))

@@ -132,26 +132,8 @@ def load_each(
     transaction per batch."""
     started = time.perf_counter()
     total = 0
-    chunk: list[SeedEntry] = []
-
-    def write(txn: Any) -> None:
-        tx = store.bind(txn)
-        for entry in chunk:
-            for old in entry.history:
-                tx.add_history(old, old.my_number)
-            tx.put_record(entry.record, entry.record.my_number)
-
-    for entry in entries:
-        chunk.append(entry)
-        if len(chunk) >= batch:
-            store.env.write_sync(write)
-            total += len(chunk)
-            if progress:
-                progress(len(chunk))
-            chunk = []
-    if chunk:
-        store.env.write_sync(write)
-        total += len(chunk)
+    for chunk in _batches(entries, batch):
+        total += store.put_residents((entry.record, entry.history) for entry in chunk)
         if progress:
             progress(len(chunk))
     return LoadReport(total, time.perf_counter() - started)

@@ -46,7 +46,7 @@ class AdminService(admin_pb2_grpc.AdminServicer):
         self, request: admin_pb2.RegisterOperatorRequest, context: Context
     ) -> admin_pb2.OperatorEntry:
         entry = operators.registration(request, self._policy(), admin=current_caller(), now=self._now())
-        await self._registry.env.write(lambda txn: self._registry.put_operator(txn, entry))
+        await self._registry.register(entry)
         return entry
 
     async def RevokeOperator(
@@ -55,14 +55,10 @@ class AdminService(admin_pb2_grpc.AdminServicer):
         operators.check_revocation(request)
         admin, now = current_caller(), self._now()
 
-        def work(txn: Any) -> admin_pb2.OperatorEntry:
-            entry = operators.revoked(
-                self._registry.get_operator(txn, request.operator_id), request.reason, admin=admin, now=now
-            )
-            self._registry.put_operator(txn, entry)
-            return entry
-
-        return await self._registry.env.write(work)
+        return await self._registry.update_operator(
+            request.operator_id,
+            lambda current: operators.revoked(current, request.reason, admin=admin, now=now),
+        )
 
     async def ListOperators(
         self, request: admin_pb2.ListOperatorsRequest, context: Context
@@ -77,7 +73,7 @@ class AdminService(admin_pb2_grpc.AdminServicer):
         token, approval = operators.approval(
             request, self._policy(), now=self._now(), trust_domain=current_caller().trust_domain
         )
-        await self._registry.env.write(lambda txn: self._registry.put_approval(txn, token, approval))
+        await self._registry.add_approval(token, approval)
         return approval
 
     async def Statistics(

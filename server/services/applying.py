@@ -29,11 +29,11 @@ from server.domain.errors import DomainError
 from server.domain.updates import Applied
 from server.observability import metrics
 from server.services.chain import current_caller, current_facts
-from server.storage.residents import ResidentStore, ResidentTxn
+from server.storage.record_file import RecordFile
 
 Context = grpc.aio.ServicerContext[Any, Any]
 Validate = Callable[[Any, dt.date, str], None]  # (notice, today, field path) → raises INVALID_ARGUMENT
-Apply = Callable[[ResidentTxn, Any, str], Applied]  # (transaction, notice, caller's municipality)
+Apply = Callable[[Any, Any, str], Applied]  # (record-level transaction, notice, caller's municipality)
 # After a stream's end, grpc reports its cancellation (if it was one) within this; measured: under 0.2 ms.
 CANCEL_NOTICE_S = 0.005
 
@@ -41,7 +41,7 @@ CANCEL_NOTICE_S = 0.005
 class NoticeApplier:
     def __init__(
         self,
-        store: ResidentStore,
+        store: RecordFile[Any],
         *,
         validate: Validate,
         apply: Apply,
@@ -62,18 +62,9 @@ class NoticeApplier:
         A cancellation while the transaction runs waits for its commit (it cannot be taken back), so that
         what was applied is counted before the cancellation goes on."""
         caller = current_caller().id
-
-        def work(txn: Any) -> tuple[list[Applied], DomainError | None]:
-            tx = self._store.bind(txn)
-            done: list[Applied] = []
-            for notice in notices:
-                try:
-                    done.append(self._apply_one(tx, notice, caller))
-                except DomainError as err:
-                    return done, err
-            return done, None
-
-        writing = asyncio.ensure_future(self._store.env.write(work))
+        writing = asyncio.ensure_future(
+            self._store.apply_batch(notices, lambda tx, notice: self._apply_one(tx, notice, caller))
+        )
         try:
             done, refused = await asyncio.shield(writing)
         except asyncio.CancelledError:

@@ -27,11 +27,18 @@ _METHOD = re.compile(r"/[A-Za-z0-9_.]{1,100}/[A-Za-z0-9_]{1,100}")
 MAX_SUBJECTS = 1000  # per entry of most calls; a larger call records its count and the first subjects
 # A provision's entry names every resident provided (the resident's disclosure is built from it).
 PROVISION_METHODS = frozenset(
-    {"/juki.v1.Prefecture/Provide", "/juki.v1.Prefecture/BatchProvide", "/juki.v1.Fuhyo/Provide"}
+    {
+        "/juki.v1.Prefecture/Provide",
+        "/juki.v1.Prefecture/BatchProvide",
+        "/juki.v1.Fuhyo/Provide",
+        "/juki.v1.Fuhyo/BatchProvide",
+    }
 )
 
 # Calls made by a server on behalf of someone else: the entry also names that requester (a SPIFFE ID).
-REQUESTER_METHODS = frozenset({"/juki.v1.Prefecture/FetchMyNumber", "/juki.v1.National/Query"})
+REQUESTER_METHODS = frozenset(
+    {"/juki.v1.Prefecture/FetchMyNumber", "/juki.v1.National/Query", "/juki.v1.National/QueryFuhyo"}
+)
 
 # ResidentView field → the SPEC §3.3 item it carries
 _ITEMS = (

@@ -66,6 +66,7 @@ WRITING_METHODS = frozenset(
         "/juki.v1.Prefecture/BatchProvide",  # consumes an approval
         "/juki.v1.Fuhyo/ApplyUpdate",
         "/juki.v1.Fuhyo/ApplyUpdates",
+        "/juki.v1.Fuhyo/BatchProvide",  # consumes an approval
         "/juki.v1.National/NotifyUpdates",
         "/juki.v1.Admin/RegisterOperator",
         "/juki.v1.Admin/RevokeOperator",

@@ -1,4 +1,5 @@
-"""The `Fuhyo` servicer (附票都道府県サーバ): translates calls to the 附票 rules, the shared search, the
+"""The `Fuhyo` servicer (附票都道府県サーバ): translates calls to the 附票 rules, the shared search, batch
+provision, disclosure and 整合 (the prefectural server's code, on 附票 records), the national 附票 file, the
 restricted link and the temporary area. It never writes a My Number anywhere but the temporary area."""
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from typing import Any
 import grpc
 from juki.v1 import fuhyo_pb2, fuhyo_pb2_grpc, prefecture_pb2, records_pb2
 
+from server.audit.disclosure import Disclosure
 from server.domain import link
 from server.domain import validation as val
 from server.domain.errors import DomainError, ErrorKind, Violations, nobody
@@ -20,26 +22,32 @@ from server.domain.fuhyo import (
     fuhyo_view,
     held_answer,
     lives_abroad,
+    parse_fuhyo_condition,
     parse_held,
     validate_fuhyo_notice,
 )
 from server.domain.limits import check_message
+from server.domain.reconcile import FUHYO_ITEMS, fuhyo_items
 from server.domain.search import Searcher
 from server.identity.policy import Policy
 from server.propagation.my_number_link import MyNumberLink
+from server.propagation.national_client import NationalClient
 from server.services.applying import NoticeApplier
+from server.services.batching import BatchProvision
 from server.services.chain import current_caller
-from server.storage.residents import ResidentStore, ResidentTxn
+from server.services.disclosing import disclose
+from server.services.reconciling import ReconcileKind, reconcile
+from server.storage.fuhyo_file import FuhyoFile, FuhyoTxn, removed
+from server.storage.registry import Registry
 from server.tempstore import TempStore, TempStoreError, caller_slot
 
 Context = grpc.aio.ServicerContext[Any, Any]
-FULL_RECORDS = "fuhyo_records"
 
 
 class FuhyoService(fuhyo_pb2_grpc.FuhyoServicer):
     def __init__(
         self,
-        store: ResidentStore,
+        store: FuhyoFile,
         policy: Callable[[], Policy],
         searcher: Searcher,
         link: MyNumberLink,
@@ -47,8 +55,33 @@ class FuhyoService(fuhyo_pb2_grpc.FuhyoServicer):
         *,
         now: Callable[[], dt.datetime],
         batch_size: int = 256,
+        on_applied: Callable[[], None] = lambda: None,
+        national: NationalClient | None = None,
+        registry: Registry | None = None,
+        batch_threshold: int = 1000,
+        provisions: Callable[[str], Disclosure] | None = None,
     ) -> None:
         self._store = store
+        self._national = national
+        self._provisions = provisions
+        self._batch = BatchProvision(
+            store,
+            registry=registry,
+            threshold=batch_threshold,
+            now=now,
+            allows_my_number=lambda purpose: False,  # no My Number here: a 個人番号 condition is REFUSED
+            result=fuhyo_pb2.FuhyoBatchProvideResult,
+            view=lambda tx, record, with_number: fuhyo_view(record),
+        )
+        self._reconcile_kind = ReconcileKind(
+            digests=lambda municipality: store.municipality_digests(municipality),
+            municipality=lambda record: str(record.managing_municipality_code),
+            theirs=lambda record: fuhyo_items(
+                record, record.notice_kind == records_pb2.FUHYO_NOTICE_KIND_REMOVE
+            ),
+            ours=_held_items,
+            items=FUHYO_ITEMS,
+        )
         self._policy = policy
         self._link = link
         self._tempstore = tempstore
@@ -60,14 +93,11 @@ class FuhyoService(fuhyo_pb2_grpc.FuhyoServicer):
             apply=self._apply_one,
             batch_size=batch_size,
             now=now,
+            on_applied=on_applied,
         )
 
-    def _apply_one(self, tx: ResidentTxn, notice: fuhyo_pb2.FuhyoNotice, caller: str) -> Any:
-        def put_full(record: records_pb2.FuhyoRecord) -> None:
-            record.DiscardUnknownFields()  # defence in depth: the chain discarded them already
-            tx.put_raw(FULL_RECORDS, record.resident_code.encode(), record.SerializeToString())
-
-        return apply_fuhyo_notice(tx, notice, caller_municipality=caller, now=self._now, put_full=put_full)
+    def _apply_one(self, tx: FuhyoTxn, notice: fuhyo_pb2.FuhyoNotice, caller: str) -> Any:
+        return apply_fuhyo_notice(tx, notice, caller_municipality=caller, now=self._now)
 
     async def ApplyUpdate(
         self, request: fuhyo_pb2.FuhyoApplyRequest, context: Context
@@ -207,10 +237,63 @@ class FuhyoService(fuhyo_pb2_grpc.FuhyoServicer):
                 ErrorKind.NOT_FOUND, "nothing held for this caller under this request id", "NOT_HELD"
             ) from None
 
+    async def BatchProvide(
+        self, request_iterator: AsyncIterator[prefecture_pb2.BatchProvideRequest], context: Context
+    ) -> AsyncIterator[fuhyo_pb2.FuhyoBatchProvideResult]:
+        """一括提供, as the prefectural server's (the same code), on 附票 records, never with a My Number."""
+        async for result in self._batch.stream(request_iterator):
+            yield result
+
+    async def Disclose(
+        self, request: prefecture_pb2.DiscloseRequest, context: Context
+    ) -> fuhyo_pb2.FuhyoDiscloseResponse:
+        """開示 of a 附票 record: the record, its provisions and refusals from this server's trail, proofs."""
+        response: fuhyo_pb2.FuhyoDiscloseResponse = await disclose(
+            self._store,
+            request,
+            self._provisions,
+            lambda tx, record: fuhyo_view(record),
+            fuhyo_pb2.FuhyoDiscloseResponse,
+        )
+        return response
+
+    async def Reconcile(
+        self, request_iterator: AsyncIterator[fuhyo_pb2.FuhyoReconcileRequest], context: Context
+    ) -> AsyncIterator[prefecture_pb2.ReconcileResponse]:
+        """整合 of the 附票 records the calling municipality manages, as the prefectural server's."""
+        async for response in reconcile(self._store, self._reconcile_kind, request_iterator):
+            yield response
+
+    async def QueryNational(
+        self, request: prefecture_pb2.QueryNationalRequest, context: Context
+    ) -> fuhyo_pb2.FuhyoQueryNationalResponse:
+        """機構への照会: the national 附票 file, by 住民票コード or 4情報 (the 附票 holds no My Number)."""
+        condition = parse_fuhyo_condition(request, today=self._now().date())
+        if self._national is None:
+            raise DomainError(ErrorKind.UNAVAILABLE, "no national server configured", "NATIONAL_UNAVAILABLE")
+        views = await self._national.query_fuhyo(
+            condition,
+            purpose=request.purpose,
+            requester=current_caller().uri,
+            request_id=request.request_id,
+            four_info=request.four_info,
+            remaining=context.time_remaining(),
+        )
+        return fuhyo_pb2.FuhyoQueryNationalResponse(
+            records=views, source=prefecture_pb2.RECORD_SOURCE_NATIONAL
+        )
+
     async def Ping(
         self, request: prefecture_pb2.PingRequest, context: Context
     ) -> prefecture_pb2.PingResponse:
         return prefecture_pb2.PingResponse()
+
+
+def _held_items(tx: FuhyoTxn, code: str) -> tuple[str, tuple[str, ...]] | None:
+    record = tx.get_fuhyo(code)
+    if record is None:
+        return None
+    return record.managing_municipality_code, fuhyo_items(record, removed(record))
 
 
 def _check_schema(request: Any) -> None:

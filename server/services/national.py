@@ -1,4 +1,5 @@
-"""The `National` servicer (J-LIS peer): takes propagated changes, answers queries."""
+"""The `National` servicer (J-LIS peer): takes propagated changes into the national resident file or the
+national 附票 file (附票全国サーバ), answers queries of either."""
 
 from __future__ import annotations
 
@@ -13,12 +14,15 @@ from juki.v1 import national_pb2, national_pb2_grpc, prefecture_pb2
 from server.domain import validation as val
 from server.domain.errors import DomainError, ErrorKind, Violations
 from server.domain.finding import MAX_MATCHES, find, parse_condition, too_many
+from server.domain.fuhyo import fuhyo_view, parse_fuhyo_condition
 from server.domain.limits import check_message
 from server.domain.minimise import resident_view
-from server.domain.national import absorb_change, validate_changes
+from server.domain.national import FILE_OF_ROLE, absorb_change, validate_changes
 from server.identity.policy import Policy
 from server.services.chain import current_caller
 from server.services.prefecture import jst_now
+from server.storage.fuhyo_file import FuhyoFile
+from server.storage.record_file import RecordFile
 from server.storage.residents import ResidentStore
 
 Context = grpc.aio.ServicerContext[Any, Any]
@@ -29,34 +33,31 @@ class NationalService(national_pb2_grpc.NationalServicer):
     def __init__(
         self,
         store: ResidentStore,
+        fuhyo_store: FuhyoFile,
         policy: Callable[[], Policy],
         *,
         now: Callable[[], dt.datetime] = jst_now,
     ) -> None:
         self._store = store
+        self._fuhyo_store = fuhyo_store
         self._policy = policy
         self._now = now
 
     async def NotifyUpdates(
         self, request: national_pb2.NotifyUpdatesRequest, context: Context
     ) -> national_pb2.NotifyUpdatesResponse:
-        validate_changes(request, caller=current_caller(), today=self._now().date())
+        caller = current_caller()
+        validate_changes(request, caller=caller, today=self._now().date())
         received_on = self._now().date().isoformat()
+        # every change is of the caller's one file (checked above): one store, one transaction
+        fuhyo = FILE_OF_ROLE[caller.role] == national_pb2.CHANGE_FILE_FUHYO
+        store: RecordFile[Any] = self._fuhyo_store if fuhyo else self._store
 
-        def work(txn: Any) -> tuple[int, int, DomainError | None]:
-            tx = self._store.bind(txn)
-            accepted = duplicates = 0
-            for change in request.changes:
-                try:
-                    if absorb_change(tx, change, received_on=received_on):
-                        accepted += 1
-                    else:
-                        duplicates += 1
-                except DomainError as err:
-                    return accepted, duplicates, err
-            return accepted, duplicates, None
-
-        accepted, duplicates, refused = await self._store.env.write(work)
+        taken, refused = await store.apply_batch(
+            request.changes, lambda tx, change: absorb_change(tx, change, received_on=received_on)
+        )
+        accepted = sum(taken)
+        duplicates = len(taken) - accepted
         if refused is not None:
             refused.metadata["accepted"] = str(accepted)
             raise refused
@@ -101,6 +102,17 @@ class NationalService(national_pb2_grpc.NationalServicer):
         if count > MAX_MATCHES:
             raise too_many()
         return national_pb2.NationalQueryResponse(records=views)
+
+    async def QueryFuhyo(
+        self, request: national_pb2.NationalQueryRequest, context: Context
+    ) -> national_pb2.NationalFuhyoQueryResponse:
+        """The national 附票 file by 住民票コード or 4情報; it holds no My Number to look by."""
+        condition = parse_fuhyo_condition(request, today=self._now().date())
+        with self._fuhyo_store.reader() as tx:
+            records = find(tx, condition, include_removed=True)
+        if len(records) > MAX_MATCHES:
+            raise too_many()
+        return national_pb2.NationalFuhyoQueryResponse(records=[fuhyo_view(r) for r in records])
 
     async def Ping(
         self, request: prefecture_pb2.PingRequest, context: Context

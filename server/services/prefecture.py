@@ -10,34 +10,29 @@ from typing import Any, TypeVar
 import grpc
 from juki.v1 import prefecture_pb2, prefecture_pb2_grpc, records_pb2
 
-from server.audit.disclosure import Disclosure, Listed
+from server.audit.disclosure import Disclosure
 from server.domain import link, operators
 from server.domain import validation as val
-from server.domain.errors import DomainError, ErrorKind, FieldViolation, Violations, nobody
+from server.domain.errors import DomainError, ErrorKind, Violations, nobody
 from server.domain.finding import MAX_MATCHES, Condition, find, parse_condition, too_many
 from server.domain.limits import check_message
 from server.domain.minimise import resident_view
-from server.domain.reconcile import (
-    differing_items,
-    range_digests,
-    record_items,
-    validate_ranges,
-    validate_record,
-)
+from server.domain.reconcile import ITEMS, record_items
 from server.domain.search import Searcher
 from server.domain.updates import apply_notice, validate_notice
 from server.identity.pki import SpiffeId
 from server.identity.policy import Policy
 from server.propagation.national_client import NationalClient
 from server.services.applying import NoticeApplier
+from server.services.batching import BatchProvision
 from server.services.chain import current_caller
+from server.services.disclosing import disclose
+from server.services.reconciling import ReconcileKind, reconcile
 from server.storage.registry import Registry
-from server.storage.residents import ResidentStore
+from server.storage.residents import ResidentStore, ResidentTxn
 
 JST = dt.timezone(dt.timedelta(hours=9), "JST")
 LOCAL, NATIONAL = prefecture_pb2.RECORD_SOURCE_LOCAL, prefecture_pb2.RECORD_SOURCE_NATIONAL
-# Ranges a Reconcile may send: 10,000 covers prefix_length 4 of any municipality; more only costs time.
-MAX_RECONCILE_RANGES = 10_000
 T = TypeVar("T")
 Context = grpc.aio.ServicerContext[Any, Any]  # the aio context, whatever the request type
 
@@ -94,8 +89,24 @@ class PrefectureService(prefecture_pb2_grpc.PrefectureServicer):
             now=now,
             on_applied=on_applied,
         )
-        self._registry = registry
-        self._batch_threshold = batch_threshold
+        self._batch = BatchProvision(
+            store,
+            registry=registry,
+            threshold=batch_threshold,
+            now=now,
+            allows_my_number=lambda purpose: self._policy().allows_my_number(purpose),
+            result=prefecture_pb2.BatchProvideResult,
+            view=lambda tx, record, with_number: resident_view(
+                record, tx.my_number(record.resident_code) if with_number else ""
+            ),
+        )
+        self._reconcile_kind = ReconcileKind(
+            digests=lambda municipality: store.municipality_digests(municipality),
+            municipality=lambda record: str(record.municipality_code),
+            theirs=lambda record: record_items(record, record.my_number),
+            ours=_resident_items,
+            items=ITEMS,
+        )
         self._national = national
         self._store = store
         self._policy = policy
@@ -240,28 +251,15 @@ class PrefectureService(prefecture_pb2_grpc.PrefectureServicer):
     ) -> prefecture_pb2.DiscloseResponse:
         """開示: the resident's 8 items, every provision of their record and every refusal concerning them,
         each with its inclusion proof."""
-        v = Violations()
-        check_message(v, request)
-        val.check_resident_code(v, "resident_code", request.resident_code)
-        val.check_request_id(v, "request_id", request.request_id)
-        v.raise_if_any()
         with_number = self._policy().allows_my_number(request.purpose)
-        with self._store.reader() as tx:
-            record = tx.get(request.resident_code)
-            number = tx.my_number(request.resident_code) if record is not None and with_number else ""
-        if record is None or self._provisions is None:
-            raise nobody()
-        assert self._provisions is not None
-        loop = asyncio.get_running_loop()
-        found = await loop.run_in_executor(None, self._provisions, request.resident_code)
-        return prefecture_pb2.DiscloseResponse(
-            record=resident_view(record, number),
-            provisions=[disclosed_entry(e) for e in found.entries],
-            checkpoints=[
-                prefecture_pb2.TrailCheckpoint(trail=t, checkpoint=note)
-                for t, note in found.checkpoints.items()
-            ],
+
+        def view(tx: ResidentTxn, record: records_pb2.ResidentRecord) -> records_pb2.ResidentView:
+            return resident_view(record, tx.my_number(record.resident_code) if with_number else "")
+
+        response: prefecture_pb2.DiscloseResponse = await disclose(
+            self._store, request, self._provisions, view, prefecture_pb2.DiscloseResponse
         )
+        return response
 
     async def FetchMyNumber(
         self, request: prefecture_pb2.FetchMyNumberRequest, context: Context
@@ -300,205 +298,19 @@ class PrefectureService(prefecture_pb2_grpc.PrefectureServicer):
         self, request_iterator: AsyncIterator[prefecture_pb2.BatchProvideRequest], context: Context
     ) -> AsyncIterator[prefecture_pb2.BatchProvideResult]:
         """一括提供: one result per condition, in order; the stream's pace is the caller's (flow control)."""
-        purpose = ""
-        declared = count = 0
-        with_number = False
-        today = self._now().date()
-        async for request in request_iterator:
-            _check_batch_message(request, count)
-            if count == 0:
-                purpose, declared = request.purpose, request.declared_count
-                await self._admit_batch(request)
-                with_number = self._policy().allows_my_number(purpose)
-            elif request.purpose and request.purpose != purpose:
-                raise _invalid("purpose", "must not change within a batch")
-            count += 1
-            if count > declared:
-                raise _invalid("declared_count", "the stream carries more conditions than declared")
-            yield await self._batch_result(request, today, with_number)
-
-    async def _admit_batch(self, first: prefecture_pb2.BatchProvideRequest) -> None:
-        if not 1 <= first.declared_count <= 10_000_000:
-            raise _invalid("declared_count", "required in the first message: 1 to 10,000,000")
-        if first.declared_count <= self._batch_threshold and not first.approval_token:
-            return
-        caller, purpose, count, now = current_caller(), first.purpose, first.declared_count, self._now()
-        registry = self._registry
-        if registry is None:
-            raise DomainError(ErrorKind.PERMISSION_DENIED, "no approvals here", "NO_APPROVAL")
-        assert registry is not None
-
-        def consume(txn: Any) -> None:
-            token = first.approval_token
-            record = registry.unused_approval(txn, token) if token else None
-            operators.check_approval(record, caller=caller, purpose=purpose, count=count, now=now)
-            registry.use_approval(txn, token)
-
-        await self._store.env.write(consume)
-
-    async def _batch_result(
-        self, request: prefecture_pb2.BatchProvideRequest, today: dt.date, with_number: bool
-    ) -> prefecture_pb2.BatchProvideResult:
-        result = prefecture_pb2.BatchProvideResult(condition_id=request.condition_id)
-        try:
-            condition = parse_condition(
-                request.WhichOneof("condition"),
-                request.resident_code,
-                request.my_number,
-                request.four_info,
-                today=today,
-            )
-        except DomainError:
-            result.outcome = prefecture_pb2.BATCH_OUTCOME_REFUSED
-            return result
-        if condition.uses_my_number() and not with_number:
-            result.outcome = prefecture_pb2.BATCH_OUTCOME_REFUSED
-            return result
-        records = await self._off_loop(condition.scans(), self._batch_find, condition, with_number, result)
-        if not records:
-            result.outcome = prefecture_pb2.BATCH_OUTCOME_NOT_FOUND
-        elif len(records) > 1:
-            result.outcome = prefecture_pb2.BATCH_OUTCOME_AMBIGUOUS
-        else:
-            result.outcome = prefecture_pb2.BATCH_OUTCOME_FOUND
-        return result
-
-    def _batch_find(
-        self, condition: Condition, with_number: bool, result: prefecture_pb2.BatchProvideResult
-    ) -> list[records_pb2.ResidentRecord]:
-        with self._store.reader() as tx:
-            records = find(tx, condition)
-            if len(records) == 1:
-                number = tx.my_number(records[0].resident_code) if with_number else ""
-                result.record.CopyFrom(resident_view(records[0], number))
-        return records
+        async for result in self._batch.stream(request_iterator):
+            yield result
 
     async def Reconcile(
         self, request_iterator: AsyncIterator[prefecture_pb2.ReconcileRequest], context: Context
     ) -> AsyncIterator[prefecture_pb2.ReconcileResponse]:
         """整合: digests per range first, then the records of the differing ranges only."""
-        municipality = current_caller().id
-        iterator = request_iterator.__aiter__()
-        try:
-            first = await iterator.__anext__()
-        except StopAsyncIteration:
-            return
-        ranges = first.ranges
-        if first.WhichOneof("part") != "ranges" or not 1 <= ranges.prefix_length <= 6:
-            raise _invalid("ranges", "the first message carries ranges with prefix_length 1–6")
-        validate_ranges(ranges)
-        if ranges.municipality_code != municipality:
-            raise DomainError(
-                ErrorKind.PERMISSION_DENIED,
-                "a municipality reconciles its own residents only",
-                "OTHER_MUNICIPALITY",
-            )
-        if len(ranges.ranges) > MAX_RECONCILE_RANGES:
-            raise _invalid(
-                "ranges.ranges", f"at most {MAX_RECONCILE_RANGES:,} ranges (a shorter prefix_length)"
-            )
-        theirs = {r.prefix: r.digest for r in ranges.ranges}
-        digests = await self._store.municipality_digests(municipality)  # computed now: none is stored
-        ours = {r.prefix: r.digest for r in range_digests(digests, ranges.prefix_length)}
-        differing = sorted(p for p in theirs.keys() | ours.keys() if theirs.get(p) != ours.get(p))
-        yield prefecture_pb2.ReconcileResponse(send_ranges=prefecture_pb2.RangeRequest(prefixes=differing))
-        wanted = set(differing)
-        seen: set[str] = set()
-        summary = prefecture_pb2.ReconcileSummary(
-            ranges=len(theirs.keys() | ours.keys()), ranges_differing=len(wanted)
-        )
-        async for request in iterator:
-            record = request.record
-            if request.WhichOneof("part") == "record":
-                validate_record(request)
-            if (
-                request.WhichOneof("part") != "record"
-                or record.resident_code[: ranges.prefix_length] not in wanted
-            ):
-                raise _invalid("record", "only records of the ranges asked for")
-            if record.municipality_code != municipality:
-                raise DomainError(
-                    ErrorKind.PERMISSION_DENIED, "a record of another municipality", "OTHER_MUNICIPALITY"
-                )
-            summary.records_received += 1
-            seen.add(record.resident_code)
-            difference = self._compare(record, municipality)
-            if difference is not None:
-                if difference.kind == prefecture_pb2.DIFFERENCE_KIND_MISSING_HERE:
-                    summary.missing_here += 1
-                else:
-                    summary.items_differ += 1
-                yield prefecture_pb2.ReconcileResponse(difference=difference)
-        missing = await asyncio.to_thread(self._missing, municipality, ranges.prefix_length, wanted, seen)
-        for code in missing:
-            summary.missing_there += 1
-            yield prefecture_pb2.ReconcileResponse(
-                difference=prefecture_pb2.ReconcileDifference(
-                    resident_code=code, kind=prefecture_pb2.DIFFERENCE_KIND_MISSING_THERE
-                )
-            )
-        yield prefecture_pb2.ReconcileResponse(summary=summary)
-
-    def _missing(self, municipality: str, prefix_length: int, wanted: set[str], seen: set[str]) -> list[str]:
-        """Our codes in the wanted ranges that the municipality did not send (a scan: in a thread)."""
-        with self._store.reader() as tx:
-            return [
-                code
-                for code in tx.municipality_codes(municipality)
-                if code[:prefix_length] in wanted and code not in seen
-            ]
-
-    def _compare(
-        self, theirs: records_pb2.ResidentRecord, municipality: str
-    ) -> prefecture_pb2.ReconcileDifference | None:
-        code = theirs.resident_code
-        with self._store.reader() as tx:
-            ours = tx.get(code)
-            number = tx.my_number(code) if ours is not None else ""
-        if ours is None or ours.municipality_code != municipality:
-            return prefecture_pb2.ReconcileDifference(
-                resident_code=code, kind=prefecture_pb2.DIFFERENCE_KIND_MISSING_HERE
-            )
-        items = differing_items(record_items(ours, number), record_items(theirs, theirs.my_number))
-        if not items:
-            return None
-        return prefecture_pb2.ReconcileDifference(
-            resident_code=code, kind=prefecture_pb2.DIFFERENCE_KIND_ITEMS_DIFFER, items=items
-        )
+        async for response in reconcile(self._store, self._reconcile_kind, request_iterator):
+            yield response
 
 
-_CONDITION = frozenset({"resident_code", "my_number", "four_info"})
-
-
-def _check_batch_message(request: prefecture_pb2.BatchProvideRequest, index: int) -> None:
-    """A message of a batch outside the schema ends the stream; a malformed condition is only REFUSED."""
-    v = Violations()
-    check_message(v, request, f"requests[{index}]", skip=_CONDITION)
-    v.raise_if_any()
-
-
-def _invalid(field: str, description: str) -> DomainError:
-    return DomainError(
-        ErrorKind.INVALID_ARGUMENT,
-        f"invalid field: {field}",
-        reason="INVALID_FIELDS",
-        violations=[FieldViolation(field, description)],
-    )
-
-
-def disclosed_entry(e: Listed) -> prefecture_pb2.ProvisionEntry:
-    """One listed audit entry as the resident sees it (the line itself only when it is theirs alone)."""
-    entry = e.entry
-    return prefecture_pb2.ProvisionEntry(
-        time=entry["time"],
-        recipient=entry["caller"],
-        purpose=entry["purpose"],
-        outcome=entry["outcome"],
-        method=entry["method"],
-        seq=e.seq,
-        trail=e.trail,
-        tree_size=e.tree_size,
-        inclusion_proof=e.proof,
-        leaf_hash=e.leaf,
-        entry=e.line.decode() if len(entry["subjects"]) == 1 else "",
-    )
+def _resident_items(tx: ResidentTxn, code: str) -> tuple[str, tuple[str, ...]] | None:
+    record = tx.get(code)
+    if record is None:
+        return None
+    return record.municipality_code, record_items(record, tx.my_number(code))

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import lmdb
 
+StorageError = lmdb.Error  # for the layers above, which catch it without importing LMDB
+
 
 def is_storage_error(exc: BaseException) -> bool:
     """True for a failure of the store itself (I/O error, full map, corrupt or unreadable environment), as

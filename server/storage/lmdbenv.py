@@ -58,7 +58,7 @@ class LmdbEnv:
         self.env: Any = lmdb.open(
             str(path),
             map_size=map_size,
-            max_dbs=len(db_names) + 2,
+            max_dbs=len(db_names) + 8,  # room for the databases of an older schema, while migrating
             max_readers=max_readers,
             subdir=True,
             sync=True,
@@ -84,6 +84,14 @@ class LmdbEnv:
         self._gate = _SharedGate()
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"lmdb-writer-{path.name}")
 
+    def existing_db(self, txn: Any, name: str) -> Any | None:
+        """A named database that is not one of this environment's (an older schema's), opened in the
+        write transaction `txn`; None when absent."""
+        try:
+            return self.env.open_db(name.encode(), txn=txn, create=False)
+        except lmdb.NotFoundError:
+            return None
+
     @contextmanager
     def read(self) -> Iterator[Any]:
         """A read transaction; keep it short on the event loop (scans belong in a thread), never await
@@ -103,6 +111,12 @@ class LmdbEnv:
             yield txn
 
     def write_sync(self, work: Callable[[Any], T]) -> T:
+        """`write` for a caller that may block (offline tools, worker threads): the work still runs on the
+        environment's one writer thread, so no two write transactions of this process ever overlap and a map
+        resize never races one (never call it from inside a write)."""
+        return self._writer.submit(self._write_now, work).result()
+
+    def _write_now(self, work: Callable[[Any], T]) -> T:
         """Run `work(txn)` in one write transaction, committed durably; grow the map and retry when full.
 
         `work` must be safe to run again from scratch: a full map aborts the whole transaction.
@@ -118,9 +132,9 @@ class LmdbEnv:
                     self._adopt_map_size()
 
     async def write(self, work: Callable[[Any], T]) -> T:
-        """`write_sync` on the single writer thread."""
+        """Run `work(txn)` in one durable write transaction on the single writer thread (see `_write_now`)."""
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._writer, self.write_sync, work)
+        return await loop.run_in_executor(self._writer, self._write_now, work)
 
     def reserve(self, more: int) -> None:
         """Grow the map now so that `more` bytes fit beside what is used: a large write then runs once,

@@ -7,6 +7,7 @@ approvals   SHA-256(token) → Approval (+ used flag); the token itself is never
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from typing import Any
 
 from juki.v1 import admin_pb2
@@ -29,6 +30,9 @@ def _token_key(token: str) -> bytes:
 
 
 class Registry:
+    """Its writes are domain operations run on the environment's single writer (LmdbEnv.write): services
+    never see a transaction."""
+
     def __init__(self, env: LmdbEnv) -> None:
         self.env = env
         self._operators = env.dbs["operators"]
@@ -51,7 +55,42 @@ class Registry:
         raw = txn.get(operator_id.encode(), db=self._operators)
         return None if raw is None else _entry(raw)
 
+    async def register(self, entry: admin_pb2.OperatorEntry) -> None:
+        await self.env.write(lambda txn: self.put_operator(txn, entry))
+
+    def register_now(self, entry: admin_pb2.OperatorEntry) -> None:
+        """`register` for offline bootstrap (no server running)."""
+        self.env.write_sync(lambda txn: self.put_operator(txn, entry))
+
+    async def update_operator(
+        self,
+        operator_id: str,
+        change: Callable[[admin_pb2.OperatorEntry | None], admin_pb2.OperatorEntry],
+    ) -> admin_pb2.OperatorEntry:
+        """Replace the operator's entry by `change(current entry)` in one transaction (it may raise:
+        nothing is written); the new entry."""
+
+        def work(txn: Any) -> admin_pb2.OperatorEntry:
+            entry = change(self.get_operator(txn, operator_id))
+            self.put_operator(txn, entry)
+            return entry
+
+        return await self.env.write(work)
+
     # approvals -----------------------------------------------------------------------------------
+    async def add_approval(self, token: str, approval: admin_pb2.Approval) -> None:
+        await self.env.write(lambda txn: self.put_approval(txn, token, approval))
+
+    async def consume_approval(self, token: str, check: Callable[[admin_pb2.Approval | None], None]) -> None:
+        """Use the approval of `token` once: `check(the unused approval, or None)` raises to refuse it
+        (nothing is written)."""
+
+        def work(txn: Any) -> None:
+            check(self.unused_approval(txn, token) if token else None)
+            self.use_approval(txn, token)
+
+        await self.env.write(work)
+
     def put_approval(self, txn: Any, token: str, approval: admin_pb2.Approval) -> None:
         stored = admin_pb2.Approval()
         stored.CopyFrom(approval)

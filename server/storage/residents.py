@@ -34,66 +34,55 @@ Nothing here knows about gRPC; the domain layer decides what a change may do.
 
 from __future__ import annotations
 
-import asyncio
 import functools
-import itertools
 import logging
 import struct
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from operator import itemgetter
 from typing import Any
 
-from google.protobuf.message import Message
-from juki.v1 import national_pb2, records_pb2
+from juki.v1 import records_pb2
 
 from server.domain.kana import search_kana
 from server.domain.reconcile import record_digest
-from server.storage.lmdbenv import LmdbEnv
-from server.storage.sealing import MyNumberSealer
+from server.storage.record_file import (
+    ADDRESS_KEY_BYTES,
+    MAX_KEY_BYTES,
+    NAME_KEY_BYTES,
+    SHARED_DB_NAMES,
+    AsideChange,
+    IndexHit,
+    RecordFile,
+    RecordTxn,
+    dob_key,
+    index_keys,
+    index_text,
+    u64,
+)
 
 log = logging.getLogger(__name__)
 
-DB_NAMES = (
-    "records",
-    "my_numbers",
-    "my_number_index",
-    "history",
-    "idx_name",
-    "idx_birth",
-    "idx_address",
-    "idx_municipality",
-    "idx_removed",
-    "sequences",
-    "applied",
-    "outbox",
-    "outbox_aside",
-    "meta",
-)
+DB_NAMES = ("records", "my_numbers", "my_number_index", "history", *SHARED_DB_NAMES)
 SCHEMA_VERSION = b"2"
-_U64 = struct.Struct(">Q")
 _U16 = struct.Struct(">H")
-_ACTIVE, _REMOVED = b"A", b"R"
+__all__ = [
+    "ADDRESS_KEY_BYTES",
+    "DB_NAMES",
+    "MAX_KEY_BYTES",
+    "NAME_KEY_BYTES",
+    "AsideChange",
+    "IndexHit",
+    "ResidentFile",
+    "ResidentStore",
+    "ResidentTxn",
+    "index_text",
+]
 
 
-@dataclass(frozen=True)
-class AsideChange:
-    """A change set aside by the relay: its stream (file prefix + 市町村コード), outbox key, why, when."""
-
-    stream: str
-    key: bytes
-    reason: str
-    enqueued_ms: int
-    set_aside_ms: int
-    held: bool  # behind a refused change of its stream, not refused itself
-
-
-def _aside_key(stream: str, key: bytes) -> bytes:
-    return stream.encode() + b"\0" + key
-
-
-def _u64(value: int) -> bytes:
-    return _U64.pack(value)
+_u64 = u64
+_dob_key = dob_key
+_index_keys = index_keys
 
 
 def _without_my_number(record: records_pb2.ResidentRecord) -> bytes:
@@ -115,63 +104,16 @@ def _history_value(sealed: bytes, record: bytes) -> bytes:
     return _U16.pack(len(sealed)) + sealed + record
 
 
-MAX_KEY_BYTES = 511  # LMDB's key size
-NAME_KEY_BYTES = MAX_KEY_BYTES - 1 - 8 - 11  # 清音化かな + NUL + YYYYMMDD + 住民票コード
-ADDRESS_KEY_BYTES = MAX_KEY_BYTES - 1 - 11  # address + NUL + 住民票コード
-
-
-def index_text(text: str, limit: int) -> bytes:
-    """The text part of an idx_name / idx_address key (or of a prefix scanning them): its UTF-8, cut to
-    `limit` bytes at a character boundary."""
-    raw = text.encode()
-    if len(raw) <= limit:
-        return raw
-    return raw[:limit].decode("utf-8", "ignore").encode()
-
-
-def _dob_key(iso_date: str) -> bytes:
-    return iso_date.replace("-", "").encode()
-
-
-def _index_keys(
-    search_kana: str, birth_date: str, sex: int, address: str, removed: bool, code: bytes
-) -> tuple[bytes, bytes, bytes, bytes]:
-    """The keys of idx_name, idx_birth and idx_address, and the value the three share."""
-    dob = _dob_key(birth_date)
-    sex_byte = bytes((sex,))
-    value = (_REMOVED if removed else _ACTIVE) + sex_byte + dob
-    return (
-        index_text(search_kana, NAME_KEY_BYTES) + b"\x00" + dob + code,
-        dob + sex_byte + code,
-        index_text(address, ADDRESS_KEY_BYTES) + b"\x00" + code,
-        value,
-    )
-
-
-@dataclass(frozen=True, slots=True)
-class IndexHit:
-    """One index entry: enough to filter without reading the record."""
-
-    key: bytes
-    resident_code: str
-    removed: bool
-    sex: int
-    birth: bytes  # YYYYMMDD
-
-
 @dataclass(frozen=True, slots=True)
 class HistoryVersion:
     record: records_pb2.ResidentRecord
     my_number: str
 
 
-class ResidentTxn:
-    """Record-level operations inside one LMDB transaction (read or write)."""
+class ResidentTxn(RecordTxn):
+    """Record-level operations on a resident file inside one LMDB transaction (read or write)."""
 
-    def __init__(self, store: ResidentStore, txn: Any) -> None:
-        self._store = store
-        self._txn = txn
-        self._dbs = store.env.dbs
+    _store: ResidentFile
 
     # reads ---------------------------------------------------------------------------------------
     def get(self, resident_code: str) -> records_pb2.ResidentRecord | None:
@@ -190,15 +132,6 @@ class ResidentTxn:
         raw = self._txn.get(self._store.sealer.index_key(my_number), db=self._dbs["my_number_index"])
         return None if raw is None else bytes(raw).decode()
 
-    def last_sequence(self, municipality_code: str) -> int:
-        raw = self._txn.get(municipality_code.encode(), db=self._dbs["sequences"])
-        return 0 if raw is None else int(_U64.unpack(raw)[0])
-
-    def applied(self, municipality_code: str, sequence: int) -> tuple[bytes, bytes] | None:
-        """(notice digest, serialized ApplyResult) of an applied notice."""
-        raw = self._txn.get(municipality_code.encode() + _u64(sequence), db=self._dbs["applied"])
-        return None if raw is None else (bytes(raw[:32]), bytes(raw[32:]))
-
     def history(self, resident_code: str) -> list[HistoryVersion]:
         prefix = resident_code.encode()
         versions: list[HistoryVersion] = []
@@ -216,30 +149,11 @@ class ResidentTxn:
                 versions.append(HistoryVersion(record, number))
         return versions
 
-    def outbox_depth(self) -> int:
-        return int(self._txn.stat(self._dbs["outbox"])["entries"])
-
-    def scan(self, index: str, start: bytes, prefix: bytes, stop: bytes | None) -> Iterator[IndexHit]:
-        """Index entries from `start` (exclusive when it is a previous key) while they begin with `prefix`
-        and sort before `stop`."""
-        with self._txn.cursor(db=self._dbs[index]) as cur:
-            if not cur.set_range(start):
-                return
-            for key, value in cur:
-                if not key.startswith(prefix) or (stop is not None and key >= stop):
-                    return
-                if key == start:
-                    continue
-                yield IndexHit(
-                    key=bytes(key),
-                    resident_code=bytes(key[-11:]).decode(),
-                    removed=value[:1] == _REMOVED,
-                    sex=value[1],
-                    birth=bytes(value[2:10]),
-                )
-
-    def count(self, db: str) -> int:
-        return int(self._txn.stat(self._dbs[db])["entries"])
+    def record_digest(self, resident_code: str) -> bytes | None:
+        """From the record and its opened My Number (a plain hash of the items stored would give the
+        number away to brute force, so none is stored)."""
+        record = self.get(resident_code)
+        return None if record is None else record_digest(record, self.my_number(resident_code))
 
     # writes --------------------------------------------------------------------------------------
     def put_record(self, record: records_pb2.ResidentRecord, my_number: str) -> None:
@@ -247,14 +161,7 @@ class ResidentTxn:
         code = record.resident_code
         key = code.encode()
         previous = self.get(code)
-        was_removed = previous is not None and previous.deleted_flag
-        if was_removed != record.deleted_flag:
-            self.bump_signed(b"records_removed", 1 if record.deleted_flag else -1)
         if previous is not None:
-            self._drop_indexes(previous)
-            self._txn.delete(previous.municipality_code.encode() + key, db=self._dbs["idx_municipality"])
-            if previous.deleted_flag:
-                self._txn.delete(_dob_key(previous.removed_date) + key, db=self._dbs["idx_removed"])
             old_number = self.my_number(code)
             if old_number and old_number != my_number:
                 self._txn.delete(self._store.sealer.index_key(old_number), db=self._dbs["my_number_index"])
@@ -263,21 +170,7 @@ class ResidentTxn:
         if my_number:
             self._txn.put(key, self._store.sealer.seal(code, my_number), db=self._dbs["my_numbers"])
             self._txn.put(self._store.sealer.index_key(my_number), key, db=self._dbs["my_number_index"])
-        self._put_indexes(record)
-        self._txn.put(record.municipality_code.encode() + key, b"", db=self._dbs["idx_municipality"])
-        if record.deleted_flag:
-            self._txn.put(_dob_key(record.removed_date) + key, b"", db=self._dbs["idx_removed"])
-
-    def removed_before(self, cutoff: str) -> Iterator[str]:
-        """Codes of persons removed before `cutoff` (YYYY-MM-DD), oldest removal first."""
-        stop = _dob_key(cutoff)
-        with self._txn.cursor(db=self._dbs["idx_removed"]) as cur:
-            if not cur.first():
-                return
-            for key in cur.iternext(keys=True, values=False):
-                if bytes(key[:8]) >= stop:
-                    return
-                yield bytes(key[8:]).decode()
+        self._reindex(previous, record)
 
     def erase_person(self, resident_code: str) -> int:
         """Erase a removed person wholly (record, My Number, indexes, history); how many history entries."""
@@ -288,40 +181,10 @@ class ResidentTxn:
         number = self.my_number(resident_code)
         if number:
             self._txn.delete(self._store.sealer.index_key(number), db=self._dbs["my_number_index"])
-        self._drop_indexes(record)
-        self._txn.delete(record.municipality_code.encode() + key, db=self._dbs["idx_municipality"])
-        self._txn.delete(_dob_key(record.removed_date) + key, db=self._dbs["idx_removed"])
+        self._reindex(record, None)
         self._txn.delete(key, db=self._dbs["my_numbers"])
         self._txn.delete(key, db=self._dbs["records"])
-        self.bump_signed(b"records_removed", -1)
-        erased = 0
-        with self._txn.cursor(db=self._dbs["history"]) as cur:
-            while cur.set_range(key) and bytes(cur.key()).startswith(key):
-                cur.delete()
-                erased += 1
-        return erased
-
-    def municipality_codes(self, municipality_code: str, after: str = "") -> Iterator[str]:
-        """The resident codes of every record of a municipality (after `after`), in code order."""
-        prefix = municipality_code.encode()
-        start = prefix + after.encode()
-        with self._txn.cursor(db=self._dbs["idx_municipality"]) as cur:
-            if not cur.set_range(start):
-                return
-            for key in cur.iternext(keys=True, values=False):
-                if not key.startswith(prefix):
-                    return
-                if after and key == start:
-                    continue
-                yield bytes(key[len(prefix) :]).decode()
-
-    def municipality_digests(self, municipality_code: str, after: str = "") -> Iterator[tuple[str, bytes]]:
-        """(resident code, record digest) of every record of a municipality (after `after`), in code order,
-        each digest computed now from the record and its opened My Number (none is stored)."""
-        for code in self.municipality_codes(municipality_code, after):
-            record = self.get(code)
-            if record is not None:
-                yield code, record_digest(record, self.my_number(code))
+        return self._erase_history(resident_code)
 
     def add_history(self, record: records_pb2.ResidentRecord, my_number: str) -> None:
         """Keep a previous version (with its sealed My Number) as history."""
@@ -329,170 +192,6 @@ class ResidentTxn:
         value = _history_value(sealed, _without_my_number(record))
         counter = self._next_counter(b"history_counter")
         self._txn.put(record.resident_code.encode() + _u64(counter), value, db=self._dbs["history"])
-
-    def set_last_sequence(self, municipality_code: str, sequence: int) -> None:
-        self._txn.put(municipality_code.encode(), _u64(sequence), db=self._dbs["sequences"])
-
-    def record_applied(self, municipality_code: str, sequence: int, digest: bytes, result: bytes) -> None:
-        """`digest` is a keyed one (`keyed_digest`), as `applied` gives it back."""
-        self._txn.put(municipality_code.encode() + _u64(sequence), digest + result, db=self._dbs["applied"])
-
-    def keyed_digest(self, digest: bytes) -> bytes:
-        """The store's keyed form of a digest over data that may hold a My Number (see `sealing`)."""
-        return self._store.sealer.keyed_digest(digest)
-
-    def enqueue_outbox(self, change: Message | bytes, enqueued_ms: int) -> None:
-        """Queue a change (a PropagatedChange, or its bytes) for the national server: the enqueue time in
-        clear (for the age metric), then the change sealed, since a change notice carries a My Number.
-        Fields outside the schema are dropped first: only what was validated is forwarded."""
-        if isinstance(change, bytes):
-            change = national_pb2.PropagatedChange.FromString(change)
-        change.DiscardUnknownFields()
-        key = _u64(self._next_counter(b"outbox_counter"))
-        sealed = self._store.sealer.seal_blob(b"outbox" + key, change.SerializeToString())
-        self._txn.put(key, _u64(enqueued_ms) + sealed, db=self._dbs["outbox"])
-
-    def outbox_batch(self, limit: int) -> list[tuple[bytes, bytes]]:
-        """The oldest `limit` queued changes, in order: (key, opened payload)."""
-        batch: list[tuple[bytes, bytes]] = []
-        with self._txn.cursor(db=self._dbs["outbox"]) as cur:
-            if not cur.first():
-                return batch
-            for key, value in cur:
-                key = bytes(key)
-                batch.append((key, self._store.sealer.open_blob(b"outbox" + key, bytes(value[8:]))))
-                if len(batch) >= limit:
-                    break
-        return batch
-
-    def outbox_oldest_ms(self) -> int | None:
-        """Enqueue time (ms since the epoch) of the oldest undelivered change."""
-        with self._txn.cursor(db=self._dbs["outbox"]) as cur:
-            return int(_U64.unpack(cur.value()[:8])[0]) if cur.first() else None
-
-    def remove_delivered(self, keys: list[bytes]) -> None:
-        for key in keys:
-            self._txn.delete(key, db=self._dbs["outbox"])
-        self.bump(b"outbox_delivered", len(keys))
-
-    def set_aside(self, key: bytes, stream: str, reason: str, now_ms: int, *, held: bool = False) -> None:
-        """Move a queued change to the set-aside table, sealed as it was (its key keeps its place);
-        `held`: not refused itself, only behind a refused change of its stream."""
-        value = self._txn.pop(key, db=self._dbs["outbox"])
-        if value is None:
-            return
-        reason_bytes = reason.encode()[:255]
-        head = bytes(value[:8]) + _u64(now_ms) + (b"H" if held else b"R")
-        head += bytes([len(reason_bytes)]) + reason_bytes
-        self._txn.put(_aside_key(stream, key), head + bytes(value[8:]), db=self._dbs["outbox_aside"])
-        if held:
-            self.bump(b"outbox_aside_held")
-
-    def aside_streams(self) -> set[str]:
-        """Streams with a change set aside (their later changes are held too): one seek per stream."""
-        streams: set[str] = set()
-        with self._txn.cursor(db=self._dbs["outbox_aside"]) as cur:
-            found = cur.first()
-            while found:
-                stream = bytes(cur.key()).split(b"\0", 1)[0]
-                streams.add(stream.decode())
-                found = cur.set_range(stream + b"\x01")
-        return streams
-
-    def aside_counts(self) -> tuple[int, int]:
-        """(changes refused and set aside, changes held behind them)."""
-        total = int(self._txn.stat(self._dbs["outbox_aside"])["entries"])
-        held = self.counter(b"outbox_aside_held")
-        return total - held, held
-
-    def aside_changes(self, limit: int) -> list[AsideChange]:
-        """The first `limit` set-aside changes, by stream then in their order."""
-        found: list[AsideChange] = []
-        with self._txn.cursor(db=self._dbs["outbox_aside"]) as cur:
-            for raw_key, value in cur:
-                if len(found) >= limit:
-                    break
-                stream, _, key = bytes(raw_key).partition(b"\0")
-                found.append(
-                    AsideChange(
-                        stream=stream.decode(),
-                        key=key,
-                        reason=bytes(value[18 : 18 + value[17]]).decode(),
-                        enqueued_ms=int(_U64.unpack(value[:8])[0]),
-                        set_aside_ms=int(_U64.unpack(value[8:16])[0]),
-                        held=bytes(value[16:17]) == b"H",
-                    )
-                )
-        return found
-
-    def aside_payload(self, change: AsideChange) -> bytes:
-        """The opened change of a set-aside entry."""
-        value = bytes(self._txn.get(_aside_key(change.stream, change.key), db=self._dbs["outbox_aside"]))
-        return self._store.sealer.open_blob(b"outbox" + change.key, value[18 + value[17] :])
-
-    def requeue_stream(self, stream: str) -> int:
-        """Put a stream's set-aside changes back in the outbox, in their places; how many."""
-        prefix = stream.encode() + b"\0"
-        moved: list[tuple[bytes, bytes]] = []
-        with self._txn.cursor(db=self._dbs["outbox_aside"]) as cur:
-            found = cur.set_range(prefix)
-            while found and bytes(cur.key()).startswith(prefix):
-                moved.append((bytes(cur.key()), bytes(cur.value())))
-                found = cur.next()
-        held = 0
-        for aside_key, value in moved:
-            self._txn.delete(aside_key, db=self._dbs["outbox_aside"])
-            held += value[16:17] == b"H"
-            self._txn.put(
-                aside_key[len(prefix) :], value[:8] + value[18 + value[17] :], db=self._dbs["outbox"]
-            )
-        self.bump_signed(b"outbox_aside_held", -held)
-        return len(moved)
-
-    def put_raw(self, db: str, key: bytes, value: bytes) -> None:
-        """A value in one of the environment's other databases (e.g. the 附票 server's full records)."""
-        self._txn.put(key, value, db=self._store.env.dbs[db])
-
-    def get_raw(self, db: str, key: bytes) -> bytes | None:
-        raw = self._txn.get(key, db=self._store.env.dbs[db])
-        return None if raw is None else bytes(raw)
-
-    def counter(self, name: bytes) -> int:
-        raw = self._txn.get(name, db=self._dbs["meta"])
-        return 0 if raw is None else int(_U64.unpack(raw)[0])
-
-    def bump(self, name: bytes, by: int = 1) -> None:
-        self._txn.put(name, _u64(self.counter(name) + by), db=self._dbs["meta"])
-
-    def bump_signed(self, name: bytes, by: int) -> None:
-        """A counter that may go down (kept ≥ 0): e.g. removed persons, who may be created again."""
-        self._txn.put(name, _u64(max(0, self.counter(name) + by)), db=self._dbs["meta"])
-
-    def _next_counter(self, name: bytes) -> int:
-        self.bump(name)
-        return self.counter(name)
-
-    def _index_entries(self, record: records_pb2.ResidentRecord) -> Iterable[tuple[str, bytes, bytes]]:
-        info = record.four_info
-        name, birth, address, value = _index_keys(
-            record.search_kana,
-            info.birth_date,
-            info.sex,
-            info.address,
-            record.deleted_flag,
-            record.resident_code.encode(),
-        )
-        yield "idx_name", name, value
-        yield "idx_birth", birth, value
-        yield "idx_address", address, value
-
-    def _put_indexes(self, record: records_pb2.ResidentRecord) -> None:
-        for db, key, value in self._index_entries(record):
-            self._txn.put(key, value, db=self._dbs[db])
-
-    def _drop_indexes(self, record: records_pb2.ResidentRecord) -> None:
-        for db, key, _ in self._index_entries(record):
-            self._txn.delete(key, db=self._dbs[db])
 
 
 # What a bulk load writes for one resident, prepared without keys (so another process may do it), in two
@@ -585,7 +284,7 @@ class BulkLoad:
     that already holds records.
     """
 
-    def __init__(self, store: ResidentStore) -> None:
+    def __init__(self, store: ResidentFile) -> None:
         self._store = store
         self._databases: dict[str, list[_Entry]] = {
             name: [] for name in ("records", "my_numbers", "my_number_index", "idx_removed")
@@ -700,24 +399,17 @@ def _size_estimate(entries: list[_Entry], extra: int) -> int:
     return len(entries) * (sum(len(k) + len(v) for k, v in sample) // len(sample) + extra + 16)
 
 
-class ResidentStore:
-    """Opens the environment and hands out record-level transactions."""
+class ResidentFile(RecordFile[ResidentTxn]):
+    """A resident file (都道府県知事保存本人確認情報ファイル, or the national server's): opening and migrating
+    its environment, and its domain operations (RecordFile's, and those below)."""
 
-    def __init__(self, env: LmdbEnv, sealer: MyNumberSealer) -> None:
-        self.env = env
-        self.sealer = sealer
-        if not env.readonly:
-            self.env.write_sync(self._init_meta)
+    txn_type = ResidentTxn
+    schema_version = SCHEMA_VERSION
 
-    def _init_meta(self, txn: Any) -> None:
-        meta = self.env.dbs["meta"]
-        version = txn.get(b"schema_version", db=meta)
-        if version is not None and bytes(version) == b"1":
-            migrated = self.migrate_schema_1(txn)
-            log.info("store migrated to schema 2 (keyed digests)", extra=migrated)
-        elif version is not None and bytes(version) != SCHEMA_VERSION:
-            raise RuntimeError(f"store schema {bytes(version)!r} is not {SCHEMA_VERSION!r}")
-        txn.put(b"schema_version", SCHEMA_VERSION, db=meta)
+    def _migrations(self) -> dict[bytes, tuple[Callable[[Any], dict[str, int]], str]]:
+        return {b"1": (self.migrate_schema_1, "store migrated to schema 2 (keyed digests)")}
+
+    def _opened(self, txn: Any) -> None:
         by_municipality = self.env.dbs["idx_municipality"]
         if txn.stat(by_municipality)["entries"] == 0 and txn.stat(self.env.dbs["records"])["entries"]:
             # a store from before the 整合 index: build it once from the records
@@ -749,37 +441,22 @@ class ResidentStore:
             txn.put(key, self.sealer.keyed_digest(value[:32]) + value[32:], db=applied)
         return {"record_digests_dropped": len(keys), "notice_digests_keyed": len(entries)}
 
-    def reader(self) -> _ReadScope:
-        return _ReadScope(self)
+    def put_residents(
+        self, residents: Iterable[tuple[records_pb2.ResidentRecord, Sequence[records_pb2.ResidentRecord]]]
+    ) -> int:
+        """Offline: write residents (each with its earlier versions, oldest first; My Numbers in the
+        records) with record-level writes, replacing any held, in one durable transaction; how many."""
+        chunk = list(residents)
 
-    async def municipality_digests(
-        self, municipality_code: str, *, per_read: int = 2000
-    ) -> list[tuple[str, bytes]]:
-        """`ResidentTxn.municipality_digests` in short read transactions, letting the event loop serve other
-        calls in between: each digest opens a My Number (about 5 µs), and 四日市 has 305k residents."""
-        found: list[tuple[str, bytes]] = []
-        while True:
-            after = found[-1][0] if found else ""
-            with self.reader() as tx:
-                part = list(itertools.islice(tx.municipality_digests(municipality_code, after), per_read))
-            found += part
-            if len(part) < per_read:
-                return found
-            await asyncio.sleep(0)
+        def work(tx: ResidentTxn) -> None:
+            for record, history in chunk:
+                for old in history:
+                    tx.add_history(old, old.my_number)
+                tx.put_record(record, record.my_number)
 
-    def bind(self, txn: Any) -> ResidentTxn:
-        """Wrap a raw write transaction (inside `env.write`/`write_sync` work)."""
-        return ResidentTxn(self, txn)
+        self.apply_sync(work)
+        return len(chunk)
 
 
-class _ReadScope:
-    def __init__(self, store: ResidentStore) -> None:
-        self._store = store
-        self._cm: Any = None
-
-    def __enter__(self) -> ResidentTxn:
-        self._cm = self._store.env.read()
-        return ResidentTxn(self._store, self._cm.__enter__())
-
-    def __exit__(self, *exc: object) -> None:
-        self._cm.__exit__(*exc)
+# The name the resident file had before the typed record files; code written against it keeps working.
+ResidentStore = ResidentFile

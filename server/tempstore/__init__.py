@@ -2,9 +2,10 @@
 
 `TempStore` keeps each answer sealed under its own key, held only in process memory, in an LMDB environment
 of its own that no backup includes; `ack`, the end of the TTL or a restart erase an entry beyond recovery.
+The store itself lives with the other LMDB code in server/storage/tempstore.py.
 """
 
-from server.tempstore.store import (
+from server.storage.tempstore import (
     CAUSES,
     DEFAULT_TTL,
     AlreadyHeld,

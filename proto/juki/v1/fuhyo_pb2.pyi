@@ -129,3 +129,39 @@ class AckDeliveryRequest(_message.Message):
 class AckDeliveryResponse(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
+
+class FuhyoBatchProvideResult(_message.Message):
+    __slots__ = ("condition_id", "outcome", "record")
+    CONDITION_ID_FIELD_NUMBER: _ClassVar[int]
+    OUTCOME_FIELD_NUMBER: _ClassVar[int]
+    RECORD_FIELD_NUMBER: _ClassVar[int]
+    condition_id: str
+    outcome: _prefecture_pb2.BatchOutcome
+    record: FuhyoView
+    def __init__(self, condition_id: _Optional[str] = ..., outcome: _Optional[_Union[_prefecture_pb2.BatchOutcome, str]] = ..., record: _Optional[_Union[FuhyoView, _Mapping]] = ...) -> None: ...
+
+class FuhyoDiscloseResponse(_message.Message):
+    __slots__ = ("record", "provisions", "checkpoints")
+    RECORD_FIELD_NUMBER: _ClassVar[int]
+    PROVISIONS_FIELD_NUMBER: _ClassVar[int]
+    CHECKPOINTS_FIELD_NUMBER: _ClassVar[int]
+    record: FuhyoView
+    provisions: _containers.RepeatedCompositeFieldContainer[_prefecture_pb2.ProvisionEntry]
+    checkpoints: _containers.RepeatedCompositeFieldContainer[_prefecture_pb2.TrailCheckpoint]
+    def __init__(self, record: _Optional[_Union[FuhyoView, _Mapping]] = ..., provisions: _Optional[_Iterable[_Union[_prefecture_pb2.ProvisionEntry, _Mapping]]] = ..., checkpoints: _Optional[_Iterable[_Union[_prefecture_pb2.TrailCheckpoint, _Mapping]]] = ...) -> None: ...
+
+class FuhyoReconcileRequest(_message.Message):
+    __slots__ = ("ranges", "record")
+    RANGES_FIELD_NUMBER: _ClassVar[int]
+    RECORD_FIELD_NUMBER: _ClassVar[int]
+    ranges: _prefecture_pb2.ReconcileRanges
+    record: _records_pb2.FuhyoRecord
+    def __init__(self, ranges: _Optional[_Union[_prefecture_pb2.ReconcileRanges, _Mapping]] = ..., record: _Optional[_Union[_records_pb2.FuhyoRecord, _Mapping]] = ...) -> None: ...
+
+class FuhyoQueryNationalResponse(_message.Message):
+    __slots__ = ("records", "source")
+    RECORDS_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    records: _containers.RepeatedCompositeFieldContainer[FuhyoView]
+    source: _prefecture_pb2.RecordSource
+    def __init__(self, records: _Optional[_Iterable[_Union[FuhyoView, _Mapping]]] = ..., source: _Optional[_Union[_prefecture_pb2.RecordSource, str]] = ...) -> None: ...

@@ -70,6 +70,26 @@ class FuhyoStub:
                 request_serializer=juki_dot_v1_dot_fuhyo__pb2.AckDeliveryRequest.SerializeToString,
                 response_deserializer=juki_dot_v1_dot_fuhyo__pb2.AckDeliveryResponse.FromString,
                 _registered_method=True)
+        self.BatchProvide = channel.stream_stream(
+                '/juki.v1.Fuhyo/BatchProvide',
+                request_serializer=juki_dot_v1_dot_prefecture__pb2.BatchProvideRequest.SerializeToString,
+                response_deserializer=juki_dot_v1_dot_fuhyo__pb2.FuhyoBatchProvideResult.FromString,
+                _registered_method=True)
+        self.Disclose = channel.unary_unary(
+                '/juki.v1.Fuhyo/Disclose',
+                request_serializer=juki_dot_v1_dot_prefecture__pb2.DiscloseRequest.SerializeToString,
+                response_deserializer=juki_dot_v1_dot_fuhyo__pb2.FuhyoDiscloseResponse.FromString,
+                _registered_method=True)
+        self.Reconcile = channel.stream_stream(
+                '/juki.v1.Fuhyo/Reconcile',
+                request_serializer=juki_dot_v1_dot_fuhyo__pb2.FuhyoReconcileRequest.SerializeToString,
+                response_deserializer=juki_dot_v1_dot_prefecture__pb2.ReconcileResponse.FromString,
+                _registered_method=True)
+        self.QueryNational = channel.unary_unary(
+                '/juki.v1.Fuhyo/QueryNational',
+                request_serializer=juki_dot_v1_dot_prefecture__pb2.QueryNationalRequest.SerializeToString,
+                response_deserializer=juki_dot_v1_dot_fuhyo__pb2.FuhyoQueryNationalResponse.FromString,
+                _registered_method=True)
         self.Ping = channel.unary_unary(
                 '/juki.v1.Fuhyo/Ping',
                 request_serializer=juki_dot_v1_dot_prefecture__pb2.PingRequest.SerializeToString,
@@ -141,6 +161,40 @@ class FuhyoServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def BatchProvide(self, request_iterator, context):
+        """一括提供 (bidirectional stream), as Prefecture.BatchProvide: the same declared count, approval above the
+        threshold (the 附票 server's own registry), outcomes and flow control, on 附票 records. Caller: agency,
+        department. Never a My Number: a 個人番号 condition is REFUSED. Persons not held here are not forwarded.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Disclose(self, request, context):
+        """開示, as Prefecture.Disclose: the person's 附票 record, every provision of it and every refused call
+        concerning them from this server's trail, each with its inclusion proof. Caller: operator.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Reconcile(self, request_iterator, context):
+        """整合, as Prefecture.Reconcile, on the 附票 records a municipality manages (附票管理市町村コード): range
+        digests first (over the items of server/domain/reconcile.py FUHYO_ITEMS), then the records of the
+        differing ranges only. Caller: municipal-cs, for its own records (another's: PERMISSION_DENIED).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def QueryNational(self, request, context):
+        """機構への照会: ask the 附票全国サーバ (National.QueryFuhyo) directly, by 住民票コード or 4情報. Caller:
+        operator. A 個人番号 key is INVALID_ARGUMENT; UNAVAILABLE when J-LIS cannot be asked.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def Ping(self, request, context):
         """The empty call. Caller: any authenticated role.
         """
@@ -185,6 +239,26 @@ def add_FuhyoServicer_to_server(servicer, server):
                     servicer.AckDelivery,
                     request_deserializer=juki_dot_v1_dot_fuhyo__pb2.AckDeliveryRequest.FromString,
                     response_serializer=juki_dot_v1_dot_fuhyo__pb2.AckDeliveryResponse.SerializeToString,
+            ),
+            'BatchProvide': grpc.stream_stream_rpc_method_handler(
+                    servicer.BatchProvide,
+                    request_deserializer=juki_dot_v1_dot_prefecture__pb2.BatchProvideRequest.FromString,
+                    response_serializer=juki_dot_v1_dot_fuhyo__pb2.FuhyoBatchProvideResult.SerializeToString,
+            ),
+            'Disclose': grpc.unary_unary_rpc_method_handler(
+                    servicer.Disclose,
+                    request_deserializer=juki_dot_v1_dot_prefecture__pb2.DiscloseRequest.FromString,
+                    response_serializer=juki_dot_v1_dot_fuhyo__pb2.FuhyoDiscloseResponse.SerializeToString,
+            ),
+            'Reconcile': grpc.stream_stream_rpc_method_handler(
+                    servicer.Reconcile,
+                    request_deserializer=juki_dot_v1_dot_fuhyo__pb2.FuhyoReconcileRequest.FromString,
+                    response_serializer=juki_dot_v1_dot_prefecture__pb2.ReconcileResponse.SerializeToString,
+            ),
+            'QueryNational': grpc.unary_unary_rpc_method_handler(
+                    servicer.QueryNational,
+                    request_deserializer=juki_dot_v1_dot_prefecture__pb2.QueryNationalRequest.FromString,
+                    response_serializer=juki_dot_v1_dot_fuhyo__pb2.FuhyoQueryNationalResponse.SerializeToString,
             ),
             'Ping': grpc.unary_unary_rpc_method_handler(
                     servicer.Ping,
@@ -381,6 +455,114 @@ class Fuhyo:
             '/juki.v1.Fuhyo/AckDelivery',
             juki_dot_v1_dot_fuhyo__pb2.AckDeliveryRequest.SerializeToString,
             juki_dot_v1_dot_fuhyo__pb2.AckDeliveryResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def BatchProvide(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/juki.v1.Fuhyo/BatchProvide',
+            juki_dot_v1_dot_prefecture__pb2.BatchProvideRequest.SerializeToString,
+            juki_dot_v1_dot_fuhyo__pb2.FuhyoBatchProvideResult.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Disclose(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/juki.v1.Fuhyo/Disclose',
+            juki_dot_v1_dot_prefecture__pb2.DiscloseRequest.SerializeToString,
+            juki_dot_v1_dot_fuhyo__pb2.FuhyoDiscloseResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Reconcile(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/juki.v1.Fuhyo/Reconcile',
+            juki_dot_v1_dot_fuhyo__pb2.FuhyoReconcileRequest.SerializeToString,
+            juki_dot_v1_dot_prefecture__pb2.ReconcileResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def QueryNational(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/juki.v1.Fuhyo/QueryNational',
+            juki_dot_v1_dot_prefecture__pb2.QueryNationalRequest.SerializeToString,
+            juki_dot_v1_dot_fuhyo__pb2.FuhyoQueryNationalResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -22,29 +22,32 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from juki.v1 import fuhyo_pb2 as juki_dot_v1_dot_fuhyo__pb2
 from juki.v1 import prefecture_pb2 as juki_dot_v1_dot_prefecture__pb2
 from juki.v1 import records_pb2 as juki_dot_v1_dot_records__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16juki/v1/national.proto\x12\x07juki.v1\x1a\x18juki/v1/prefecture.proto\x1a\x15juki/v1/records.proto\"p\n\x10PropagatedChange\x12!\n\x04\x66ile\x18\x01 \x01(\x0e\x32\x13.juki.v1.ChangeFile\x12%\n\x06notice\x18\x02 \x01(\x0b\x32\x15.juki.v1.ChangeNotice\x12\x12\n\napplied_at\x18\x03 \x01(\t\"[\n\x14NotifyUpdatesRequest\x12\x17\n\x0fprefecture_code\x18\x01 \x01(\t\x12*\n\x07\x63hanges\x18\x02 \x03(\x0b\x32\x19.juki.v1.PropagatedChange\"=\n\x15NotifyUpdatesResponse\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\r\x12\x12\n\nduplicates\x18\x02 \x01(\r\"\xb0\x01\n\x14NationalQueryRequest\x12\x17\n\rresident_code\x18\x01 \x01(\tH\x00\x12\x13\n\tmy_number\x18\x02 \x01(\tH\x00\x12+\n\tfour_info\x18\x03 \x01(\x0b\x32\x16.juki.v1.FourInfoQueryH\x00\x12\x0f\n\x07purpose\x18\x04 \x01(\t\x12\x11\n\trequester\x18\x05 \x01(\t\x12\x12\n\nrequest_id\x18\x06 \x01(\tB\x05\n\x03key\"?\n\x15NationalQueryResponse\x12&\n\x07records\x18\x01 \x03(\x0b\x32\x15.juki.v1.ResidentView*Z\n\nChangeFile\x12\x1b\n\x17\x43HANGE_FILE_UNSPECIFIED\x10\x00\x12\x18\n\x14\x43HANGE_FILE_RESIDENT\x10\x01\x12\x15\n\x11\x43HANGE_FILE_FUHYO\x10\x02\x32\xd7\x01\n\x08National\x12N\n\rNotifyUpdates\x12\x1d.juki.v1.NotifyUpdatesRequest\x1a\x1e.juki.v1.NotifyUpdatesResponse\x12\x46\n\x05Query\x12\x1d.juki.v1.NationalQueryRequest\x1a\x1e.juki.v1.NationalQueryResponse\x12\x33\n\x04Ping\x12\x14.juki.v1.PingRequest\x1a\x15.juki.v1.PingResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16juki/v1/national.proto\x12\x07juki.v1\x1a\x13juki/v1/fuhyo.proto\x1a\x18juki/v1/prefecture.proto\x1a\x15juki/v1/records.proto\"\x9c\x01\n\x10PropagatedChange\x12!\n\x04\x66ile\x18\x01 \x01(\x0e\x32\x13.juki.v1.ChangeFile\x12%\n\x06notice\x18\x02 \x01(\x0b\x32\x15.juki.v1.ChangeNotice\x12\x12\n\napplied_at\x18\x03 \x01(\t\x12*\n\x0c\x66uhyo_notice\x18\x04 \x01(\x0b\x32\x14.juki.v1.FuhyoNotice\"[\n\x14NotifyUpdatesRequest\x12\x17\n\x0fprefecture_code\x18\x01 \x01(\t\x12*\n\x07\x63hanges\x18\x02 \x03(\x0b\x32\x19.juki.v1.PropagatedChange\"=\n\x15NotifyUpdatesResponse\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\r\x12\x12\n\nduplicates\x18\x02 \x01(\r\"\xb0\x01\n\x14NationalQueryRequest\x12\x17\n\rresident_code\x18\x01 \x01(\tH\x00\x12\x13\n\tmy_number\x18\x02 \x01(\tH\x00\x12+\n\tfour_info\x18\x03 \x01(\x0b\x32\x16.juki.v1.FourInfoQueryH\x00\x12\x0f\n\x07purpose\x18\x04 \x01(\t\x12\x11\n\trequester\x18\x05 \x01(\t\x12\x12\n\nrequest_id\x18\x06 \x01(\tB\x05\n\x03key\"?\n\x15NationalQueryResponse\x12&\n\x07records\x18\x01 \x03(\x0b\x32\x15.juki.v1.ResidentView\"A\n\x1aNationalFuhyoQueryResponse\x12#\n\x07records\x18\x01 \x03(\x0b\x32\x12.juki.v1.FuhyoView*Z\n\nChangeFile\x12\x1b\n\x17\x43HANGE_FILE_UNSPECIFIED\x10\x00\x12\x18\n\x14\x43HANGE_FILE_RESIDENT\x10\x01\x12\x15\n\x11\x43HANGE_FILE_FUHYO\x10\x02\x32\xa9\x02\n\x08National\x12N\n\rNotifyUpdates\x12\x1d.juki.v1.NotifyUpdatesRequest\x1a\x1e.juki.v1.NotifyUpdatesResponse\x12\x46\n\x05Query\x12\x1d.juki.v1.NationalQueryRequest\x1a\x1e.juki.v1.NationalQueryResponse\x12P\n\nQueryFuhyo\x12\x1d.juki.v1.NationalQueryRequest\x1a#.juki.v1.NationalFuhyoQueryResponse\x12\x33\n\x04Ping\x12\x14.juki.v1.PingRequest\x1a\x15.juki.v1.PingResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'juki.v1.national_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_CHANGEFILE']._serialized_start=598
-  _globals['_CHANGEFILE']._serialized_end=688
-  _globals['_PROPAGATEDCHANGE']._serialized_start=84
-  _globals['_PROPAGATEDCHANGE']._serialized_end=196
-  _globals['_NOTIFYUPDATESREQUEST']._serialized_start=198
-  _globals['_NOTIFYUPDATESREQUEST']._serialized_end=289
-  _globals['_NOTIFYUPDATESRESPONSE']._serialized_start=291
-  _globals['_NOTIFYUPDATESRESPONSE']._serialized_end=352
-  _globals['_NATIONALQUERYREQUEST']._serialized_start=355
-  _globals['_NATIONALQUERYREQUEST']._serialized_end=531
-  _globals['_NATIONALQUERYRESPONSE']._serialized_start=533
-  _globals['_NATIONALQUERYRESPONSE']._serialized_end=596
-  _globals['_NATIONAL']._serialized_start=691
-  _globals['_NATIONAL']._serialized_end=906
+  _globals['_CHANGEFILE']._serialized_start=731
+  _globals['_CHANGEFILE']._serialized_end=821
+  _globals['_PROPAGATEDCHANGE']._serialized_start=106
+  _globals['_PROPAGATEDCHANGE']._serialized_end=262
+  _globals['_NOTIFYUPDATESREQUEST']._serialized_start=264
+  _globals['_NOTIFYUPDATESREQUEST']._serialized_end=355
+  _globals['_NOTIFYUPDATESRESPONSE']._serialized_start=357
+  _globals['_NOTIFYUPDATESRESPONSE']._serialized_end=418
+  _globals['_NATIONALQUERYREQUEST']._serialized_start=421
+  _globals['_NATIONALQUERYREQUEST']._serialized_end=597
+  _globals['_NATIONALQUERYRESPONSE']._serialized_start=599
+  _globals['_NATIONALQUERYRESPONSE']._serialized_end=662
+  _globals['_NATIONALFUHYOQUERYRESPONSE']._serialized_start=664
+  _globals['_NATIONALFUHYOQUERYRESPONSE']._serialized_end=729
+  _globals['_NATIONAL']._serialized_start=824
+  _globals['_NATIONAL']._serialized_end=1121
 # @@protoc_insertion_point(module_scope)

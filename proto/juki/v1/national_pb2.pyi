@@ -1,3 +1,4 @@
+from juki.v1 import fuhyo_pb2 as _fuhyo_pb2
 from juki.v1 import prefecture_pb2 as _prefecture_pb2
 from juki.v1 import records_pb2 as _records_pb2
 from google.protobuf.internal import containers as _containers
@@ -19,14 +20,16 @@ CHANGE_FILE_RESIDENT: ChangeFile
 CHANGE_FILE_FUHYO: ChangeFile
 
 class PropagatedChange(_message.Message):
-    __slots__ = ("file", "notice", "applied_at")
+    __slots__ = ("file", "notice", "applied_at", "fuhyo_notice")
     FILE_FIELD_NUMBER: _ClassVar[int]
     NOTICE_FIELD_NUMBER: _ClassVar[int]
     APPLIED_AT_FIELD_NUMBER: _ClassVar[int]
+    FUHYO_NOTICE_FIELD_NUMBER: _ClassVar[int]
     file: ChangeFile
     notice: _prefecture_pb2.ChangeNotice
     applied_at: str
-    def __init__(self, file: _Optional[_Union[ChangeFile, str]] = ..., notice: _Optional[_Union[_prefecture_pb2.ChangeNotice, _Mapping]] = ..., applied_at: _Optional[str] = ...) -> None: ...
+    fuhyo_notice: _fuhyo_pb2.FuhyoNotice
+    def __init__(self, file: _Optional[_Union[ChangeFile, str]] = ..., notice: _Optional[_Union[_prefecture_pb2.ChangeNotice, _Mapping]] = ..., applied_at: _Optional[str] = ..., fuhyo_notice: _Optional[_Union[_fuhyo_pb2.FuhyoNotice, _Mapping]] = ...) -> None: ...
 
 class NotifyUpdatesRequest(_message.Message):
     __slots__ = ("prefecture_code", "changes")
@@ -65,3 +68,9 @@ class NationalQueryResponse(_message.Message):
     RECORDS_FIELD_NUMBER: _ClassVar[int]
     records: _containers.RepeatedCompositeFieldContainer[_records_pb2.ResidentView]
     def __init__(self, records: _Optional[_Iterable[_Union[_records_pb2.ResidentView, _Mapping]]] = ...) -> None: ...
+
+class NationalFuhyoQueryResponse(_message.Message):
+    __slots__ = ("records",)
+    RECORDS_FIELD_NUMBER: _ClassVar[int]
+    records: _containers.RepeatedCompositeFieldContainer[_fuhyo_pb2.FuhyoView]
+    def __init__(self, records: _Optional[_Iterable[_Union[_fuhyo_pb2.FuhyoView, _Mapping]]] = ...) -> None: ...

@@ -45,6 +45,11 @@ class NationalStub:
                 request_serializer=juki_dot_v1_dot_national__pb2.NationalQueryRequest.SerializeToString,
                 response_deserializer=juki_dot_v1_dot_national__pb2.NationalQueryResponse.FromString,
                 _registered_method=True)
+        self.QueryFuhyo = channel.unary_unary(
+                '/juki.v1.National/QueryFuhyo',
+                request_serializer=juki_dot_v1_dot_national__pb2.NationalQueryRequest.SerializeToString,
+                response_deserializer=juki_dot_v1_dot_national__pb2.NationalFuhyoQueryResponse.FromString,
+                _registered_method=True)
         self.Ping = channel.unary_unary(
                 '/juki.v1.National/Ping',
                 request_serializer=juki_dot_v1_dot_prefecture__pb2.PingRequest.SerializeToString,
@@ -82,6 +87,16 @@ class NationalServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def QueryFuhyo(self, request, context):
+        """Query the 附票全国サーバ file by 住民票コード or 4情報 about 附票 records held nationally (every prefecture's,
+        as their 附票 servers propagated them). Caller: fuhyo-server, forwarding a query for a purpose it is
+        granted. Returns FuhyoViews (no My Number: the 附票 file holds none); a 個人番号 key is INVALID_ARGUMENT.
+        More than the match limit: FAILED_PRECONDITION (TOO_MANY_MATCHES); nobody: an empty answer.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def Ping(self, request, context):
         """The empty call. Caller: any authenticated role.
         """
@@ -101,6 +116,11 @@ def add_NationalServicer_to_server(servicer, server):
                     servicer.Query,
                     request_deserializer=juki_dot_v1_dot_national__pb2.NationalQueryRequest.FromString,
                     response_serializer=juki_dot_v1_dot_national__pb2.NationalQueryResponse.SerializeToString,
+            ),
+            'QueryFuhyo': grpc.unary_unary_rpc_method_handler(
+                    servicer.QueryFuhyo,
+                    request_deserializer=juki_dot_v1_dot_national__pb2.NationalQueryRequest.FromString,
+                    response_serializer=juki_dot_v1_dot_national__pb2.NationalFuhyoQueryResponse.SerializeToString,
             ),
             'Ping': grpc.unary_unary_rpc_method_handler(
                     servicer.Ping,
@@ -162,6 +182,33 @@ class National:
             '/juki.v1.National/Query',
             juki_dot_v1_dot_national__pb2.NationalQueryRequest.SerializeToString,
             juki_dot_v1_dot_national__pb2.NationalQueryResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def QueryFuhyo(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/juki.v1.National/QueryFuhyo',
+            juki_dot_v1_dot_national__pb2.NationalQueryRequest.SerializeToString,
+            juki_dot_v1_dot_national__pb2.NationalFuhyoQueryResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -31,6 +31,19 @@ class RecordState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     RECORD_STATE_UNSPECIFIED: _ClassVar[RecordState]
     RECORD_STATE_ACTIVE: _ClassVar[RecordState]
     RECORD_STATE_REMOVED: _ClassVar[RecordState]
+
+class FuhyoState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    FUHYO_STATE_UNSPECIFIED: _ClassVar[FuhyoState]
+    FUHYO_STATE_DOMESTIC: _ClassVar[FuhyoState]
+    FUHYO_STATE_ABROAD: _ClassVar[FuhyoState]
+
+class FuhyoNoticeKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    FUHYO_NOTICE_KIND_UNSPECIFIED: _ClassVar[FuhyoNoticeKind]
+    FUHYO_NOTICE_KIND_CREATE: _ClassVar[FuhyoNoticeKind]
+    FUHYO_NOTICE_KIND_MODIFY: _ClassVar[FuhyoNoticeKind]
+    FUHYO_NOTICE_KIND_REMOVE: _ClassVar[FuhyoNoticeKind]
 SEX_UNSPECIFIED: Sex
 SEX_MALE: Sex
 SEX_FEMALE: Sex
@@ -48,6 +61,13 @@ CHANGE_REASON_SHOKKEN_SHUSEI: ChangeReason
 RECORD_STATE_UNSPECIFIED: RecordState
 RECORD_STATE_ACTIVE: RecordState
 RECORD_STATE_REMOVED: RecordState
+FUHYO_STATE_UNSPECIFIED: FuhyoState
+FUHYO_STATE_DOMESTIC: FuhyoState
+FUHYO_STATE_ABROAD: FuhyoState
+FUHYO_NOTICE_KIND_UNSPECIFIED: FuhyoNoticeKind
+FUHYO_NOTICE_KIND_CREATE: FuhyoNoticeKind
+FUHYO_NOTICE_KIND_MODIFY: FuhyoNoticeKind
+FUHYO_NOTICE_KIND_REMOVE: FuhyoNoticeKind
 
 class FourInfo(_message.Message):
     __slots__ = ("name_kanji", "name_kana", "birth_date", "sex", "address")
@@ -159,11 +179,11 @@ class FuhyoRecord(_message.Message):
     change_date: str
     former_resident_code: str
     managing_municipality_code: str
-    state_kind: int
+    state_kind: FuhyoState
     gaiji_flag: bool
     gaiji_pattern: str
-    notice_kind: int
-    def __init__(self, resident_code: _Optional[str] = ..., name_kanji: _Optional[str] = ..., name_gaiji_count: _Optional[int] = ..., name_kana: _Optional[str] = ..., birth_date: _Optional[str] = ..., sex: _Optional[_Union[Sex, str]] = ..., address_municipality_code: _Optional[str] = ..., address: _Optional[str] = ..., address_gaiji_count: _Optional[int] = ..., last_address: _Optional[str] = ..., last_address_gaiji_count: _Optional[int] = ..., change_date: _Optional[str] = ..., former_resident_code: _Optional[str] = ..., managing_municipality_code: _Optional[str] = ..., state_kind: _Optional[int] = ..., gaiji_flag: _Optional[bool] = ..., gaiji_pattern: _Optional[str] = ..., notice_kind: _Optional[int] = ...) -> None: ...
+    notice_kind: FuhyoNoticeKind
+    def __init__(self, resident_code: _Optional[str] = ..., name_kanji: _Optional[str] = ..., name_gaiji_count: _Optional[int] = ..., name_kana: _Optional[str] = ..., birth_date: _Optional[str] = ..., sex: _Optional[_Union[Sex, str]] = ..., address_municipality_code: _Optional[str] = ..., address: _Optional[str] = ..., address_gaiji_count: _Optional[int] = ..., last_address: _Optional[str] = ..., last_address_gaiji_count: _Optional[int] = ..., change_date: _Optional[str] = ..., former_resident_code: _Optional[str] = ..., managing_municipality_code: _Optional[str] = ..., state_kind: _Optional[_Union[FuhyoState, str]] = ..., gaiji_flag: _Optional[bool] = ..., gaiji_pattern: _Optional[str] = ..., notice_kind: _Optional[_Union[FuhyoNoticeKind, str]] = ...) -> None: ...
 
 class ResidentView(_message.Message):
     __slots__ = ("resident_code", "name_kanji", "name_kana", "birth_date", "sex", "address", "my_number", "change_reason", "change_date", "state")
