@@ -40,20 +40,20 @@ import secrets
 import shutil
 import socket
 import struct
-import threading
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, Any
+from typing import IO
 
-import lmdb
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from server.backup.keys import KEY_BYTES, key_id
+from server.storage.snapshot import Snapshot, SnapshotError
+from server.storage.snapshot import read_exact as _read_exact
 
 MAGIC = b"JUKI-BKP"
 VERSION = 1
@@ -244,78 +244,14 @@ def _check_key(key: bytes) -> None:
 # --- snapshots ---------------------------------------------------------------------------------------------
 
 
-class _Snapshot:
-    """A consistent copy of one LMDB environment, read from a pipe that a copying thread fills.
-
-    The copy is LMDB's own (compacting) copy inside one read transaction of a read-only handle in this
-    process, so the server may keep writing: the snapshot shows the environment as of that transaction.
-    """
-
-    def __init__(self, path: Path) -> None:
-        try:
-            # lock=True: the writer must see our reader slot, or it could reuse pages we are still copying.
-            self._env: Any = lmdb.open(
-                str(path), readonly=True, lock=True, subdir=True, create=False, max_dbs=0, max_readers=1024
-            )
-        except lmdb.Error as exc:
-            hint = ""
-            if "already open" in str(exc):  # py-lmdb: one handle per environment and process
-                hint = " (the server holds it open: back it up from another process, as backup_schedule does)"
-            raise BackupError(f"cannot open the LMDB environment in {path}: {exc}{hint}") from None
-        self.path = path
-        self.txn_id = 0
-        self._error: BaseException | None = None
-        read_fd, self._write_fd = os.pipe()
-        self._pipe = os.fdopen(read_fd, "rb", buffering=0)
-        self._thread = threading.Thread(target=self._copy, name=f"backup-copy-{path.name}", daemon=True)
-        self._thread.start()
-
-    def _copy(self) -> None:
-        try:
-            txn = self._begin()
-            try:
-                self.txn_id = int(txn.id())
-                self._env.copyfd(self._write_fd, compact=True, txn=txn)
-            finally:
-                txn.abort()
-        except BaseException as exc:  # handed to the reading thread
-            self._error = exc
-        finally:
-            os.close(self._write_fd)  # the reader sees the end of the snapshot
-
-    def _begin(self) -> Any:
-        for _ in range(10):
-            try:
-                return self._env.begin(buffers=False)
-            except lmdb.MapResizedError:  # the server grew its map since we opened: adopt the new size
-                self._env.set_mapsize(0)
-        raise BackupError(f"{self.path}: the environment kept growing while the snapshot began")
-
-    def read(self, size: int) -> bytes:
-        """The next `size` bytes, fewer only at the end of the snapshot."""
-        return _read_exact(self._pipe, size)
-
-    def __enter__(self) -> _Snapshot:
-        return self
-
-    def __exit__(self, exc_type: object, *rest: object) -> None:
-        self._pipe.close()  # a copy still writing gets EPIPE and stops
-        self._thread.join()
-        self._env.close()
-        if exc_type is None and self._error is not None:
-            raise BackupError(f"snapshot of {self.path} failed: {self._error}") from self._error
-
-
-def _read_exact(stream: IO[bytes], size: int) -> bytes:
-    parts: list[bytes] = []
-    remaining = size
-    while remaining:
-        part = stream.read(remaining)
-        if not part:
-            break
-        parts.append(part)
-        remaining -= len(part)
-    return b"".join(parts)
+@contextlib.contextmanager
+def _snapshot(path: Path) -> Iterator[Snapshot]:
+    """A consistent copy of the environment at `path` (server.storage.snapshot), failures as BackupError."""
+    try:
+        with Snapshot(path) as snapshot:
+            yield snapshot
+    except SnapshotError as exc:
+        raise BackupError(str(exc)) from exc
 
 
 def _fsync_dir(path: Path) -> None:
@@ -418,7 +354,7 @@ def _seal_environment(
     """Seal one environment's snapshot as chunks `index`…; returns it and the next chunk number."""
     digest = hashlib.sha256()
     size = chunks = 0
-    with _Snapshot(path) as snapshot:
+    with _snapshot(path) as snapshot:
         pending = snapshot.read(chunk_size)
         while True:
             # Read one chunk ahead: only then is it known whether `pending` is the last.
