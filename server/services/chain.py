@@ -363,20 +363,29 @@ async def _admitted(
             # a refused known caller, or a certificate of our CA that is revoked or expired: the entry
             # names what the request concerned (the resident's disclosure lists refusals too)
             _concerned(facts, decode, raw)
-        if denial is None and method not in NO_DATA_METHODS and not gate.audit_ready():
-            denial = AUDIT_DOWN
-        if denial is None and method in WRITING_METHODS and not await gate.intent(facts):
-            denial = AUDIT_DOWN
     except DomainError as err:
         await _refused_by_handler(gate, context, facts, err)
     except Exception as exc:
         await _failed(gate, context, facts, exc)
+    await _clear_to_run(gate, method, context, facts, denial)
+    return request
+
+
+async def _clear_to_run(
+    gate: AccessInterceptor, method: str, context: Context, facts: CallFacts, denial: Denial | None
+) -> None:
+    """The last steps before a handler runs, in this order: a refusal so far is sent; the caller's rate
+    limit; the trail writable (data methods); a writing call's intent entry made durable. Each refusal
+    ends the call here (audited)."""
     if denial is not None:
         await _refuse(gate, context, facts, denial)
     wait = _over_limit(gate, facts)
     if wait is not None:
         await _rate_limited(gate, context, facts, wait)
-    return request
+    if method not in NO_DATA_METHODS and not gate.audit_ready():
+        await _refuse(gate, context, facts, AUDIT_DOWN)
+    if method in WRITING_METHODS and not await gate.intent(facts):
+        await _refuse(gate, context, facts, AUDIT_DOWN)
 
 
 def _over_limit(gate: AccessInterceptor, facts: CallFacts) -> float | None:
@@ -531,19 +540,11 @@ async def _admit_stream(
                 first = None
             facts.add_request(first)
             denial = gate.authorize(method, _NoPurpose() if first is None else first, facts)
-        if denial is None and not gate.audit_ready():
-            denial = AUDIT_DOWN
-        if denial is None and method in WRITING_METHODS and not await gate.intent(facts):
-            denial = AUDIT_DOWN
     except DomainError as err:
         await _refused_by_handler(gate, context, facts, err)
     except Exception as exc:
         await _failed(gate, context, facts, exc)
-    if denial is not None:
-        await _refuse(gate, context, facts, denial)
-    wait = _over_limit(gate, facts)
-    if wait is not None:
-        await _rate_limited(gate, context, facts, wait)
+    await _clear_to_run(gate, method, context, facts, denial)
 
     async def replay() -> AsyncIterator[Any]:
         index = 0
