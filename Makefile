@@ -6,7 +6,7 @@ JUKI   := $(VENV)/bin/juki
 STAMP  := $(VENV)/.installed
 PROTOS := $(wildcard proto/juki/v1/*.proto)
 
-.PHONY: run test lint typecheck pytest proto proto-check install clean distclean python-check fonts bench bench-deps bench-lookup settings-doc settings-check soak
+.PHONY: run test lint typecheck pytest proto proto-check install clean distclean python-check fonts bench bench-deps bench-lookup settings-doc settings-check soak bench-quick
 
 ## Python >= 3.11 first (before any venv is made): the one that makes the venv, and a venv already there.
 python-check:
@@ -68,7 +68,7 @@ settings-check: $(STAMP)
 
 ## The lookup benchmark of SPEC §8: 2 million residents (cached in var/bench-cache), every scenario next to
 ## the empty RPC at 1/8/32/128 in flight, 2 server processes, PostgreSQL and Redis peers. Writes
-## bench/results/lookup-2M.{json,md,png}. About 20 minutes on 2 cores (first run: + building the dataset).
+## bench/results/lookup-2M.{json,md,png}. About 25 minutes on 2 cores (first run: + building the dataset).
 bench: $(STAMP) bench-deps
 	$(JUKI) bench run
 
@@ -79,6 +79,14 @@ fonts:
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq fontconfig fonts-ipaexfont-gothic) >/dev/null 2>&1 \
 	    || echo "no Japanese font installed: the disclosure PDF will not be written (apt-get install fonts-ipaexfont-gothic)"; \
 	fi
+
+## The regression gate's run (a few minutes): 200k residents (cached), 1 and 32 in flight, the empty RPC,
+## Lookup, Search and BatchProvide; the same JSON/Markdown/PNG as `make bench`, in bench/results/quick-200k.*.
+## Compare two runs with `$(PY) -m bench.compare OLD.json NEW.json` (exit 1: a ratio regressed).
+bench-quick: $(STAMP)
+	$(JUKI) bench run --residents 200000 --in-flight 1,32 --duration 2 --rounds 2 --workers 1 --no-peers \
+	  --scenario lookup_random --scenario search --scenario search_address --scenario batch_provide \
+	  --name quick-200k
 
 ## Debian's PostgreSQL and Redis for the benchmark's peers (skipped, with a message, when they cannot be had).
 bench-deps:

@@ -1,5 +1,7 @@
-"""One client process of the benchmark: keeps `in_flight` calls of one kind outstanding on one mTLS channel,
-records every latency (ns) in an HDR histogram, and prints the encoded histogram as JSON on stdout.
+"""One client process of the benchmark: keeps `in_flight` calls of one kind outstanding over `channels` mTLS
+channels (each its own TCP connection: SO_REUSEPORT balances connections, so one channel would pin one
+server process), records every latency (ns) in an HDR histogram, and prints the encoded histogram as JSON
+on stdout.
 
 Run by the harness as `python -m bench.driver JOB.json`. Several drivers run at once for
 one measurement; they agree on a wall-clock start so their windows coincide: a warm-up (not recorded),
@@ -12,7 +14,7 @@ import asyncio
 import json
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,8 +22,8 @@ from typing import Any
 import grpc
 from hdrh.histogram import HdrHistogram
 
-from bench.scenarios import call_maker
-from clients.channel import aio_channel
+from bench.scenarios import SCENARIOS, call_maker, stream_maker
+from clients.channel import channel_credentials
 from server.identity.pki import Pki
 
 LOWEST_NS, HIGHEST_NS, DIGITS = 1, 60_000_000_000, 3  # nanoseconds, up to a minute, 0.1% precision
@@ -42,27 +44,51 @@ class Job:
     warmup: float
     duration: float
     samples: dict[str, Any]
+    channels: int = 1  # connections of this process; the in-flight calls take turns over them
 
     @classmethod
     def from_json(cls, text: str) -> Job:
         return cls(**json.loads(text))
 
 
-async def _measure(job: Job, call: Callable[[int], Awaitable[Any]]) -> dict[str, Any]:
+class _WindowOver(Exception):
+    """A streaming call cut off at the end of the window (neither an error nor a call to record)."""
+
+
+async def _measure(
+    job: Job, calls: list[Callable[[int], Awaitable[Any]]] | list[Callable[[int], AsyncIterator[Any]]]
+) -> dict[str, Any]:
     histogram = new_histogram()
     errors: dict[str, int] = {}
+    results = 0  # of a streaming scenario: results that arrived inside the window
     await asyncio.sleep(max(0.0, job.start_at - time.time()))
     begin = time.perf_counter_ns() + int(job.warmup * 1e9)
     end = begin + int(job.duration * 1e9)
     counter = iter(range(1 << 62))
 
-    async def worker() -> None:
+    async def one(call: Any, i: int) -> None:
+        nonlocal results
+        if not streaming:
+            await call(i)
+            return
+        stream = call(i)
+        async for _ in stream:
+            now = time.perf_counter_ns()
+            if now > end:  # the window is over: a long stream would go on loading the next measurement
+                stream.cancel()
+                raise _WindowOver
+            if now >= begin:
+                results += 1
+
+    async def worker(call: Any) -> None:
         for i in counter:
             t0 = time.perf_counter_ns()
             if t0 >= end:
                 return
             try:
-                await call(i)
+                await one(call, i)
+            except _WindowOver:
+                return
             except grpc.aio.AioRpcError as err:
                 name = err.code().name
                 errors[name] = errors.get(name, 0) + 1
@@ -71,21 +97,31 @@ async def _measure(job: Job, call: Callable[[int], Awaitable[Any]]) -> dict[str,
             if t0 >= begin and t1 <= end:
                 histogram.record_value(t1 - t0)
 
-    await asyncio.gather(*(worker() for _ in range(job.in_flight)))
+    streaming = SCENARIOS[job.scenario].conditions > 1
+    await asyncio.gather(*(worker(calls[k % len(calls)]) for k in range(job.in_flight)))
     return {
         "histogram": histogram.encode().decode("ascii"),
         "calls": histogram.get_total_count(),
+        "results": results if streaming else histogram.get_total_count(),
         "errors": errors,
     }
 
 
 async def run(job: Job) -> dict[str, Any]:
-    channel = aio_channel(Pki(Path(job.pki_dir)), job.identity, job.target)
+    credentials = channel_credentials(Pki(Path(job.pki_dir)), job.identity)
+    # a local subchannel pool: channels to the same target would otherwise share one connection
+    options = [("grpc.use_local_subchannel_pool", 1)]
+    channels = [
+        grpc.aio.secure_channel(job.target, credentials, options=options)
+        for _ in range(max(1, min(job.channels, job.in_flight)))
+    ]
     try:
-        await channel.channel_ready()
-        return await _measure(job, call_maker(job.scenario, channel, job.samples))
+        await asyncio.gather(*(channel.channel_ready() for channel in channels))
+        if SCENARIOS[job.scenario].conditions > 1:
+            return await _measure(job, [stream_maker(job.scenario, c, job.samples) for c in channels])
+        return await _measure(job, [call_maker(job.scenario, c, job.samples) for c in channels])
     finally:
-        await channel.close()
+        await asyncio.gather(*(channel.close() for channel in channels))
 
 
 def main() -> None:

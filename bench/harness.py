@@ -1,9 +1,12 @@
 """The lookup benchmark (SPEC §8): every scenario side by side with the empty RPC, in one run.
 
 Servers run as their own processes on a copy of the cached dataset; load comes from separate client
-processes (`bench.driver`), two per measurement once there is more than one call in flight; the storage
-floor is read in this process. Each measurement: every driver connects, all start together, warm up,
-then record `duration` seconds; server CPU is read from /proc over exactly that window.
+processes (`bench.driver`), `clients` of them per measurement once there is more than one call in flight,
+each over `channels` connections (SO_REUSEPORT balances connections, not calls); the storage floor is read
+in this process. Each measurement: every driver connects, all start together, warm up, then record
+`duration` seconds; the CPU of the server and of each client process is read from /proc over exactly
+that window. With `server_cpus`/`client_cpus` the servers and the clients are pinned to those cores
+(sched_setaffinity), so that on a small machine a server core is measured without clients on it.
 """
 
 from __future__ import annotations
@@ -50,6 +53,10 @@ class Options:
     cache_dir: Path = Path("var/bench-cache")
     rebuild: bool = False
     driver_start: float = 2.5  # seconds for the client processes to import, connect and meet at the start
+    clients: int = 2  # client processes per measurement above 1 in flight
+    channels: int = 4  # connections per client process (no more than its calls in flight)
+    server_cpus: tuple[int, ...] = ()  # pin every server process (and its threads) here; () = no pinning
+    client_cpus: tuple[int, ...] = ()  # pin the client processes here
 
 
 @dataclass
@@ -62,6 +69,7 @@ class Servers:
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     targets: dict[str, str] = field(default_factory=dict)
     extra_pids: dict[str, list[int]] = field(default_factory=dict)  # a peer database's processes
+    server_cpus: tuple[int, ...] = ()  # cores the servers are pinned to (none: not pinned)
 
     def pids(self, server: str) -> list[int]:
         """Every process that serves `server` (workers, the database behind a peer front end)."""
@@ -84,9 +92,9 @@ def _sleep_until(moment: float) -> None:
 
 
 def measure(servers: Servers, samples: dict[str, Any], scenario: str, level: int, o: Options) -> Round:
-    """One scenario at `level` calls in flight, from one or two client processes."""
+    """One scenario at `level` calls in flight, from `o.clients` client processes (one at 1 in flight)."""
     spec = SCENARIOS[scenario]
-    clients = 1 if level == 1 else 2
+    clients = 1 if level == 1 else max(1, min(o.clients, level))
     start_at = time.time() + o.driver_start
     procs = []
     for k in range(clients):
@@ -101,6 +109,7 @@ def measure(servers: Servers, samples: dict[str, Any], scenario: str, level: int
             warmup=o.warmup,
             duration=o.duration,
             samples=samples,
+            channels=o.channels,
         )
         job_file = servers.logs / f"job-{k}.json"
         job_file.write_text(json.dumps(job.__dict__))
@@ -109,14 +118,20 @@ def measure(servers: Servers, samples: dict[str, Any], scenario: str, level: int
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
         )
+        if o.client_cpus:
+            procstat.pin([proc.pid], o.client_cpus)  # before it starts any thread
         procs.append(proc)
     pids = servers.pids(spec.server)
     _sleep_until(start_at + o.warmup)
-    cpu0, t0 = procstat.cpu_seconds(pids), time.monotonic()
+    cpu0, t0 = procstat.cpu_by_process(pids), time.monotonic()
+    client0 = [procstat.cpu_seconds([p.pid]) for p in procs]
     _sleep_until(start_at + o.warmup + o.duration)
-    cpu1, t1 = procstat.cpu_seconds(pids), time.monotonic()
+    cpu1, t1 = procstat.cpu_by_process(pids), time.monotonic()
+    client1 = [procstat.cpu_seconds([p.pid]) for p in procs]
+    window = t1 - t0
+    by_process = [round((cpu1[pid] - cpu0.get(pid, 0.0)) / window, 3) for pid in cpu1]
     merged = new_histogram()
-    calls, errors = 0, dict[str, int]()
+    calls, results, errors, client_qps = 0, 0, dict[str, int](), []
     for proc in procs:
         out, err = proc.communicate(timeout=o.duration + 60)
         if proc.returncode != 0:
@@ -124,9 +139,24 @@ def measure(servers: Servers, samples: dict[str, Any], scenario: str, level: int
         result = json.loads(out)
         merged.decode_and_add(result["histogram"])
         calls += result["calls"]
+        results += result["results"]
+        client_qps.append(round(result["results"] / o.duration, 1))  # records/s of a streaming scenario
         for code, n in result["errors"].items():
             errors[code] = errors.get(code, 0) + n
-    return Round(scenario, level, merged, calls, (cpu1 - cpu0) / (t1 - t0), errors)
+    clients_cpu = [round((b - a) / window, 3) for a, b in zip(client0, client1, strict=True)]
+    busy = [c for c in by_process if c > 0.005]  # a supervising parent that only waits is left out
+    return Round(
+        scenario,
+        level,
+        merged,
+        calls,
+        sum(by_process),
+        errors,
+        busy or by_process,
+        client_qps,
+        clients_cpu,
+        results,
+    )
 
 
 @dataclass
@@ -139,6 +169,10 @@ class Round:
     calls: int
     server_cpu: float
     errors: dict[str, int]
+    server_cpu_by_process: list[float] = field(default_factory=list)  # cores, per busy server process
+    client_qps: list[float] = field(default_factory=list)  # per client process (streaming: records/s)
+    client_cpu: list[float] = field(default_factory=list)  # cores, per client process
+    results: int = 0  # records received in the window (= calls, but for a streaming scenario)
 
 
 def combine(rounds: list[Round], duration: float) -> dict[str, Any]:
@@ -152,10 +186,20 @@ def combine(rounds: list[Round], duration: float) -> dict[str, Any]:
             errors[code] = errors.get(code, 0) + n
     calls = sum(r.calls for r in rounds)
     row = {"scenario": rounds[0].scenario, "in_flight": rounds[0].in_flight, **summarise(merged, calls, 1.0)}
+    if not calls:  # no call both began and ended inside a window (a long stream): no latency to report
+        row.update({key: None for key in row if key.endswith("_us")})
     qps = sorted(r.calls / duration for r in rounds)
     row["qps"] = round(statistics.median(qps), 1)
     row["qps_rounds"] = [round(q, 1) for q in qps]
     row["server_cpu"] = round(statistics.median(r.server_cpu for r in rounds), 2)
+    median = sorted(rounds, key=lambda r: r.calls)[(len(rounds) - 1) // 2]
+    row["processes"] = {  # of the median round (by calls)
+        "server_cpu": median.server_cpu_by_process,
+        "client_qps": median.client_qps,
+        "client_cpu": median.client_cpu,
+    }
+    if SCENARIOS[row["scenario"]].conditions > 1:  # results as they arrived, whether or not calls ended
+        row["records_per_s"] = round(statistics.median(r.results / duration for r in rounds), 1)
     row["errors"] = errors
     return row
 
@@ -171,6 +215,8 @@ def _started(servers: Servers, name: str, workers: int = 1) -> Iterator[None]:
     servers.procs[name] = proc
     try:
         wait_ready(servers.settings, name, "monitor/monitor-01", timeout=120)
+        if servers.server_cpus:
+            procstat.pin(procstat.tree(proc.pid), servers.server_cpus)
         yield
     finally:
         proc.send_signal(signal.SIGTERM)
@@ -237,13 +283,14 @@ def run(base: Settings, o: Options) -> dict[str, Any]:
         s = _prepare(dataset, base, home)
         logs = home / "logs"
         logs.mkdir()
-        servers = Servers(s, write_settings(s, home / "juki.toml"), logs)
+        servers = Servers(s, write_settings(s, home / "juki.toml"), logs, server_cpus=o.server_cpus)
         servers.targets = {"prefecture": s.prefecture_target, "fuhyo": s.fuhyo_target}
         stack.enter_context(_started(servers, "prefecture"))
         stack.enter_context(_started(servers, "fuhyo"))
         peers = _start_peers(stack, servers, home) if o.peers else []
         rows = _measure_all(servers, dataset.samples, _wanted(o, peers), o, "measuring")
         memory = procstat.memory_mb(servers.procs["prefecture"].pid)
+        store_bytes = (s.data_path / "data.mdb").stat().st_size  # LMDB grows its file as pages are used
         floor = storage_floor(s, dataset.samples["codes"], seconds=max(1.0, o.duration))
         scaling = _worker_scaling(stack, servers, dataset.samples, o)
     return {
@@ -256,8 +303,11 @@ def run(base: Settings, o: Options) -> dict[str, Any]:
             "duration_s": o.duration,
             "warmup_s": o.warmup,
             "rounds": o.rounds,
-            "client_processes": "1 at 1 in flight, else 2",
+            "client_processes": f"1 at 1 in flight, else {o.clients}",
+            "channels_per_client": o.channels,
             "transport": "grpc.aio over mTLS on 127.0.0.1",
+            "server_cpus": list(o.server_cpus),
+            "client_cpus": list(o.client_cpus),
         },
         "scenarios": {name: SCENARIOS[name].title for name in o.scenarios}
         | {LMDB_READ: "in-process LMDB read"},
@@ -266,6 +316,7 @@ def run(base: Settings, o: Options) -> dict[str, Any]:
         "storage_floor": floor,
         "workers": scaling,
         "prefecture_memory_mb": memory,
+        "prefecture_store_bytes": store_bytes,
     }
 
 

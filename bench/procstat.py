@@ -35,6 +35,21 @@ def cpu_seconds(pids: list[int]) -> float:
     return total / _TICK
 
 
+def cpu_by_process(pids: list[int]) -> dict[int, float]:
+    """CPU seconds so far of each process of `pids` (one that exited: 0)."""
+    return {pid: cpu_seconds([pid]) for pid in pids}
+
+
+def pin(pids: list[int], cpus: tuple[int, ...]) -> None:
+    """Pin every thread of every process of `pids` to `cpus` (threads started later inherit it)."""
+    for pid in pids:
+        for task in Path(f"/proc/{pid}/task").glob("*"):
+            try:
+                os.sched_setaffinity(int(task.name), cpus)
+            except (OSError, ValueError):
+                continue  # the thread ended meanwhile
+
+
 def memory_mb(pid: int) -> dict[str, float]:
     """Resident memory of one process: all of it, and the anonymous part (file-backed LMDB pages aside)."""
     out: dict[str, float] = {}

@@ -7,6 +7,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from bench.scenarios import SCENARIOS
+
 FLOOR = "ping"
 TABLE_HEAD = (
     "| in flight | scenario | p50 | p90 | p99 | p99.9 | QPS | server CPU (cores) | p50 × floor | QPS × floor "
@@ -21,6 +23,10 @@ def _row(rows: list[dict[str, Any]], scenario: str, level: int) -> dict[str, Any
 
 def _ratio(a: float | None, b: float | None) -> float | None:
     return round(a / b, 3) if a is not None and b else None
+
+
+def _nan(value: float | None) -> float:
+    return float("nan") if value is None else value
 
 
 def _target(name: str, ratio: float | None, limit: float, at_most: bool, how: str) -> dict[str, Any]:
@@ -40,7 +46,7 @@ def targets(result: dict[str, Any]) -> list[dict[str, Any]]:
 
     def value(scenario: str, level: int, key: str, source: list[dict[str, Any]] = rows) -> float | None:
         row = _row(source, scenario, level)
-        return None if row is None else float(row[key])
+        return None if row is None or row.get(key) is None else float(row[key])
 
     out = [
         _target(
@@ -55,7 +61,7 @@ def targets(result: dict[str, Any]) -> list[dict[str, Any]]:
             _ratio(value("lookup_random", 32, "qps"), value(FLOOR, 32, "qps")),
             0.85,
             False,
-            "two client processes, 16 in flight each",
+            f"client processes: {result['options']['client_processes']}",
         ),
     ]
     workers = result.get("workers")
@@ -79,6 +85,31 @@ def targets(result: dict[str, Any]) -> list[dict[str, Any]]:
                 3.0,
                 True,
                 "カナ氏名 + 生年月日 of real residents",
+            )
+        )
+    for level in (1, 32):
+        if value("search_address", level, "p99_us") is None:
+            continue
+        out.append(
+            _target(
+                f"Search (kana + sex + 市町村) p99 / empty RPC p99 ({level} in flight)",
+                _ratio(value("search_address", level, "p99_us"), value(FLOOR, level, "p99_us")),
+                3.0,
+                True,
+                "カナ氏名 + 性別 + 市町村 of real residents",
+            )
+        )
+    for level in (1, 32):
+        batch = value("batch_provide", level, "records_per_s")
+        if batch is None:
+            continue
+        out.append(
+            _target(
+                f"BatchProvide records/s / Lookup QPS ({level} in flight)",
+                _ratio(batch, value("lookup_random", level, "qps")),
+                10.0,
+                False,
+                f"issue 18; {SCENARIOS['batch_provide'].conditions:,} conditions a call",
             )
         )
     seeding = result["dataset"]["seed_records_per_s"]
@@ -115,7 +146,8 @@ def markdown(result: dict[str, Any]) -> str:
         f"{result['options']['duration_s']} s measured after {result['options']['warmup_s']} s warm-up, the "
         "scenarios of a level taking turns; latency over all calls of the rounds (HDR histogram), QPS and "
         "server CPU of the median round. Client processes: "
-        f"{result['options']['client_processes']}. Dataset: {d['residents']:,} residents, "
+        f"{result['options']['client_processes']}, {result['options'].get('channels_per_client', 1)} "
+        f"connections each{_pinning(result['options'])}. Dataset: {d['residents']:,} residents, "
         f"{d['fuhyo_residents']:,} 附票 records{' (cached)' if d['reused_cache'] else ''}.",
         "",
         "## Targets (SPEC §8)",
@@ -131,6 +163,7 @@ def markdown(result: dict[str, Any]) -> str:
         "",
         f"Prefectural server memory after the run: VmRSS {_fmt(mem.get('VmRSS'))} MB "
         f"(anonymous {_fmt(mem.get('RssAnon'))} MB, file-backed LMDB pages {_fmt(mem.get('RssFile'))} MB).",
+        *_store_line(result),
         "",
         "## Latency (µs) and throughput",
         "",
@@ -154,9 +187,53 @@ def markdown(result: dict[str, Any]) -> str:
         lines += ["", f"## {workers['processes']} server processes on one port (SO_REUSEPORT)", ""]
         lines += TABLE_HEAD
         lines += _table(workers["results"])
+    lines += _processes(result["results"], "")
+    if workers:
+        lines += _processes(workers["results"], f", {workers['processes']} server processes")
     lines += ["", "Scenarios:", ""]
     lines += [f"- `{name}`: {title}" for name, title in result["scenarios"].items()]
     return "\n".join(lines) + "\n"
+
+
+def _store_line(result: dict[str, Any]) -> list[str]:
+    size = result.get("prefecture_store_bytes")
+    if not size:
+        return []
+    per_resident = size / result["dataset"]["residents"]
+    return ["", f"Prefectural store on disk: {size / 2**20:,.0f} MiB, {per_resident:,.0f} bytes a resident."]
+
+
+def _pinning(options: dict[str, Any]) -> str:
+    server, client = options.get("server_cpus"), options.get("client_cpus")
+    if not server and not client:
+        return ""
+    return f"; servers pinned to CPU {server or 'any'}, client processes to CPU {client or 'any'}"
+
+
+def _processes(rows: list[dict[str, Any]], label: str) -> list[str]:
+    """Per process: what each client process achieved and used, and the CPU of each server process."""
+    measured = [r for r in rows if "processes" in r]
+    if not measured:
+        return []
+    out = [
+        "",
+        f"## Processes (median round{label})",
+        "",
+        "| in flight | scenario | QPS (bulk: records/s) per client process | client CPU (cores) "
+        "| server CPU per process (cores) | QPS (bulk: records/s) per server core | records/s |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in measured:
+        p = r["processes"]
+        per_core = r.get("records_per_s", r["qps"]) / r["server_cpu"] if r["server_cpu"] else None
+        clients = ", ".join(_fmt(q) for q in p["client_qps"])
+        client_cpu = ", ".join(_fmt(c) for c in p["client_cpu"])
+        server_cpu = ", ".join(_fmt(c) for c in p["server_cpu"])
+        out.append(
+            f"| {r['in_flight']} | {r['scenario']} | {clients} | {client_cpu} | {server_cpu} | "
+            f"{_fmt(per_core)} | {_fmt(r.get('records_per_s'))} |"
+        )
+    return out
 
 
 def _table(rows: list[dict[str, Any]]) -> list[str]:
@@ -187,8 +264,9 @@ def plot(result: dict[str, Any], path: Path) -> None:
         mine = sorted((r for r in rows if r["scenario"] == name), key=lambda r: r["in_flight"])
         levels = [r["in_flight"] for r in mine]
         style = {"linewidth": 2.5} if name == FLOOR else {}
-        (line,) = lat.plot(levels, [r["p50_us"] for r in mine], marker="o", label=f"{name} p50", **style)
-        lat.plot(levels, [r["p99_us"] for r in mine], marker="x", linestyle="--", color=line.get_color())
+        p50, p99 = [_nan(r["p50_us"]) for r in mine], [_nan(r["p99_us"]) for r in mine]
+        (line,) = lat.plot(levels, p50, marker="o", label=f"{name} p50", **style)
+        lat.plot(levels, p99, marker="x", linestyle="--", color=line.get_color())
         thr.plot(levels, [r["qps"] for r in mine], marker="o", label=name, color=line.get_color(), **style)
     for r in result["storage_floor"]:
         lat.axhline(r["p50_us"], color="grey", linestyle=":", linewidth=1)

@@ -8,7 +8,7 @@ parse of the same records), `random` spreads over the whole sample.
 from __future__ import annotations
 
 import os
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,6 +17,7 @@ from juki.v1 import fuhyo_pb2, fuhyo_pb2_grpc, prefecture_pb2, prefecture_pb2_gr
 
 POLICE, PROVIDE_PURPOSE = "agency/police", "bt6-police-driving-licence"
 OPERATOR, SEARCH_PURPOSE = "operator/op-0001", "identity-check"
+BATCH_CONDITIONS = 1000  # the server's default batch_threshold: no approval needed
 
 
 @dataclass(frozen=True)
@@ -25,6 +26,7 @@ class Scenario:
     server: str  # which endpoint: prefecture, fuhyo, redis, postgres
     identity: str
     title: str
+    conditions: int = 1  # records asked for by one call (a BatchProvide carries many)
 
 
 SCENARIOS: dict[str, Scenario] = {
@@ -35,7 +37,17 @@ SCENARIOS: dict[str, Scenario] = {
         Scenario("lookup_hot", "prefecture", POLICE, "Lookup by 住民票コード, 16 hot keys"),
         Scenario("lookup_my_number", "prefecture", POLICE, "Lookup by 個人番号"),
         Scenario("search", "prefecture", OPERATOR, "Search by 4情報 (kana name + birth date)"),
+        Scenario(
+            "search_address", "prefecture", OPERATOR, "Search by kana name + sex + address prefix (市町村)"
+        ),
         Scenario("provide", "prefecture", POLICE, "Provide by 住民票コード"),
+        Scenario(
+            "batch_provide",
+            "prefecture",
+            POLICE,
+            f"BatchProvide, {BATCH_CONDITIONS:,} 住民票コード a call (records/s: results received)",
+            BATCH_CONDITIONS,
+        ),
         Scenario("fuhyo_provide_my_number", "fuhyo", POLICE, "Fuhyo.Provide with My Number"),
         Scenario("redis_lookup", "redis", POLICE, "Lookup, record from Redis (GET)"),
         Scenario("postgres_lookup", "postgres", POLICE, "Lookup, record from PostgreSQL (PK read)"),
@@ -88,13 +100,45 @@ def call_maker(
         conditions: list[list[str]] = samples["searches"]
 
         def search(i: int) -> Awaitable[Any]:
-            kana, birth = conditions[i % len(conditions)]
+            kana, birth = conditions[i % len(conditions)][:2]
             request = P.SearchRequest(name_kana=kana, birth_date=birth, purpose=SEARCH_PURPOSE)
             return stub.Search(request)  # type: ignore[no-any-return]
 
         return search
+    if name == "search_address":
+        by_address: list[list[Any]] = samples["searches"]
+
+        def search_address(i: int) -> Awaitable[Any]:
+            kana, _, sex, prefix = by_address[i % len(by_address)]
+            request = P.SearchRequest(name_kana=kana, sex=sex, address_prefix=prefix, purpose=SEARCH_PURPOSE)
+            return stub.Search(request)  # type: ignore[no-any-return]
+
+        return search_address
     if name == "provide":
         return lambda i: stub.Provide(
             P.ProvideRequest(resident_code=codes[i % len(codes)], purpose=PROVIDE_PURPOSE)
         )
     raise ValueError(f"unknown scenario {name!r}")
+
+
+def batch_requests(codes: list[str], first: int, count: int) -> Iterator[prefecture_pb2.BatchProvideRequest]:
+    """One BatchProvide stream: `count` sample codes from position `first`, one condition a message."""
+    for k in range(count):
+        request = prefecture_pb2.BatchProvideRequest(
+            condition_id=str(k), resident_code=codes[(first + k) % len(codes)]
+        )
+        if k == 0:
+            request.purpose, request.declared_count = PROVIDE_PURPOSE, count
+        yield request
+
+
+def stream_maker(
+    name: str, channel: grpc.aio.Channel, samples: dict[str, Any]
+) -> Callable[[int], AsyncIterator[Any]]:
+    """The call of a scenario whose call streams many results (`conditions` > 1): call number i as the
+    stream of its results (the driver times the call and counts each result as it arrives)."""
+    if name != "batch_provide":
+        raise ValueError(f"not a streaming scenario: {name!r}")
+    stub: Any = prefecture_pb2_grpc.PrefectureStub(channel)  # type: ignore[no-untyped-call]
+    codes: list[str] = samples["codes"]
+    return lambda i: stub.BatchProvide(batch_requests(codes, i * BATCH_CONDITIONS, BATCH_CONDITIONS))

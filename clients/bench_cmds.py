@@ -4,6 +4,7 @@ first measurements (`lookup`, `propagation`, `fuhyo`)."""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,19 @@ def _levels(text: str) -> tuple[int, ...]:
     if not levels or min(levels) < 1:
         raise click.BadParameter("at least one level, each ≥ 1")
     return levels
+
+
+def _cpus(text: str, option: str) -> tuple[int, ...]:
+    if not text:
+        return ()
+    try:
+        cpus = tuple(int(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise click.BadParameter("comma-separated CPU numbers, e.g. 0 or 0,1", param_hint=option) from None
+    available = os.sched_getaffinity(0)
+    if not cpus or not set(cpus) <= available:
+        raise click.BadParameter(f"CPUs of this machine: {sorted(available)}", param_hint=option)
+    return cpus
 
 
 @click.group()
@@ -99,6 +113,10 @@ def _report(result: dict[str, Any], out: Path | None) -> None:
 @click.option(
     "--driver-start", default=2.5, show_default=True, help="seconds given to client processes to start"
 )
+@click.option("--clients", default=2, show_default=True, help="client processes above 1 in flight")
+@click.option("--channels", default=4, show_default=True, help="connections per client process")
+@click.option("--server-cpus", default="", help="pin the servers to these CPUs, e.g. 0 [not pinned]")
+@click.option("--client-cpus", default="", help="pin the client processes to these CPUs, e.g. 1 [not pinned]")
 @click.pass_obj
 def bench_run(
     settings: Settings,
@@ -115,6 +133,10 @@ def bench_run(
     out_dir: Path,
     name: str | None,
     driver_start: float,
+    clients: int,
+    channels: int,
+    server_cpus: str,
+    client_cpus: str,
 ) -> None:
     """The full lookup benchmark: every scenario beside the empty RPC at each level; JSON, Markdown, PNG."""
     from bench.harness import Options, run
@@ -141,6 +163,10 @@ def bench_run(
         cache_dir=settings.path(cache_dir),
         rebuild=rebuild,
         driver_start=driver_start,
+        clients=max(1, clients),
+        channels=max(1, channels),
+        server_cpus=_cpus(server_cpus, "--server-cpus"),
+        client_cpus=_cpus(client_cpus, "--client-cpus"),
     )
     result = run(settings, options)
     label = f"{residents // 1_000_000}M" if residents % 1_000_000 == 0 else str(residents)
