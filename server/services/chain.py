@@ -349,8 +349,9 @@ def _concerned(facts: CallFacts, decode: Decode, raw: bytes) -> None:
 async def _admitted(
     gate: AccessInterceptor, method: str, raw: bytes, decode: Decode, context: Context, facts: CallFacts
 ) -> Any:
-    """The decoded request of an admitted call: identity → role → decode → purpose → audit trail writable.
-    A refusal or failure ends the call here (audited)."""
+    """The decoded request of an admitted call: identity → role → decode → purpose, then `_clear_to_run`
+    (rate limit, audit trail writable, a writing call's intent). A refusal or failure ends the call here
+    (audited)."""
     try:
         request: Any = None
         denial = gate.admit(method, context, facts)
