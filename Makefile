@@ -6,7 +6,7 @@ JUKI   := $(VENV)/bin/juki
 STAMP  := $(VENV)/.installed
 PROTOS := $(wildcard proto/juki/v1/*.proto)
 
-.PHONY: run test lint typecheck pytest proto proto-check install clean distclean python-check fonts bench bench-deps bench-lookup settings-doc settings-check soak bench-quick
+.PHONY: run test lint typecheck pytest proto proto-check install clean distclean python-check fonts bench bench-deps bench-lookup settings-doc settings-check soak bench-quick bench-profile
 
 ## Python >= 3.11 first (before any venv is made): the one that makes the venv, and a venv already there.
 python-check:
@@ -87,6 +87,11 @@ bench-quick: $(STAMP)
 	$(JUKI) bench run --residents 200000 --in-flight 1,32 --duration 2 --rounds 2 --workers 1 --no-peers \
 	  --scenario lookup_random --scenario search --scenario search_address --scenario batch_provide \
 	  --name quick-200k
+
+## Where a Lookup's time goes beyond the empty RPC's: py-spy samples the prefectural server under each (200k
+## residents, 32 in flight), µs per call by function → bench/results/profile-200000.{md,json}. About 1 minute.
+bench-profile: $(STAMP)
+	$(PY) -m bench.profile
 
 ## Debian's PostgreSQL and Redis for the benchmark's peers (skipped, with a message, when they cannot be had).
 bench-deps:

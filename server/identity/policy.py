@@ -97,6 +97,9 @@ def full_method(name: str) -> str:
     return f"/{PACKAGE}.{service}/{method}"
 
 
+_DECISIONS_KEPT = 65_536  # a cache of decisions above this size starts again
+
+
 class Policy:
     def __init__(
         self,
@@ -107,6 +110,8 @@ class Policy:
         self.purposes = purposes
         self._grants = grants
         self.identities = identities or {}
+        # decisions already taken, for the purposes of this policy (what callers type is never a key)
+        self._decisions: dict[tuple[str, str, str, str | None], str] = {}
 
     def known_identities(
         self, prefecture_code: str, *, any_prefecture: bool = False, registry: bool = True
@@ -163,6 +168,17 @@ class Policy:
 
     def check(self, caller: SpiffeId, method: str, purpose: str | None) -> str:
         """Decision.ALLOW, or the reason for refusing. `purpose` None: the method takes no purpose."""
+        key = (caller.role, caller.id, method, purpose)
+        decision = self._decisions.get(key)
+        if decision is None:
+            decision = self._decide(caller, method, purpose)
+            if purpose is None or purpose in self.purposes:  # bounded: known purposes only
+                if len(self._decisions) >= _DECISIONS_KEPT:
+                    self._decisions.clear()
+                self._decisions[key] = decision
+        return decision
+
+    def _decide(self, caller: SpiffeId, method: str, purpose: str | None) -> str:
         grants = self._grants.get((caller.role, method))
         if not grants:
             return Decision.NO_METHOD

@@ -30,12 +30,23 @@ class MethodMetrics:
         self.started = metrics.GRPC_STARTED.labels(*self._labels)
         self.handling = metrics.GRPC_HANDLING.labels(*self._labels)
         self._handled: dict[str, MetricWrapperBase] = {}
+        self._provided: dict[tuple[str, str, str], MetricWrapperBase] = {}
+        self.provides = method in PROVISION_METHODS  # always a provision …
+        self.provides_to_recipients = method == "/juki.v1.Prefecture/Lookup"  # … or when the caller receives
 
     def handled(self, code: str) -> MetricWrapperBase:
         child = self._handled.get(code)
         if child is None:
             child = metrics.GRPC_HANDLED.labels(*self._labels, code)
             self._handled[code] = child
+        return child
+
+    def provided(self, role: str, purpose: str, code: str) -> MetricWrapperBase:
+        """The provisions counter's child; its labels are bounded (roles, the policy's purposes, codes)."""
+        key = (role, purpose, code)
+        child = self._provided.get(key)
+        if child is None:
+            child = self._provided[key] = metrics.PROVISIONS.labels(role, purpose, code)
         return child
 
 
@@ -47,5 +58,5 @@ def finish(m: MethodMetrics, facts: CallFacts, started: float, code: str, purpos
     role = facts.caller.role if facts.caller else ""
     if code in ("UNAUTHENTICATED", "PERMISSION_DENIED") and facts.count == 0:
         metrics.REFUSALS.labels(role or "unknown", m.method, code).inc()
-    if is_provision(facts):
-        metrics.PROVISIONS.labels(role, purpose, code).inc()
+    if m.provides or (m.provides_to_recipients and role in PROVISION_ROLES):
+        m.provided(role, purpose, code).inc()  # type: ignore[attr-defined]

@@ -1,4 +1,5 @@
-"""What a call concerned and returned, read off its request and response for the audit trail.
+"""What a call concerned and returned, for its audit entry (the readers that fill it are declared per method
+in server.services.audited).
 
 Only resident codes leave this module (the auditor hashes them with its key before anything is written),
 plus the names of the items returned — never their values. Nothing a caller typed is recorded unchecked:
@@ -11,17 +12,14 @@ from __future__ import annotations
 
 import re
 import time
-from dataclasses import dataclass, field
 from typing import Any
-
-from google.protobuf.message import Message
 
 from server.domain.codes import is_valid_resident_code
 from server.identity.pki import SpiffeId
 
 INVALID = "<invalid>"  # what the trail records of a caller's value that is not of its documented form
-_PURPOSE = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
-_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
+PURPOSE_FORM = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
+REQUEST_ID_FORM = re.compile(r"[A-Za-z0-9._:-]{1,64}")
 _METHOD = re.compile(r"/[A-Za-z0-9_.]{1,100}/[A-Za-z0-9_]{1,100}")
 
 MAX_SUBJECTS = 1000  # per entry of most calls; a larger call records its count and the first subjects
@@ -35,12 +33,7 @@ PROVISION_METHODS = frozenset(
     }
 )
 
-# Calls made by a server on behalf of someone else: the entry also names that requester (a SPIFFE ID).
-REQUESTER_METHODS = frozenset(
-    {"/juki.v1.Prefecture/FetchMyNumber", "/juki.v1.National/Query", "/juki.v1.National/QueryFuhyo"}
-)
-
-# ResidentView field → the SPEC §3.3 item it carries
+# View field → the SPEC §3.3 item it carries
 _ITEMS = (
     ("resident_code", "resident_code"),
     ("name_kanji", "name"),
@@ -51,90 +44,81 @@ _ITEMS = (
     ("change_reason", "change_reason"),
     ("change_date", "change_date"),
 )
+_VIEW_ITEMS: dict[str, tuple[tuple[str, str], ...]] = {}  # view type → the items it can carry
 
 
-@dataclass
 class CallFacts:
-    method: str
-    caller: SpiffeId | None = None
-    claimed: SpiffeId | None = None  # a refused certificate's identity (never authenticated) …
-    serial: int | None = None  # … and its serial
-    purpose: str = ""
-    request_id: str = ""
-    requester: str = ""  # on whose behalf a server calls (REQUESTER_METHODS), when a valid SPIFFE ID
-    outcome: str = "OK"
-    resident_codes: list[str] = field(default_factory=list)
-    items: set[str] = field(default_factory=set)
-    source: str = ""
-    count: int = 0
-    applied: int | None = None  # set by a call that applies notices: what it applied (its entry's count)
-    started: float = field(default_factory=time.perf_counter)
-    meter: Any = None  # the method's metrics (observability.calls.MethodMetrics)
+    """One call's facts, filled by the chain and the method's declared readers."""
 
-    def __post_init__(self) -> None:
-        self._seen: set[str] = set()
-        self._cap = None if self.method in PROVISION_METHODS else MAX_SUBJECTS
+    __slots__ = (
+        "_cap",
+        "_seen",
+        "applied",
+        "caller",
+        "claimed",
+        "count",
+        "items",
+        "meter",
+        "method",
+        "outcome",
+        "purpose",
+        "request_id",
+        "requester",
+        "resident_codes",
+        "serial",
+        "source",
+        "started",
+    )
+
+    def __init__(self, method: str, *, meter: Any = None) -> None:
+        self.method = method
+        self.caller: SpiffeId | None = None
+        self.claimed: SpiffeId | None = None  # a refused certificate's identity (never authenticated) …
+        self.serial: int | None = None  # … and its serial
+        self.purpose = ""
+        self.request_id = ""
+        self.requester = ""  # on whose behalf a server calls, when a valid SPIFFE ID
+        self.outcome = "OK"
+        self.resident_codes: list[str] = []
+        self.items: set[str] = set()
+        self.source = ""
+        self.count = 0
+        self.applied: int | None = None  # set by a call that applies notices: what it applied (its count)
+        self.started = time.perf_counter()
+        self.meter = meter  # the method's metrics (observability.calls.MethodMetrics)
+        self._seen: set[str] | None = None
+        # a provision's entry names every resident provided; other calls name at most MAX_SUBJECTS
+        self._cap = None if method in PROVISION_METHODS else MAX_SUBJECTS
 
     def add_code(self, code: str) -> None:
         if not is_valid_resident_code(code):
             return  # nothing names a resident but 11 digits; anything else is no subject
-        if code not in self._seen and (self._cap is None or len(self.resident_codes) < self._cap):
-            self._seen.add(code)
-            self.resident_codes.append(code)
-
-    def add_request(self, request: Any) -> None:
-        """Purpose, request id and the resident a request names (when it names one)."""
-        if request is None:
+        codes = self.resident_codes
+        if not codes:
+            codes.append(code)
             return
-        self.purpose = self.purpose or _checked(str(getattr(request, "purpose", "")), _PURPOSE)
-        self.request_id = self.request_id or _checked(str(getattr(request, "request_id", "")), _REQUEST_ID)
-        code = getattr(request, "resident_code", "")
-        if code:
-            self.add_code(code)
-        if self.method in REQUESTER_METHODS and not self.requester:
-            self.requester = _valid_spiffe_id(request.requester)
-        notice = getattr(request, "notice", None)
-        if notice is not None and isinstance(notice, Message):
-            self.add_code(getattr(notice, "resident_code", ""))
-            self.count += 1
+        seen = self._seen
+        if seen is None:
+            seen = self._seen = set(codes)
+        if code not in seen and (self._cap is None or len(codes) < self._cap):
+            seen.add(code)
+            codes.append(code)
 
     def add_view(self, view: Any) -> None:
+        """A record returned (a ResidentView or a FuhyoView): its resident, the names of its items."""
         self.add_code(view.resident_code)
         self.count += 1
-        for name, item in _ITEMS:
-            if getattr(view, name, None):  # a 附票 view has fewer items than a resident's
+        kind = view.DESCRIPTOR.full_name
+        items = _VIEW_ITEMS.get(kind)
+        if items is None:
+            names = view.DESCRIPTOR.fields_by_name
+            items = _VIEW_ITEMS[kind] = tuple((f, i) for f, i in _ITEMS if f in names)
+        for name, item in items:
+            if getattr(view, name):
                 self.items.add(item)
 
-    def add_response(self, response: Any) -> None:
-        """Records returned (ResidentView under record / records / results) and apply results."""
-        if response is None:
-            return
-        descriptor = response.DESCRIPTOR
-        if "source" in descriptor.fields_by_name and response.source:
-            enum = descriptor.fields_by_name["source"].enum_type
-            self.source = enum.values_by_number[response.source].name.removeprefix("RECORD_SOURCE_")
-        if "record" in descriptor.fields_by_name and response.HasField("record"):
-            self.add_view(response.record)
-        for name in ("records", "results"):
-            if name in descriptor.fields_by_name:
-                for element in getattr(response, name):
-                    if element.DESCRIPTOR.name in ("ResidentView", "FuhyoView"):
-                        self.add_view(element)
-                    else:
-                        self.add_code(getattr(element, "resident_code", ""))
-        if "result" in descriptor.fields_by_name and response.HasField("result"):
-            self.add_code(response.result.resident_code)
-        # an update's count is what it applied (住基法 30条の15 statistics): replays applied nothing
-        if "replayed" in descriptor.fields_by_name and response.replayed:
-            self.count = max(0, self.count - 1)
-        if "replayed_count" in descriptor.fields_by_name:
-            self.count = max(0, self.count - response.replayed_count)
-        if "my_number" in descriptor.fields_by_name and response.my_number:  # the restricted link's answer
-            self.items.add("my_number")
-            self.count += 1
 
-
-def _checked(value: str, form: re.Pattern[str]) -> str:
+def checked(value: str, form: re.Pattern[str]) -> str:
     """A caller's value as the trail may record it: itself when of its form, else INVALID ("" stays "")."""
     if not value or (len(value) <= 64 and form.fullmatch(value)):
         return value
@@ -147,7 +131,7 @@ def bounded_method(method: str) -> str:
     return method if len(method) <= 202 and _METHOD.fullmatch(method) else INVALID
 
 
-def _valid_spiffe_id(text: str) -> str:
+def valid_spiffe_id(text: str) -> str:
     """`text` when it is a well-formed SPIFFE ID, else "" (nothing unchecked reaches the trail)."""
     try:
         return SpiffeId.parse(text).uri

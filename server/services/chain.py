@@ -1,18 +1,25 @@
-"""The interceptor chain every call passes, in a fixed order: identity → authorization → rate limit → audit
-→ metrics → handler.
+"""The interceptor chain every call passes, in four steps: identity → authorization (then the caller's rate
+limit) → audit → metrics, around the handler.
 
-Identity is the SPIFFE ID of the client certificate (expiry and revocation re-checked per call); an
-operator must also be registered and not revoked. Authorization is the policy (role, method, purpose)
-and, for an operator, its registration. grpc hands the chain each request as raw bytes (the wrapped
-handlers have no request deserializer), so nothing a caller sends is decoded before the caller is
-identified and its role is granted the method; then the request is decoded (undecodable bytes:
-INVALID_ARGUMENT with a BadRequest violation, for each message of a client stream too) and its purpose
-checked, then the caller's rate limit (server.services.rate_limits). A refused call is answered before any
-handler runs, with a status and no payload. Every call, allowed or refused, leaves one audit entry; when it
-cannot be written the call fails with UNAVAILABLE and returns no data (fail closed). An unexpected exception
-is answered INTERNAL with a generic message and an error id that the server's log line of the failure
-carries too: no class name, path or traceback reaches a caller. A decoded request's unknown fields are
-discarded at every depth: nothing outside the schema goes further (SPEC §4.2).
+1. Identity (`Identity`): the SPIFFE ID of the client certificate (expiry and revocation re-checked per
+   call); an operator must also be registered and not revoked.
+2. Authorization (`Authorization`): the policy's grant of the method to the caller, before a byte of the
+   request is decoded; then the purpose the decoded request states; an operator only within its
+   registration. grpc hands the chain each request as raw bytes (the wrapped handlers have no request
+   deserializer), so nothing a caller sends is decoded before the caller is identified and granted the
+   method (undecodable bytes: INVALID_ARGUMENT with a BadRequest violation, for each message of a client
+   stream too). A decoded request's unknown fields are discarded at every depth: nothing outside the
+   schema goes further (SPEC §4.2). Then the caller's rate limit (server.services.rate_limits).
+3. Audit (`Audit`): every call, allowed or refused, leaves one entry, filled by the readers the method
+   declares (server.services.audited); when it cannot be written the call fails with UNAVAILABLE and
+   returns no data (fail closed). A writing call's intent entry is made durable before its handler runs.
+4. Metrics: counted when the entry is written.
+
+Every step refuses by raising `Stop`; each kind of RPC has one wrapper of the same shape (begin → admit →
+handler → answered; any exception → stopped), so a refusal cannot fall through to the handler. A refused
+call is answered with a status and no payload. An unexpected exception is answered INTERNAL with a generic
+message and an error id that the server's log line of the failure carries too: no class name, path or
+traceback reaches a caller.
 """
 
 from __future__ import annotations
@@ -24,6 +31,7 @@ import logging
 import secrets
 import traceback
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any, NoReturn, Protocol
 
 import grpc
@@ -37,6 +45,7 @@ from server.identity.peers import PeerIdentities, Refusal
 from server.identity.pki import SpiffeId
 from server.identity.policy import Decision, Policy
 from server.observability.calls import MethodMetrics, finish
+from server.services.audited import Audited, audited_for
 from server.services.call_facts import CallFacts, bounded_method
 from server.services.rate_limits import RATE_LIMITED_MESSAGE, RateLimiter, rate_limited_metadata
 from server.services.status import CODES, INTERNAL_MESSAGE, internal_metadata, status_metadata
@@ -47,13 +56,15 @@ log = logging.getLogger(__name__)
 caller_var: contextvars.ContextVar[SpiffeId] = contextvars.ContextVar("juki_caller")
 facts_var: contextvars.ContextVar[CallFacts] = contextvars.ContextVar("juki_call_facts")
 
-Denial = tuple[grpc.StatusCode, str]
 # grpc's handler and context types are loose at this level (sync and aio share RpcMethodHandler).
 Handler = Any
 Context = Any
 OperatorLookup = Callable[[str], admin_pb2.OperatorEntry | None]
 Decode = Callable[[bytes], Any]
-AUDIT_DOWN: Denial = (grpc.StatusCode.UNAVAILABLE, "audit trail unavailable; no data is served")
+AUDIT_DOWN: tuple[grpc.StatusCode, str] = (
+    grpc.StatusCode.UNAVAILABLE,
+    "audit trail unavailable; no data is served",
+)
 STORAGE_DOWN_MESSAGE = "the store is unavailable; try again later"
 
 # Methods that may write a store (records, outbox, registry, approvals): before their handler runs, an
@@ -79,6 +90,7 @@ NO_DATA_METHODS = frozenset(
     {
         "/grpc.health.v1.Health/Check",
         "/grpc.health.v1.Health/Watch",
+        "/grpc.health.v1.Health/List",
         "/juki.v1.Prefecture/Ping",
         "/juki.v1.Fuhyo/Ping",
         "/juki.v1.National/Ping",
@@ -122,40 +134,46 @@ def purpose_methods(*services: ServiceDescriptor) -> frozenset[str]:
     return frozenset(names)
 
 
-class AccessInterceptor(grpc.aio.ServerInterceptor):
-    """Identity, authorization and audit of every call."""
+class Stop(Exception):
+    """The end of a call before (or instead of) its answer: the status it gets. Raised by the steps; the
+    wrapper of every call catches it, writes the call's entry and sends the status — so no step's refusal
+    can fall through to the handler, whatever `context.abort` does."""
 
     def __init__(
-        self,
-        identities: PeerIdentities,
-        policy: Policy,
-        with_purpose: frozenset[str],
-        *,
-        operators: OperatorLookup | None = None,
-        auditor: CallAuditor | None = None,
-        on_storage_error: Callable[[], None] | None = None,
-        limiter: RateLimiter | None = None,
+        self, code: grpc.StatusCode, message: str, metadata: tuple[tuple[str, bytes], ...] = ()
     ) -> None:
-        self.on_storage_error = on_storage_error
-        self.limiter = limiter
+        super().__init__(code.name)
+        self.code = code
+        self.message = message
+        self.metadata = metadata or status_metadata(code, message)
+
+
+@dataclass(frozen=True, slots=True)
+class Method:
+    """What the chain knows of one served method, worked out once when it is first called."""
+
+    name: str
+    decode: Decode
+    audited: Audited
+    meter: MethodMetrics
+    with_purpose: bool  # its requests state a purpose, which the policy checks
+    writes: bool  # WRITING_METHODS: a durable intent entry first
+    no_data: bool  # NO_DATA_METHODS: answers while the trail is down
+
+
+class Identity:
+    """Step 1: who calls — the SPIFFE ID of the client certificate (expiry and revocation re-checked per
+    call); an operator must also be registered and not revoked."""
+
+    def __init__(self, identities: PeerIdentities, operators: OperatorLookup | None) -> None:
         self.identities = identities
-        self.policy = policy
-        self.with_purpose = with_purpose
         self.operators = operators
-        self.auditor = auditor
-        self._wrapped: dict[str, Handler] = {}
-        self._meters: dict[str, MethodMetrics] = {}
 
-    def set_policy(self, policy: Policy) -> None:
-        self.policy = policy
-
-    def admit(self, method: str, context: Context, facts: CallFacts) -> Denial | None:
-        """Identity, then the role's grant of the method (and an operator's registration), before a byte of
-        the request is decoded."""
+    def establish(self, context: Context, facts: CallFacts) -> SpiffeId:
         who = self.identities.identify(context.auth_context())
         if isinstance(who, Refusal):
             facts.claimed, facts.serial = who.claimed, who.serial
-            return grpc.StatusCode.UNAUTHENTICATED, who.message
+            raise Stop(grpc.StatusCode.UNAUTHENTICATED, who.message)
         facts.caller = who
         # an unregistered (or revoked) operator is unknown: UNAUTHENTICATED whatever the method
         if (
@@ -163,70 +181,73 @@ class AccessInterceptor(grpc.aio.ServerInterceptor):
             and self.operators is not None
             and operator_refusal(self.operators(who.id), None, None) is not None
         ):
-            return grpc.StatusCode.UNAUTHENTICATED, "operator not registered or revoked"
-        decision = self.policy.check(who, method, None)
-        if decision != Decision.ALLOW:
-            return grpc.StatusCode.PERMISSION_DENIED, decision
-        if who.role == "operator":
-            denial = self._operator_denial(who, method, None)
-            if denial is not None:
-                return denial
-        caller_var.set(who)
-        return None
+            raise Stop(grpc.StatusCode.UNAUTHENTICATED, "operator not registered or revoked")
+        return who
 
-    def authorize(self, method: str, request: Any, facts: CallFacts) -> Denial | None:
-        """The purpose a decoded request states (methods that carry one), for an admitted caller."""
-        who = facts.caller
-        assert who is not None  # admitted
-        decision = self.policy.check(who, method, request.purpose)
-        if decision != Decision.ALLOW:
-            return grpc.StatusCode.PERMISSION_DENIED, decision
-        if who.role == "operator":
-            return self._operator_denial(who, method, request.purpose)
-        return None
 
-    def _operator_denial(self, who: SpiffeId, method: str, purpose: str | None) -> Denial | None:
-        """An operator works only while registered and not revoked, within its registration (read now: a
-        revocation counts from the next call)."""
+class Authorization:
+    """Step 2: the policy's grant of the method to the caller's role (and id), then the purpose a request
+    states; an operator works only within its registration (read per call: a revocation counts from the
+    next call)."""
+
+    def __init__(
+        self, policy: Policy, with_purpose: frozenset[str], operators: OperatorLookup | None
+    ) -> None:
+        self.policy = policy
+        self.with_purpose = with_purpose
+        self.operators = operators
+
+    def grant(self, method: Method, who: SpiffeId) -> None:
+        """Before a byte of the request is decoded."""
+        decision = self.policy.check(who, method.name, None)
+        if decision != Decision.ALLOW:
+            raise Stop(grpc.StatusCode.PERMISSION_DENIED, decision)
+        if who.role == "operator":
+            self._registration(who, method, None)
+
+    def purpose(self, method: Method, who: SpiffeId, purpose: str) -> None:
+        decision = self.policy.check(who, method.name, purpose)
+        if decision != Decision.ALLOW:
+            raise Stop(grpc.StatusCode.PERMISSION_DENIED, decision)
+        if who.role == "operator":
+            self._registration(who, method, purpose)
+
+    def _registration(self, who: SpiffeId, method: Method, purpose: str | None) -> None:
         if self.operators is None:
-            return None
-        data_method = method if method in self.with_purpose else None
-        refusal = operator_refusal(self.operators(who.id), data_method, purpose)
+            return
+        refusal = operator_refusal(
+            self.operators(who.id), method.name if method.with_purpose else None, purpose
+        )
         if refusal is None:
-            return None
-        if refusal.unauthenticated:
-            return grpc.StatusCode.UNAUTHENTICATED, refusal.message
-        return grpc.StatusCode.PERMISSION_DENIED, refusal.message
+            return
+        code = (
+            grpc.StatusCode.UNAUTHENTICATED if refusal.unauthenticated else grpc.StatusCode.PERMISSION_DENIED
+        )
+        raise Stop(code, refusal.message)
 
-    def audit(self, facts: CallFacts) -> bool:
-        """Write the call's entry, then count the call; False when the entry could not be written."""
-        written = True
-        if self.auditor is not None:
-            try:
-                self.auditor.record(facts)
-            except AuditFailure:
-                written = False
-            except Exception as exc:  # a fault in writing the entry fails the call closed, like a full disk
-                log.error("audit entry not written", extra={"error_type": type(exc).__name__})
-                written = False
-        if facts.meter is not None:
-            purpose = facts.purpose if facts.purpose in self.policy.purposes else "other"
-            finish(facts.meter, facts, facts.started, facts.outcome if written else "UNAVAILABLE", purpose)
-        return written
 
-    def facts(self, method: str, grpc_type: str) -> CallFacts:
-        """A new call: counted as started, timed from now."""
-        meter = self._meters.get(method)
-        if meter is None:
-            meter = MethodMetrics(method, grpc_type)
-            self._meters[method] = meter
-        meter.started.inc()
-        facts = CallFacts(method, meter=meter)
-        facts_var.set(facts)
-        return facts
+class Audit:
+    """Step 3: every call's entry (fail closed: a call whose entry cannot be written returns no data), a
+    writing call's durable intent entry before its handler runs."""
 
-    def audit_ready(self) -> bool:
+    def __init__(self, auditor: CallAuditor | None) -> None:
+        self.auditor = auditor
+
+    def ready(self) -> bool:
         return self.auditor is None or self.auditor.ready()
+
+    def record(self, facts: CallFacts) -> bool:
+        """False when the entry could not be written."""
+        if self.auditor is None:
+            return True
+        try:
+            self.auditor.record(facts)
+        except AuditFailure:
+            return False
+        except Exception as exc:  # a fault in writing the entry fails the call closed, like a full disk
+            log.error("audit entry not written", extra={"error_type": type(exc).__name__})
+            return False
+        return True
 
     async def intent(self, facts: CallFacts) -> bool:
         """The durable intent entry of a writing call (off the event loop); False when not written."""
@@ -241,58 +262,149 @@ class AccessInterceptor(grpc.aio.ServerInterceptor):
             return False
         return True
 
+
+class AccessInterceptor(grpc.aio.ServerInterceptor):
+    """The chain: identity → authorization (then the rate limit) → audit → metrics, around every call."""
+
+    def __init__(
+        self,
+        identities: PeerIdentities,
+        policy: Policy,
+        with_purpose: frozenset[str],
+        *,
+        operators: OperatorLookup | None = None,
+        auditor: CallAuditor | None = None,
+        on_storage_error: Callable[[], None] | None = None,
+        limiter: RateLimiter | None = None,
+    ) -> None:
+        self.identity = Identity(identities, operators)
+        self.authorization = Authorization(policy, with_purpose, operators)
+        self.audit = Audit(auditor)
+        self.on_storage_error = on_storage_error
+        self.limiter = limiter
+        self._wrapped: dict[str, Handler] = {}
+        self._meters: dict[str, MethodMetrics] = {}
+
+    @property
+    def policy(self) -> Policy:
+        return self.authorization.policy
+
+    def set_policy(self, policy: Policy) -> None:
+        self.authorization.policy = policy
+
+    def meter(self, method: str, grpc_type: str) -> MethodMetrics:
+        meter = self._meters.get(method)
+        if meter is None:
+            meter = self._meters[method] = MethodMetrics(method, grpc_type)
+        return meter
+
+    def method(self, name: str, handler: Handler, grpc_type: str) -> Method:
+        return Method(
+            name=name,
+            decode=handler.request_deserializer or _raw,
+            audited=audited_for(name),
+            meter=self.meter(name, grpc_type),
+            with_purpose=name in self.authorization.with_purpose,
+            writes=name in WRITING_METHODS,
+            no_data=name in NO_DATA_METHODS,
+        )
+
+    def begin(self, method: Method) -> CallFacts:
+        """A new call: counted as started, timed from now."""
+        method.meter.started.inc()
+        facts = CallFacts(method.name, meter=method.meter)
+        facts_var.set(facts)
+        return facts
+
+    def admit(self, method: Method, context: Context, facts: CallFacts) -> SpiffeId:
+        """Steps 1 and 2 before anything is decoded: identity, the role's grant of the method."""
+        who = self.identity.establish(context, facts)
+        self.authorization.grant(method, who)
+        caller_var.set(who)
+        return who
+
+    async def clear_to_run(self, method: Method, facts: CallFacts) -> None:
+        """The last checks before a handler runs: the caller's rate limit; the trail writable (data
+        methods); a writing call's intent entry made durable."""
+        if self.limiter is not None and facts.caller is not None:
+            wait = self.limiter.take(facts.caller)
+            if wait is not None:
+                code = grpc.StatusCode.RESOURCE_EXHAUSTED
+                raise Stop(code, RATE_LIMITED_MESSAGE, rate_limited_metadata(wait))
+        if not method.no_data and not self.audit.ready():
+            raise Stop(*AUDIT_DOWN)
+        if method.writes and not await self.audit.intent(facts):
+            raise Stop(*AUDIT_DOWN)
+
+    def finish(self, facts: CallFacts) -> bool:
+        """Steps 3 and 4 at the end of a call: its entry, then its metrics; False when the entry could not be
+        written (the call is then counted UNAVAILABLE)."""
+        written = self.audit.record(facts)
+        meter = facts.meter
+        if meter is not None:
+            purposes = self.authorization.policy.purposes
+            purpose = facts.purpose if facts.purpose in purposes else "other"
+            finish(meter, facts, facts.started, facts.outcome if written else "UNAVAILABLE", purpose)
+        return written
+
     async def intercept_service(
         self,
         continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Handler | None]],
         handler_call_details: grpc.HandlerCallDetails,
     ) -> Handler:
-        method: str = handler_call_details.method
+        name: str = handler_call_details.method
+        wrapped = self._wrapped.get(name)
+        if wrapped is not None:
+            return wrapped
         handler = await continuation(handler_call_details)
         if handler is None:
-            return _unknown_method_handler(self, method)
-        wrapped = self._wrapped.get(method)
-        if wrapped is None:
-            wrapped = _wrap(self, method, handler)
-            self._wrapped[method] = wrapped
+            return _unknown_method_handler(self, name)
+        wrapped = self._wrapped[name] = _wrap(self, name, handler)
         return wrapped
 
 
-async def _end(
-    gate: AccessInterceptor,
-    context: Context,
-    facts: CallFacts,
-    code: grpc.StatusCode,
-    message: str,
-    metadata: tuple[tuple[str, bytes], ...],
+# how a call ends ----------------------------------------------------------------------------------------
+
+
+async def _stopped(
+    gate: AccessInterceptor, context: Context, facts: CallFacts, exc: BaseException
 ) -> NoReturn:
-    """Every refusal and failure ends here: the call's entry is written with its outcome, then the status is
-    sent (UNAVAILABLE instead when the entry could not be written). Never returns."""
-    facts.outcome = code.name
-    if not gate.audit(facts):
+    """Every call that does not end with its answer ends here. A refusal, a domain error or an unexpected
+    exception: the call's entry is written with its outcome, then the status is sent (UNAVAILABLE instead
+    when the entry could not be written). A call ended by grpc itself (an abort already sent, a
+    cancellation): its entry records how, and the exception goes on. Never returns."""
+    stop = _as_stop(gate, facts, exc)
+    if stop is None:
+        if isinstance(exc, asyncio.CancelledError):
+            facts.outcome = "CANCELLED"
+        else:
+            code = context.code()
+            facts.outcome = str(code.name) if isinstance(code, grpc.StatusCode) else "UNKNOWN"
+        if not gate.finish(facts):
+            log.error("audit entry of a failed call could not be written")
+        raise exc
+    facts.outcome = stop.code.name
+    code, message, metadata = stop.code, stop.message, stop.metadata
+    if not gate.finish(facts):
         code, message = AUDIT_DOWN
         metadata = status_metadata(code, message)
     await context.abort(code, message, metadata)
     raise AssertionError("unreachable: context.abort raises")
 
 
-async def _refuse(gate: AccessInterceptor, context: Context, facts: CallFacts, denial: Denial) -> NoReturn:
-    code, message = denial
-    await _end(gate, context, facts, code, message, status_metadata(code, message))
-
-
-async def _refused_by_handler(
-    gate: AccessInterceptor, context: Context, facts: CallFacts, err: DomainError
-) -> NoReturn:
-    """A domain error (from a handler, or an undecodable request): its entry is written before the status."""
-    code = CODES[err.kind]
-    await _end(gate, context, facts, code, err.message, status_metadata(code, err.message, err))
-
-
-async def _failed(gate: AccessInterceptor, context: Context, facts: CallFacts, exc: Exception) -> NoReturn:
-    """An unexpected exception: INTERNAL with a fresh error id; a failing store (an I/O error, a full map
-    that cannot grow) is UNAVAILABLE instead, a transient condition the caller may retry, and the server's
-    health says so. The log line names the exception's type and where it was raised, not its message
-    (which may hold a caller's data)."""
+def _as_stop(gate: AccessInterceptor, facts: CallFacts, exc: BaseException) -> Stop | None:
+    """The status an exception ends its call with; None for an end grpc has already decided."""
+    if isinstance(exc, Stop):
+        return exc
+    if isinstance(exc, DomainError):
+        code = CODES[exc.kind]
+        return Stop(code, exc.message, status_metadata(code, exc.message, exc))
+    if isinstance(exc, grpc.aio.AbortError) or not isinstance(exc, Exception):
+        return None
+    # An unexpected exception: INTERNAL with a fresh error id; a failing store (an I/O error, a full map
+    # that cannot grow) is UNAVAILABLE instead, a transient condition the caller may retry, and the
+    # server's health says so. The log line names the exception's type and where it was raised, not its
+    # message (which may hold a caller's data).
     error_id = secrets.token_hex(8)
     frames = traceback.extract_tb(exc.__traceback__)
     where = f"{frames[-1].filename}:{frames[-1].lineno}" if frames else ""
@@ -306,19 +418,22 @@ async def _failed(gate: AccessInterceptor, context: Context, facts: CallFacts, e
         if gate.on_storage_error is not None:
             gate.on_storage_error()
         code, message = grpc.StatusCode.UNAVAILABLE, STORAGE_DOWN_MESSAGE
-        await _end(gate, context, facts, code, message, internal_metadata(error_id, code, message))
-    await _end(gate, context, facts, grpc.StatusCode.INTERNAL, INTERNAL_MESSAGE, internal_metadata(error_id))
+        return Stop(code, message, internal_metadata(error_id, code, message))
+    return Stop(grpc.StatusCode.INTERNAL, INTERNAL_MESSAGE, internal_metadata(error_id))
 
 
-def _ended(gate: AccessInterceptor, context: Context, facts: CallFacts, exc: BaseException) -> None:
-    """A call ended by grpc itself (an abort already sent, a cancellation): record how, then let it go on."""
-    if isinstance(exc, asyncio.CancelledError):
+async def _answered(gate: AccessInterceptor, method: Method, context: Context, facts: CallFacts) -> None:
+    """A call that ran to its end: its entry, its metrics; the answer goes out only when the entry is
+    written (a no-data method answers anyway)."""
+    if context.cancelled():  # the client went away first (e.g. an idle stream it cancelled): not OK
         facts.outcome = "CANCELLED"
-    else:
-        code = context.code()
-        facts.outcome = str(code.name) if isinstance(code, grpc.StatusCode) else "UNKNOWN"
-    if not gate.audit(facts):
-        log.error("audit entry of a failed call could not be written")
+    if not gate.finish(facts) and not method.no_data:
+        code, message = AUDIT_DOWN
+        await context.abort(code, message, status_metadata(code, message))
+        raise AssertionError("unreachable: context.abort raises")
+
+
+# admission ----------------------------------------------------------------------------------------------
 
 
 def _decode(decode: Decode, raw: bytes, where: str) -> Any:
@@ -338,214 +453,57 @@ def _decode(decode: Decode, raw: bytes, where: str) -> Any:
     return message
 
 
-def _concerned(facts: CallFacts, decode: Decode, raw: bytes) -> None:
+async def _admit_unary(
+    gate: AccessInterceptor, method: Method, raw: bytes, context: Context, facts: CallFacts
+) -> Any:
+    """The decoded request of an admitted call: identity → grant → decode → purpose → clear to run. Every
+    refusal raises (Stop, DomainError)."""
+    try:
+        who = gate.admit(method, context, facts)
+    except Stop:
+        if facts.caller is not None or facts.claimed is not None:
+            # a refused known caller, or a certificate of our CA that is revoked or expired: the entry
+            # names what the request concerned (the resident's disclosure lists refusals too)
+            _concerned(method, facts, raw)
+        raise
+    request = _decode(method.decode, raw, "request")
+    method.audited.on_request(facts, request)
+    if method.with_purpose:
+        gate.authorization.purpose(method, who, request.purpose)
+    await gate.clear_to_run(method, facts)
+    return request
+
+
+def _concerned(method: Method, facts: CallFacts, raw: bytes) -> None:
     """What a call refused before decoding concerned, for its audit entry only (nothing answers from it)."""
     try:
-        facts.add_request(_decode(decode, raw, "request"))
+        method.audited.on_request(facts, _decode(method.decode, raw, "request"))
     except Exception:  # undecodable: the entry records the refusal without a subject
         return
 
 
-async def _admitted(
-    gate: AccessInterceptor, method: str, raw: bytes, decode: Decode, context: Context, facts: CallFacts
-) -> Any:
-    """The decoded request of an admitted call: identity → role → decode → purpose, then `_clear_to_run`
-    (rate limit, audit trail writable, a writing call's intent). A refusal or failure ends the call here
-    (audited)."""
-    try:
-        request: Any = None
-        denial = gate.admit(method, context, facts)
-        if denial is None:
-            request = _decode(decode, raw, "request")
-            facts.add_request(request)
-            if method in gate.with_purpose:
-                denial = gate.authorize(method, request, facts)
-        elif facts.caller is not None or facts.claimed is not None:
-            # a refused known caller, or a certificate of our CA that is revoked or expired: the entry
-            # names what the request concerned (the resident's disclosure lists refusals too)
-            _concerned(facts, decode, raw)
-    except DomainError as err:
-        await _refused_by_handler(gate, context, facts, err)
-    except Exception as exc:
-        await _failed(gate, context, facts, exc)
-    await _clear_to_run(gate, method, context, facts, denial)
-    return request
-
-
-async def _clear_to_run(
-    gate: AccessInterceptor, method: str, context: Context, facts: CallFacts, denial: Denial | None
-) -> None:
-    """The last steps before a handler runs, in this order: a refusal so far is sent; the caller's rate
-    limit; the trail writable (data methods); a writing call's intent entry made durable. Each refusal
-    ends the call here (audited)."""
-    if denial is not None:
-        await _refuse(gate, context, facts, denial)
-    wait = _over_limit(gate, facts)
-    if wait is not None:
-        await _rate_limited(gate, context, facts, wait)
-    if method not in NO_DATA_METHODS and not gate.audit_ready():
-        await _refuse(gate, context, facts, AUDIT_DOWN)
-    if method in WRITING_METHODS and not await gate.intent(facts):
-        await _refuse(gate, context, facts, AUDIT_DOWN)
-
-
-def _over_limit(gate: AccessInterceptor, facts: CallFacts) -> float | None:
-    """The caller's rate limit, after authorization: None to go on, else the seconds until it may."""
-    if gate.limiter is None or facts.caller is None:
-        return None
-    return gate.limiter.take(facts.caller)
-
-
-async def _rate_limited(gate: AccessInterceptor, context: Context, facts: CallFacts, wait: float) -> NoReturn:
-    """RESOURCE_EXHAUSTED with RetryInfo, audited like every refusal."""
-    code = grpc.StatusCode.RESOURCE_EXHAUSTED
-    await _end(gate, context, facts, code, RATE_LIMITED_MESSAGE, rate_limited_metadata(wait))
-
-
-async def _audited(gate: AccessInterceptor, context: Context, facts: CallFacts, call: Awaitable[Any]) -> Any:
-    """Run the handler; write its entry; return its response only when the entry is written."""
-    try:
-        response = await call
-        facts.add_response(response)
-    except DomainError as err:
-        await _refused_by_handler(gate, context, facts, err)
-    except grpc.aio.AbortError as exc:
-        _ended(gate, context, facts, exc)
-        raise
-    except Exception as exc:
-        await _failed(gate, context, facts, exc)
-    except BaseException as exc:
-        _ended(gate, context, facts, exc)
-        raise
-    if context.cancelled():  # the client went away first (e.g. an idle stream it cancelled): not OK
-        facts.outcome = "CANCELLED"
-    if not gate.audit(facts) and facts.method not in NO_DATA_METHODS:
-        await _deny(context, AUDIT_DOWN)
-    return response
-
-
-async def _deny(context: Context, denial: Denial) -> NoReturn:
-    """AUDIT_DOWN after the call's entry failed to be written (already counted)."""
-    code, message = denial
-    await context.abort(code, message, status_metadata(code, message))
-    raise AssertionError("unreachable: context.abort raises")
-
-
-def _wrap(gate: AccessInterceptor, method: str, handler: Handler) -> Handler:
-    """The handler behind the chain. Each takes the request as bytes (no deserializer: see the module)."""
-    decode: Decode = handler.request_deserializer or _raw
-    serialize = handler.response_serializer
-    if handler.unary_unary:
-        inner_uu = handler.unary_unary
-
-        async def unary_unary(raw: bytes, context: Context) -> Any:
-            facts = gate.facts(method, "unary")
-            request = await _admitted(gate, method, raw, decode, context, facts)
-            return await _audited(gate, context, facts, inner_uu(request, context))
-
-        return grpc.unary_unary_rpc_method_handler(unary_unary, None, serialize)
-    if handler.unary_stream and not inspect.isasyncgenfunction(handler.unary_stream):
-        inner_uw = handler.unary_stream
-
-        async def unary_stream_writer(raw: bytes, context: Context) -> None:
-            """A response stream written with context.write (e.g. grpc.health.v1 Watch), not yielded."""
-            facts = gate.facts(method, "server_stream")
-            request = await _admitted(gate, method, raw, decode, context, facts)
-            await _audited(gate, context, facts, inner_uw(request, context))
-
-        return grpc.unary_stream_rpc_method_handler(unary_stream_writer, None, serialize)
-    if handler.unary_stream:
-        inner_us = handler.unary_stream
-
-        async def unary_stream(raw: bytes, context: Context) -> AsyncIterator[Any]:
-            facts = gate.facts(method, "server_stream")
-            request = await _admitted(gate, method, raw, decode, context, facts)
-            async for response in _audited_stream(gate, context, facts, inner_us(request, context)):
-                yield response
-
-        return grpc.unary_stream_rpc_method_handler(unary_stream, None, serialize)
-    if handler.stream_unary:
-        inner_su = handler.stream_unary
-
-        async def stream_unary(requests: AsyncIterator[bytes], context: Context) -> Any:
-            facts = gate.facts(method, "client_stream")
-            checked = await _admit_stream(gate, method, requests, decode, context, facts)
-            return await _audited(gate, context, facts, inner_su(checked, context))
-
-        return grpc.stream_unary_rpc_method_handler(stream_unary, None, serialize)
-    inner_ss = handler.stream_stream
-
-    async def stream_stream(requests: AsyncIterator[bytes], context: Context) -> AsyncIterator[Any]:
-        facts = gate.facts(method, "bidi_stream")
-        checked = await _admit_stream(gate, method, requests, decode, context, facts)
-        async for response in _audited_stream(gate, context, facts, inner_ss(checked, context)):
-            yield response
-
-    return grpc.stream_stream_rpc_method_handler(stream_stream, None, serialize)
-
-
-def _raw(raw: bytes) -> bytes:
-    return raw
-
-
-async def _audited_stream(
-    gate: AccessInterceptor, context: Context, facts: CallFacts, responses: AsyncIterator[Any]
-) -> AsyncIterator[Any]:
-    """A response stream: its entry is written when it ends (the audit trail was checked writable first)."""
-    try:
-        async for response in responses:
-            _add_streamed(facts, response)
-            yield response
-    except DomainError as err:
-        await _refused_by_handler(gate, context, facts, err)
-    except grpc.aio.AbortError as exc:
-        _ended(gate, context, facts, exc)
-        raise
-    except Exception as exc:
-        await _failed(gate, context, facts, exc)
-    except BaseException as exc:
-        _ended(gate, context, facts, exc)
-        raise
-    if context.cancelled():
-        facts.outcome = "CANCELLED"
-    if not gate.audit(facts) and facts.method not in NO_DATA_METHODS:
-        await _deny(context, AUDIT_DOWN)
-
-
-def _add_streamed(facts: CallFacts, response: Any) -> None:
-    if "record" in response.DESCRIPTOR.fields_by_name and response.HasField("record"):
-        facts.add_view(response.record)
-    else:
-        facts.count += 1
-
-
 async def _admit_stream(
     gate: AccessInterceptor,
-    method: str,
+    method: Method,
     requests: AsyncIterator[bytes],
-    decode: Decode,
     context: Context,
     facts: CallFacts,
 ) -> AsyncIterator[Any]:
-    """Admit a client stream: identity and role before reading anything; then, when the messages carry a
+    """A client stream: identity and grant before reading anything; then, when the messages carry a
     purpose, the first message's purpose. The stream handed on decodes each message (undecodable:
     INVALID_ARGUMENT naming its index) and records what its messages concern."""
+    who = gate.admit(method, context, facts)
     iterator = requests.__aiter__()
     first: Any = None
-    try:
-        denial = gate.admit(method, context, facts)
-        if denial is None and method in gate.with_purpose:
-            try:
-                first = _decode(decode, await iterator.__anext__(), "requests[0]")
-            except StopAsyncIteration:
-                first = None
-            facts.add_request(first)
-            denial = gate.authorize(method, _NoPurpose() if first is None else first, facts)
-    except DomainError as err:
-        await _refused_by_handler(gate, context, facts, err)
-    except Exception as exc:
-        await _failed(gate, context, facts, exc)
-    await _clear_to_run(gate, method, context, facts, denial)
+    if method.with_purpose:
+        try:
+            first = _decode(method.decode, await iterator.__anext__(), "requests[0]")
+        except StopAsyncIteration:
+            first = None
+        if first is not None:
+            method.audited.on_request(facts, first)
+        gate.authorization.purpose(method, who, "" if first is None else first.purpose)
+    await gate.clear_to_run(method, facts)
 
     async def replay() -> AsyncIterator[Any]:
         index = 0
@@ -553,28 +511,136 @@ async def _admit_stream(
             index = 1
             yield first
         async for raw in iterator:
-            item = _decode(decode, raw, f"requests[{index}]")
+            item = _decode(method.decode, raw, f"requests[{index}]")
             index += 1
-            facts.add_request(item)
+            method.audited.on_request(facts, item)
             yield item
 
     return replay()
 
 
-class _NoPurpose:
-    purpose = ""
+# one wrapper shape per kind of RPC ----------------------------------------------------------------------
 
 
-def _unknown_method_handler(gate: AccessInterceptor, method: str) -> Handler:
+def _wrap(gate: AccessInterceptor, name: str, handler: Handler) -> Handler:
+    """The handler behind the chain. Each takes the request as bytes (no deserializer: see the module), and
+    has the same shape: begin → admit → handler → answered, any exception → stopped."""
+    serialize = handler.response_serializer
+    if handler.unary_unary:
+        return grpc.unary_unary_rpc_method_handler(
+            _unary_unary(gate, gate.method(name, handler, "unary"), handler.unary_unary), None, serialize
+        )
+    if handler.unary_stream:
+        method = gate.method(name, handler, "server_stream")
+        if inspect.isasyncgenfunction(handler.unary_stream):
+            shape = _unary_stream(gate, method, handler.unary_stream)
+        else:  # a response stream written with context.write (e.g. grpc.health.v1 Watch), not yielded
+            shape = _unary_writer(gate, method, handler.unary_stream)
+        return grpc.unary_stream_rpc_method_handler(shape, None, serialize)
+    if handler.stream_unary:
+        return grpc.stream_unary_rpc_method_handler(
+            _stream_unary(gate, gate.method(name, handler, "client_stream"), handler.stream_unary),
+            None,
+            serialize,
+        )
+    return grpc.stream_stream_rpc_method_handler(
+        _stream_stream(gate, gate.method(name, handler, "bidi_stream"), handler.stream_stream),
+        None,
+        serialize,
+    )
+
+
+def _unary_unary(gate: AccessInterceptor, method: Method, inner: Any) -> Any:
+    async def call(raw: bytes, context: Context) -> Any:
+        facts = gate.begin(method)
+        try:
+            response = await inner(await _admit_unary(gate, method, raw, context, facts), context)
+            method.audited.on_response(facts, response)
+        except BaseException as exc:
+            await _stopped(gate, context, facts, exc)
+        await _answered(gate, method, context, facts)
+        return response
+
+    return call
+
+
+def _unary_writer(gate: AccessInterceptor, method: Method, inner: Any) -> Any:
+    async def call(raw: bytes, context: Context) -> None:
+        facts = gate.begin(method)
+        try:
+            await inner(await _admit_unary(gate, method, raw, context, facts), context)
+        except BaseException as exc:
+            await _stopped(gate, context, facts, exc)
+        await _answered(gate, method, context, facts)
+
+    return call
+
+
+def _unary_stream(gate: AccessInterceptor, method: Method, inner: Any) -> Any:
+    async def call(raw: bytes, context: Context) -> AsyncIterator[Any]:
+        facts = gate.begin(method)
+        try:
+            async for response in inner(await _admit_unary(gate, method, raw, context, facts), context):
+                method.audited.on_response(facts, response)
+                yield response
+        except BaseException as exc:
+            await _stopped(gate, context, facts, exc)
+        await _answered(gate, method, context, facts)
+
+    return call
+
+
+def _stream_unary(gate: AccessInterceptor, method: Method, inner: Any) -> Any:
+    async def call(requests: AsyncIterator[bytes], context: Context) -> Any:
+        facts = gate.begin(method)
+        try:
+            response = await inner(await _admit_stream(gate, method, requests, context, facts), context)
+            method.audited.on_response(facts, response)
+        except BaseException as exc:
+            await _stopped(gate, context, facts, exc)
+        await _answered(gate, method, context, facts)
+        return response
+
+    return call
+
+
+def _stream_stream(gate: AccessInterceptor, method: Method, inner: Any) -> Any:
+    async def call(requests: AsyncIterator[bytes], context: Context) -> AsyncIterator[Any]:
+        facts = gate.begin(method)
+        try:
+            async for response in inner(await _admit_stream(gate, method, requests, context, facts), context):
+                method.audited.on_response(facts, response)
+                yield response
+        except BaseException as exc:
+            await _stopped(gate, context, facts, exc)
+        await _answered(gate, method, context, facts)
+
+    return call
+
+
+def _raw(raw: bytes) -> bytes:
+    return raw
+
+
+def _unknown_method_handler(gate: AccessInterceptor, name: str) -> Handler:
     """Unknown methods: an unidentified caller learns only UNAUTHENTICATED, others PERMISSION_DENIED."""
+    unknown = Method(
+        name="/unknown/unknown",
+        decode=_raw,
+        audited=Audited(),
+        meter=gate.meter("/unknown/unknown", "unary"),
+        with_purpose=False,
+        writes=False,
+        no_data=True,
+    )
 
     async def refuse(request: bytes, context: Context) -> NoReturn:
-        facts = gate.facts("/unknown/unknown", "unary")
-        facts.method = bounded_method(method)
-        who = gate.identities.identify(context.auth_context())
-        if isinstance(who, Refusal):
-            await _refuse(gate, context, facts, (grpc.StatusCode.UNAUTHENTICATED, who.message))
-        facts.caller = who
-        await _refuse(gate, context, facts, (grpc.StatusCode.PERMISSION_DENIED, "unknown method"))
+        facts = gate.begin(unknown)
+        facts.method = bounded_method(name)
+        try:
+            gate.identity.establish(context, facts)
+            raise Stop(grpc.StatusCode.PERMISSION_DENIED, "unknown method")
+        except BaseException as exc:
+            await _stopped(gate, context, facts, exc)
 
     return grpc.unary_unary_rpc_method_handler(refuse)

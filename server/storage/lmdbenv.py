@@ -17,7 +17,7 @@ import os
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -92,23 +92,31 @@ class LmdbEnv:
         except lmdb.NotFoundError:
             return None
 
-    @contextmanager
-    def read(self) -> Iterator[Any]:
+    def read(self) -> AbstractContextManager[Any]:
         """A read transaction; keep it short on the event loop (scans belong in a thread), never await
         inside it."""
-        with self._gate.shared():
-            try:
-                txn = self.env.begin(buffers=False)
-            except lmdb.MapResizedError:
-                txn = None
-            if txn is not None:
-                with txn:
-                    yield txn
-                return
-        with self._gate.exclusive():  # another process grew the map: adopt it with no reader open here
+        return _Reading(self)
+
+    def _begin_read(self) -> Any:
+        """A read transaction under the shared gate (left again by `_Reading.__exit__`)."""
+        gate = self._gate
+        gate.enter()
+        try:
+            return self.env.begin(buffers=False)
+        except lmdb.MapResizedError:
+            pass
+        except BaseException:
+            gate.leave()
+            raise
+        gate.leave()
+        with gate.exclusive():  # another process grew the map: adopt it with no reader open here
             self._adopt_map_size()
-        with self._gate.shared(), self.env.begin(buffers=False) as txn:
-            yield txn
+        gate.enter()
+        try:
+            return self.env.begin(buffers=False)
+        except BaseException:
+            gate.leave()
+            raise
 
     def write_sync(self, work: Callable[[Any], T]) -> T:
         """`write` for a caller that may block (offline tools, worker threads): the work still runs on the
@@ -181,22 +189,47 @@ class _SharedGate:
     def __init__(self) -> None:
         self._lock = threading.Condition(threading.Lock())
         self._readers = 0
+        self._waiting = 0  # resizers waiting for the readers to leave
 
-    @contextmanager
-    def shared(self) -> Iterator[None]:
+    def enter(self) -> None:
         with self._lock:
             self._readers += 1
-        try:
-            yield
-        finally:
-            with self._lock:
-                self._readers -= 1
-                if not self._readers:
-                    self._lock.notify_all()
+
+    def leave(self) -> None:
+        with self._lock:
+            self._readers -= 1
+            if not self._readers and self._waiting:
+                self._lock.notify_all()
 
     @contextmanager
     def exclusive(self) -> Iterator[None]:
         with self._lock:
-            while self._readers:
-                self._lock.wait()
+            self._waiting += 1
+            try:
+                while self._readers:
+                    self._lock.wait()
+            finally:
+                self._waiting -= 1
             yield
+
+
+class _Reading:
+    """`LmdbEnv.read()`: a read transaction for one `with` block (a plain class: this is on every call's
+    path, and a generator-based context manager costs several times more)."""
+
+    __slots__ = ("_env", "_txn")
+
+    def __init__(self, env: LmdbEnv) -> None:
+        self._env = env
+        self._txn: Any = None
+
+    def __enter__(self) -> Any:
+        self._txn = self._env._begin_read()
+        return self._txn
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            self._txn.abort()  # a read transaction: nothing to commit
+        finally:
+            self._txn = None
+            self._env._gate.leave()

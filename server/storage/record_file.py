@@ -16,7 +16,7 @@ import logging
 import struct
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
@@ -434,11 +434,9 @@ class RecordFile(Generic[TxnT]):
         return self.txn_type(self, txn)
 
     # reads ---------------------------------------------------------------------------------------
-    @contextmanager
-    def reader(self) -> Iterator[TxnT]:
+    def reader(self) -> AbstractContextManager[TxnT]:
         """A read view; keep it short and never await inside it."""
-        with self.env.read() as txn:
-            yield self._view(txn)
+        return _ReadView(self)
 
     async def municipality_digests(
         self, municipality_code: str, *, per_read: int = 2000
@@ -525,3 +523,23 @@ class RecordFile(Generic[TxnT]):
 
     def close(self) -> None:
         self.env.close()
+
+
+class _ReadView(Generic[TxnT]):
+    """`RecordFile.reader()`: the typed view of one read transaction for one `with` block (a plain class,
+    not a generator: this is on the path of every lookup)."""
+
+    __slots__ = ("_file", "_reading")
+
+    def __init__(self, file: RecordFile[TxnT]) -> None:
+        self._file = file
+        self._reading: AbstractContextManager[Any] | None = None
+
+    def __enter__(self) -> TxnT:
+        reading = self._reading = self._file.env.read()
+        return self._file._view(reading.__enter__())
+
+    def __exit__(self, *exc: Any) -> None:
+        reading, self._reading = self._reading, None
+        if reading is not None:
+            reading.__exit__(*exc)

@@ -61,24 +61,24 @@ class SubjectIndexFile:
         return int.from_bytes(raw, "big") if raw else 0
 
     def add(self, items: Sequence[tuple[int, Iterable[str]]], through: int) -> None:
-        """Index (seq, subject hashes) pairs and record that every seq up to `through` is indexed."""
+        """Index (seq, subject hashes) pairs and record that every seq up to `through` is indexed. The pairs
+        go in in key order, in one cursor call (about half the cost of one put each in arrival order)."""
+        pairs = sorted((key, seq.to_bytes(8, "big")) for seq, subjects in items for key in _keys(subjects))
         with self._env.begin(write=True) as txn:
-            for seq, subjects in items:
-                value = seq.to_bytes(8, "big")
-                for subject in _hex_only(subjects):
-                    txn.put(bytes.fromhex(subject), value, db=self._subjects, dupdata=True)
+            if pairs:
+                with txn.cursor(db=self._subjects) as cursor:
+                    cursor.putmulti(pairs, dupdata=True)
             txn.put(_THROUGH, through.to_bytes(8, "big"), db=self._meta)
 
 
-def _hex_only(subjects: Iterable[str]) -> list[str]:
-    """Subject hashes as the trail writes them (hex); anything else cannot be a resident's key."""
+def _keys(subjects: Iterable[str]) -> list[bytes]:
+    """Subject hashes as the trail writes them (hex) as keys; anything else cannot be a resident's key."""
     out = []
     for s in subjects:
         try:
-            bytes.fromhex(s)
+            out.append(bytes.fromhex(s))
         except ValueError:
             continue
-        out.append(s)
     return out
 
 
