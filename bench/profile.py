@@ -4,8 +4,10 @@ each function's time per call side by side — what the second scenario costs be
 
     python -m bench.profile --residents 200000 --in-flight 32 --duration 10
 
-Samples are taken without pausing the server (py-spy --nonblocking, Python frames only: time in grpc's C
-core shows as the Python frame that called into it). Per-call figures are samples × interval / calls.
+Samples are taken without pausing the server, of the thread that holds the GIL only (py-spy --nonblocking
+--gil: a thread waiting for the GIL is not counted as busy, and the server's Python work is bound by the
+one GIL), Python frames only (time in grpc's C core shows as the Python frame that called into it).
+Per-call figures are samples × interval / calls.
 Writes bench/results/profile-<residents>.{md,json}.
 """
 
@@ -33,6 +35,12 @@ from server.settings import Settings
 
 RATE = 200  # samples per second
 _LINE = re.compile(r":\d+\)$")
+# frames under every sample of their thread (the process's entry, the event loop's run, a thread's start):
+# their inclusive time says nothing about a call
+_SCAFFOLD = re.compile(
+    r"\((click/|<frozen runpy>|clients/|threading\.py|asyncio/runners\.py)"
+    r"|^BaseEventLoop\.(run_forever|run_until_complete|_run_once) "
+)
 
 
 def _record(pid: int, seconds: float, out: Path) -> None:
@@ -48,6 +56,7 @@ def _record(pid: int, seconds: float, out: Path) -> None:
             "--rate",
             str(RATE),
             "--nonblocking",
+            "--gil",
             "--format",
             "raw",
             "-o",
@@ -115,7 +124,8 @@ def report(found: dict[str, Any], scenarios: tuple[str, str], o: Options, top: i
         f"{o.in_flight[0]} in flight",
         "",
         f"Run {time.strftime('%Y-%m-%dT%H:%M:%S%z')} with `python -m bench.profile`. py-spy {RATE} Hz, "
-        "nonblocking, Python frames (C time shows in the frame that called it). µs per call.",
+        "nonblocking, the thread holding the GIL only, Python frames (C time shows in the frame that called "
+        "it). µs per call.",
         "",
         "| scenario | QPS | server CPU (cores) | CPU µs per call |",
         "|---|---|---|---|",
@@ -126,7 +136,8 @@ def report(found: dict[str, Any], scenarios: tuple[str, str], o: Options, top: i
         lines.append(f"| {name} | {row['qps']:,.0f} | {row['server_cpu']} | {cost:,.0f} |")
     for kind in ("inclusive_us", "self_us"):
         a, b = first[kind], second[kind]
-        keys = sorted(set(a) | set(b), key=lambda k: -(b.get(k, 0.0) - a.get(k, 0.0)))[:top]
+        keys = sorted(set(a) | set(b), key=lambda k: -(b.get(k, 0.0) - a.get(k, 0.0)))
+        keys = [k for k in keys if not _SCAFFOLD.search(k)][:top]
         lines += [
             "",
             f"## {kind.removesuffix('_us')} time, by the extra cost of {scenarios[1]}",

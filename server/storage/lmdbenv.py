@@ -97,8 +97,8 @@ class LmdbEnv:
         inside it."""
         return _Reading(self)
 
-    def _begin_read(self) -> Any:
-        """A read transaction under the shared gate (left again by `_Reading.__exit__`)."""
+    def begin_read(self) -> Any:
+        """A read transaction under the shared gate; hand it back to `end_read` (`read()` does both)."""
         gate = self._gate
         gate.enter()
         try:
@@ -117,6 +117,12 @@ class LmdbEnv:
         except BaseException:
             gate.leave()
             raise
+
+    def end_read(self, txn: Any) -> None:
+        try:
+            txn.abort()  # a read transaction: nothing to commit
+        finally:
+            self._gate.leave()
 
     def write_sync(self, work: Callable[[Any], T]) -> T:
         """`write` for a caller that may block (offline tools, worker threads): the work still runs on the
@@ -224,12 +230,9 @@ class _Reading:
         self._txn: Any = None
 
     def __enter__(self) -> Any:
-        self._txn = self._env._begin_read()
+        self._txn = self._env.begin_read()
         return self._txn
 
     def __exit__(self, *exc: object) -> None:
-        try:
-            self._txn.abort()  # a read transaction: nothing to commit
-        finally:
-            self._txn = None
-            self._env._gate.leave()
+        txn, self._txn = self._txn, None
+        self._env.end_read(txn)

@@ -529,17 +529,17 @@ class _ReadView(Generic[TxnT]):
     """`RecordFile.reader()`: the typed view of one read transaction for one `with` block (a plain class,
     not a generator: this is on the path of every lookup)."""
 
-    __slots__ = ("_file", "_reading")
+    __slots__ = ("_file", "_txn")
 
     def __init__(self, file: RecordFile[TxnT]) -> None:
         self._file = file
-        self._reading: AbstractContextManager[Any] | None = None
+        self._txn: Any = None
 
     def __enter__(self) -> TxnT:
-        reading = self._reading = self._file.env.read()
-        return self._file._view(reading.__enter__())
+        file = self._file
+        self._txn = file.env.begin_read()
+        return file.txn_type(file, self._txn)
 
-    def __exit__(self, *exc: Any) -> None:
-        reading, self._reading = self._reading, None
-        if reading is not None:
-            reading.__exit__(*exc)
+    def __exit__(self, *exc: object) -> None:
+        txn, self._txn = self._txn, None
+        self._file.env.end_read(txn)
