@@ -190,6 +190,19 @@ def test_pages_of_a_bounded_query_walk_every_match_once_in_order(
     assert _walk(store, criteria, **limits) == _brute_force(targets, _query(criteria))
 
 
+def test_kana_sex_and_address_answer_in_the_order_of_name_and_date_of_birth(store: ResidentStore) -> None:
+    """idx_name_address sorts a name's people by address; the answer keeps idx_name's order (name, date of
+    birth, code), as it always had, on one page and across pages."""
+    older = _record("サトウ　ハナコ", "1960-01-01", R.SEX_FEMALE, "三重県津市広明町9番地")
+    younger = _record("サトウ　ハナコ", "1990-01-01", R.SEX_FEMALE, "三重県津市広明町1番地")
+    other = _record("サトウ　ハナ", "2000-01-01", R.SEX_FEMALE, "三重県津市広明町5番地")
+    _add(store, [younger, older, other])
+    criteria = {"name_kana": "さとう", "sex": R.SEX_FEMALE, "address_prefix": "三重県津市"}
+    expected = [other.resident_code, older.resident_code, younger.resident_code]  # サトウハナ < サトウハナコ
+    assert _brute_force([older, younger, other], _query(criteria)) == expected
+    assert _walk(store, criteria) == _walk(store, criteria, page_size=1) == expected
+
+
 _KANA = ("サトウ　ハナコ", "サトウ　ハナ", "サトウ", "サド　ケン", "ｻﾄｳ ﾀﾛｳ", "スズキ　イチロウ", "ア" * 100)
 _TOWNS = ("三重県津市広明町", "三重県津市丸之内", "三重県四日市市諏訪町", "三" * 163)
 _DATES = ("1971-03-04", "1971-03-05", "1980-01-01")
@@ -202,20 +215,26 @@ _people = st.builds(
     st.integers(1, 3),
     st.booleans(),
 )
-_criteria = st.fixed_dictionaries(
-    {"name_kana": st.sampled_from(("さとう", "サトウ　ハナ", "さ", "ｽｽﾞｷ", "あああ"))},
-    optional={
-        "birth_date": st.sampled_from(_DATES),
-        "sex": st.sampled_from((R.SEX_MALE, R.SEX_FEMALE)),
-        "address_prefix": st.sampled_from(("三重県津市", "三重県津市広明町2", "三重県四日市", "三三三")),
-        "include_removed": st.booleans(),
-    },
-).filter(lambda c: len(c.keys() & {"birth_date", "sex", "address_prefix"}) >= 1)
+_DATE = st.sampled_from(_DATES)
+_SEX = st.sampled_from((R.SEX_MALE, R.SEX_FEMALE))
+_ADDRESS = st.sampled_from(("三重県津市", "三重県津市広明町2", "三重県四日市", "三三三"))
+_criteria = st.tuples(
+    st.sampled_from(("さとう", "サトウ　ハナ", "さ", "ｽｽﾞｷ", "あああ")),
+    st.one_of(  # the second criterion or more: each plan of a kana search
+        st.fixed_dictionaries({"birth_date": _DATE}, optional={"sex": _SEX, "address_prefix": _ADDRESS}),
+        st.fixed_dictionaries({"sex": _SEX}, optional={"address_prefix": _ADDRESS}),
+        st.fixed_dictionaries(
+            {"sex": _SEX, "birth_date_from": st.just("1971-03-05"), "birth_date_to": st.just("1990-01-01")}
+        ),
+        st.fixed_dictionaries({"address_prefix": _ADDRESS}),
+    ),
+    st.booleans(),
+).map(lambda t: {"name_kana": t[0], **t[1], "include_removed": t[2]})
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
-    people=st.lists(_people, max_size=40),
+    people=st.lists(_people, min_size=20, max_size=60),
     criteria=_criteria,
     limits=st.sampled_from(({}, {"page_size": 1}, {"page_size": 3, "scan_limit": 2}, {"scan_limit": 1})),
 )
