@@ -495,6 +495,12 @@ class RecordFile(Generic[TxnT]):
         self.env = env
         self.sealer = sealer
         if not env.readonly:
+            with env.read() as txn:
+                version = txn.get(b"schema_version", db=env.dbs["meta"])
+            if version is not None and bytes(version) in self._migrations():
+                # a migration rewrites whole indexes in one transaction: room for it up front, since a full
+                # map would abort it and run it again after each doubling
+                env.reserve(env.map_use()[0])
             self.env.write_sync(self._init_meta)
 
     def _migrations(self) -> dict[bytes, tuple[Callable[[Any], dict[str, int]], str]]:
