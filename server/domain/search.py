@@ -241,7 +241,8 @@ class Searcher:
         self, store: RecordFile[Any], request: prefecture_pb2.SearchRequest, *, caller: str, today: dt.date
     ) -> tuple[list[records_pb2.ResidentRecord], str, bool]:
         """(records, next page token, capped); DomainError (INVALID_ARGUMENT) for a bad request or token.
-        A scan (up to `scan_limit` index entries): call it in a worker thread, not on the event loop.
+        A scan (up to `scan_limit` index entries, see the module): call it in a worker thread, not on the
+        event loop.
 
         `caller` (SPIFFE ID) and the request's purpose are bound into the page token: another caller, or the
         same one under another purpose, cannot go on with it."""
