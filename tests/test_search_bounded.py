@@ -7,6 +7,7 @@ Every store here is a real LMDB environment on disk."""
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import functools
 import itertools
@@ -274,9 +275,9 @@ def _entries(tx: RecordTxn, db: str) -> Iterator[tuple[bytes, bytes]]:
 
 
 def test_apply_update_moves_the_name_address_entry_with_the_record(store: ResidentStore) -> None:
-    """Every change of name, sex or address, and a removal, moves idx_name_address in the transaction that
-    changes the record: after each notice the index agrees with the records, and a search finds the new
-    4情報, not the old."""
+    """Every change of name, sex or address, a removal (転出) and the erasure, moves idx_name_address in the
+    transaction that changes the record: after each notice the index agrees with the records, and a search
+    finds the new 4情報, not the old."""
     town = Municipality("242012")
     code, number = fresh_resident()
     notices = [
@@ -316,6 +317,9 @@ def test_apply_update_moves_the_name_address_entry_with_the_record(store: Reside
         store, {"name_kana": "スズキ", "sex": R.SEX_MALE, "address_prefix": address, "include_removed": True}
     )
     assert [r.resident_code for r in found.records] == [code]
+    # 150 years on (SPEC §6.4) the removed person is erased, with every index entry
+    assert asyncio.run(store.erase_removed_before("2200-01-01", 10))[0] == 1
+    assert _name_address_agrees_with_records(store) == (0, 0)
 
 
 def _apply(notice: prefecture_pb2.ChangeNotice, now: dt.datetime, tx: ResidentTxn) -> object:
