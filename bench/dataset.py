@@ -39,7 +39,7 @@ from server.settings import Settings
 from server.storage.lmdbenv import LmdbEnv
 from server.storage.residents import DB_NAMES, ResidentStore
 
-FORMAT = 4  # bump when the stored layout, the generator or the samples change (4: 市町村 samples)
+FORMAT = 5  # bump when the stored layout, the generator or the samples change (5: idx_name_address)
 SEED = 1
 SAMPLE_KEYS = 20_000
 _MUNICIPALITY = re.compile(r"^.+?[都道府県](.+?郡)?.+?[市町村]")

@@ -60,3 +60,17 @@ def test_the_municipality_prefix_of_an_address() -> None:
     assert municipality_prefix("三重県津市広明町13番地") == "三重県津市"
     assert municipality_prefix("三重県三重郡菰野町大字菰野1番地") == "三重県三重郡菰野町"
     assert municipality_prefix("三重県四日市市諏訪町1番5号").startswith("三重県四日市")
+
+
+def test_search_work_counts_what_the_sample_queries_examine(tmp_path: Path) -> None:
+    from bench.search_work import count, migrate
+
+    built = ensure_dataset(Settings(home=tmp_path), tmp_path / "cache", 1500)
+    assert migrate(built.directory) >= 0  # a current store: opened for writing, nothing to migrate
+    work = count(built.directory, queries=200)
+    assert work["residents"] == 1500
+    for kind in ("kana + birth date", "kana + sex + 市町村"):
+        figures = work[kind]
+        assert figures["queries"] == 200 and figures["records_mean"] >= 1  # each sample finds its resident
+        assert 1 <= figures["examined_mean"] <= figures["examined_p99"] <= figures["examined_max"]
+        assert figures["name_scan_mean"] >= 1

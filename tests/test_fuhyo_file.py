@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 from pathlib import Path
+from typing import Any
 
 import lmdb
 import pytest
@@ -142,6 +143,12 @@ def write_schema_2(path: Path, keys: Path) -> tuple[list[records_pb2.FuhyoRecord
             )
 
     env.write_sync(full)
+
+    def as_schema_2(txn: Any) -> None:  # what that code wrote: its version, and no idx_name_address
+        txn.put(b"schema_version", b"2", db=env.dbs["meta"])
+        txn.drop(env.dbs["idx_name_address"], delete=True)
+
+    env.write_sync(as_schema_2)
     env.close()
     return records, gone
 
@@ -155,7 +162,7 @@ def test_a_schema_2_fuhyo_store_is_migrated_on_open(tmp_path: Path) -> None:
     store = open_fuhyo_store(settings)  # migrates
     try:
         with store.env.read() as txn:
-            assert bytes(txn.get(b"schema_version", db=store.env.dbs["meta"])) == b"3"
+            assert bytes(txn.get(b"schema_version", db=store.env.dbs["meta"])) == b"4"  # and on to 4
         with store.reader() as tx:
             for record in records[:2]:
                 assert tx.get_fuhyo(record.resident_code) == record  # all 18 items, from fuhyo_records

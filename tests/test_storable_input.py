@@ -138,8 +138,10 @@ def test_index_keys_fit_lmdb_by_construction(kana: str, address: str) -> None:
     record.four_info.CopyFrom(
         R.FourInfo(name_kana=kana, birth_date="2000-01-01", sex=R.SEX_MALE, address=address)
     )
-    _, (name, birth, by_address, _, municipality) = prepare_resident(record, "")
-    assert all(len(key) <= MAX_KEY_BYTES for key in (name, birth, by_address, municipality))
+    _, (name, birth, by_address, name_address, _, municipality) = prepare_resident(record, "")
+    assert all(len(key) <= MAX_KEY_BYTES for key in (name, birth, by_address, name_address, municipality))
+    assert name_address.startswith(name.split(b"\x00")[0] + b"\x00" + bytes((R.SEX_MALE,)))
+    assert name_address.split(b"\x00")[1][1:].decode()  # its address cut at a character boundary too
     if len(address.encode()) <= ADDRESS_KEY_BYTES:  # a key that fitted before is the same key
         assert by_address == address.encode() + b"\x00" + b"90000000001"
     assert by_address.split(b"\x00")[0].decode()  # cut at a character boundary: still UTF-8

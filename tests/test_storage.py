@@ -506,7 +506,7 @@ def test_a_schema_1_store_is_migrated_on_open_to_keyed_digests(tmp_path: Path) -
     try:
         dbs = store.env.dbs
         with store.env.read() as txn:
-            assert bytes(txn.get(b"schema_version", db=dbs["meta"])) == b"2"
+            assert bytes(txn.get(b"schema_version", db=dbs["meta"])) == b"3"  # and on to 3
             assert {bytes(v) for _, v in txn.cursor(db=dbs["idx_municipality"])} == {b""}
             assert txn.stat(dbs["idx_municipality"])["entries"] == 200 + 1
         with store.reader() as tx:

@@ -4,14 +4,17 @@ Named databases of one environment:
 
   records          住民票コード → FuhyoRecord itself (its 18 items; 通知区分 消除: the record is removed)
   history          住民票コード + u64 counter → a previous version (FuhyoRecord)
-  idx_name, idx_birth, idx_address, idx_municipality (附票管理市町村コード), idx_removed, sequences, applied,
-  outbox, meta     as in the resident file (record_file.SHARED_DB_NAMES), over the record's 4情報 view
+  idx_name, idx_birth, idx_address, idx_name_address, idx_municipality (附票管理市町村コード), idx_removed,
+  sequences, applied, outbox, meta
+                   as in the resident file (record_file.SHARED_DB_NAMES), over the record's 4情報 view
                    (`four_info_view`: for a person abroad, the last domestic address)
 
 No table can hold a My Number: FuhyoRecord has no field for one, and this file has neither `my_numbers` nor
-`my_number_index` (nor a method that writes either). Schema 3 (this one); a store of schema 2 — ResidentRecord
-projections in `records` and `history`, the FuhyoRecords beside them in `fuhyo_records`, empty My Number
-tables — is migrated in one transaction when opened for writing (`migrate_schema_2`).
+`my_number_index` (nor a method that writes either). Schema 4 (this one) adds idx_name_address (search
+shares the resident file's plans). An older store is migrated in one transaction when opened for writing:
+schema 2 — ResidentRecord projections in `records` and `history`, the FuhyoRecords beside them in
+`fuhyo_records`, empty My Number tables — by `migrate_schema_2`, then schema 3 by
+`RecordFile.build_name_address_index`.
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ from server.storage.record_file import SHARED_DB_NAMES, RecordFile, RecordTxn, u
 log = logging.getLogger(__name__)
 
 DB_NAMES = ("records", "history", *SHARED_DB_NAMES)
-SCHEMA_VERSION = b"3"
+SCHEMA_VERSION = b"4"
 # what schema 2 had besides DB_NAMES (the 附票 store as a projection onto the resident store)
 SCHEMA_2_DB_NAMES = ("fuhyo_records", "my_numbers", "my_number_index")
 R = records_pb2
@@ -156,7 +159,10 @@ class FuhyoFile(RecordFile[FuhyoTxn]):
 
     def _migrations(self) -> dict[bytes, tuple[Callable[[Any], dict[str, int]], str]]:
         message = "附票 store migrated to schema 3 (FuhyoRecords, no My Number table)"
-        return {b"2": (self.migrate_schema_2, message)}
+        return {
+            b"2": (self.migrate_schema_2, message),
+            b"3": (self.build_name_address_index, "附票 store migrated to schema 4 (idx_name_address built)"),
+        }
 
     def migrate_schema_2(self, txn: Any) -> dict[str, int]:
         """Schema 2 kept a ResidentRecord projection in `records` and `history` and the FuhyoRecord in

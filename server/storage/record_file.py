@@ -1,7 +1,8 @@
 """What every record file has in common (the prefectural and national resident files, the 附票 files).
 
 A record file is one LMDB environment holding one kind of record, its history and the shared indexes
-(4情報, municipality, removals: keyed by the record's 4情報 view, a ResidentRecord), the sequences and applied
+(4情報, municipality, removals: keyed by the record's 4情報 view, a ResidentRecord; every one written in the
+transaction that writes the record, so an index never disagrees with the records), the sequences and applied
 notices of its municipalities, the outbox (and set-aside changes) for the national server and counters.
 Services reach it only through domain operations: reads in a read view (`reader`; a scan in a worker
 thread), writes as one operation or as a rule applied in one durable transaction, always on the
@@ -37,6 +38,7 @@ SHARED_DB_NAMES = (
     "idx_name",
     "idx_birth",
     "idx_address",
+    "idx_name_address",
     "idx_municipality",
     "idx_removed",
     "sequences",
@@ -60,6 +62,8 @@ def dob_key(iso_date: str) -> bytes:
 MAX_KEY_BYTES = 511  # LMDB's key size
 NAME_KEY_BYTES = MAX_KEY_BYTES - 1 - 8 - 11  # 清音化かな + NUL + YYYYMMDD + 住民票コード
 ADDRESS_KEY_BYTES = MAX_KEY_BYTES - 1 - 11  # address + NUL + 住民票コード
+# 清音化かな + NUL + sex + address + NUL + 住民票コード: the kana cut as in idx_name, the address to the rest
+NAME_ADDRESS_TEXT_BYTES = MAX_KEY_BYTES - 1 - 1 - 1 - 11
 
 
 def index_text(text: str, limit: int) -> bytes:
@@ -71,17 +75,25 @@ def index_text(text: str, limit: int) -> bytes:
     return raw[:limit].decode("utf-8", "ignore").encode()
 
 
+def name_address_within(name: bytes, sex: int, address_prefix: str) -> bytes:
+    """What follows `name` + NUL in the idx_name_address keys of this sex whose address begins with
+    `address_prefix` (the prefix cut as the keys of that name cut their address)."""
+    return bytes((sex,)) + index_text(address_prefix, NAME_ADDRESS_TEXT_BYTES - len(name))
+
+
 def index_keys(
     search_kana: str, birth_date: str, sex: int, address: str, removed: bool, code: bytes
-) -> tuple[bytes, bytes, bytes, bytes]:
-    """The keys of idx_name, idx_birth and idx_address, and the value the three share."""
+) -> tuple[bytes, bytes, bytes, bytes, bytes]:
+    """The keys of idx_name, idx_birth, idx_address and idx_name_address, and the value the four share."""
     dob = dob_key(birth_date)
     sex_byte = bytes((sex,))
     value = (_REMOVED if removed else _ACTIVE) + sex_byte + dob
+    name = index_text(search_kana, NAME_KEY_BYTES)
     return (
-        index_text(search_kana, NAME_KEY_BYTES) + b"\x00" + dob + code,
+        name + b"\x00" + dob + code,
         dob + sex_byte + code,
         index_text(address, ADDRESS_KEY_BYTES) + b"\x00" + code,
+        name + b"\x00" + name_address_within(name, sex, address) + b"\x00" + code,
         value,
     )
 
@@ -111,6 +123,27 @@ class IndexHit:
     removed: bool
     sex: int
     birth: bytes  # YYYYMMDD
+
+
+def _hit(key: bytes, value: Any) -> IndexHit:
+    return IndexHit(
+        key=key,
+        resident_code=key[-11:].decode(),
+        removed=value[:1] == _REMOVED,
+        sex=value[1],
+        birth=bytes(value[2:10]),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class NameGroup:
+    """The entries of one distinct name in a name-first index (清音化かな + NUL + …) that `name_group` found;
+    `looked`: every entry it looked at, those around the group included."""
+
+    name: bytes
+    hits: list[IndexHit]
+    looked: int
+    overflow: bool  # more entries than the limit: `hits` holds only the first ones
 
 
 class RecordTxn:
@@ -170,13 +203,64 @@ class RecordTxn:
                     return
                 if key == start:
                     continue
-                yield IndexHit(
-                    key=bytes(key),
-                    resident_code=bytes(key[-11:]).decode(),
-                    removed=value[:1] == _REMOVED,
-                    sex=value[1],
-                    birth=bytes(value[2:10]),
-                )
+                yield _hit(bytes(key), value)
+
+    def scan_by_name(
+        self, index: str, start: bytes, prefix: bytes, within: bytes
+    ) -> Iterator[tuple[bytes, IndexHit | None]]:
+        """Entries of a name-first index (清音化かな + NUL + …) whose name begins with `prefix` and whose rest
+        begins with `within`, from `start` (exclusive), in key order, with one seek per distinct name: the
+        work is the matching entries plus at most two other keys per name, however many entries each name
+        holds. (key, hit) for a match, (key, None) for each other key looked at."""
+        with self._txn.cursor(db=self._dbs[index]) as cur:
+            if not cur.set_range(start):
+                return
+            while True:
+                key = bytes(cur.key())
+                if not key.startswith(prefix):
+                    return
+                name_end = key.index(b"\x00")
+                group = key[: name_end + 1] + within
+                if key.startswith(group):
+                    if key != start:
+                        yield key, _hit(key, cur.value())
+                    if not cur.next():
+                        return
+                    continue
+                if key != start:
+                    yield key, None
+                # before the name's group: seek into it; past it: on to the next name (N + 0x01 > N + NUL + …)
+                if not cur.set_range(group if key < group else key[:name_end] + b"\x01"):
+                    return
+
+    def name_group(
+        self, index: str, seek: bytes, prefix: bytes, within: Callable[[bytes], bytes], limit: int
+    ) -> NameGroup | None:
+        """The first distinct name at or after `seek` that begins with `prefix` in a name-first index, with
+        its entries whose rest (after name + NUL) begins with `within(name)`: at most `limit` of them (then
+        `overflow`), found with one or two seeks. None: no such name is left."""
+        with self._txn.cursor(db=self._dbs[index]) as cur:
+            if not cur.set_range(seek):
+                return None
+            key = bytes(cur.key())
+            if not key.startswith(prefix):
+                return None
+            name = key[: key.index(b"\x00")]
+            group = name + b"\x00" + within(name)
+            looked = 0
+            if not key.startswith(group):
+                looked = 1
+                if key > group or not cur.set_range(group):
+                    return NameGroup(name, [], looked, overflow=False)
+            hits: list[IndexHit] = []
+            for raw_key, value in cur:
+                if not raw_key.startswith(group):
+                    looked += 1
+                    break
+                if len(hits) >= limit:
+                    return NameGroup(name, hits, looked + len(hits), overflow=True)
+                hits.append(_hit(bytes(raw_key), value))
+            return NameGroup(name, hits, looked + len(hits), overflow=False)
 
     def count(self, db: str) -> int:
         return int(self._txn.stat(self._dbs[db])["entries"])
@@ -358,14 +442,14 @@ class RecordTxn:
             self.bump_signed(b"records_removed", 1 if is_removed else -1)
         if previous is not None:
             key = previous.resident_code.encode()
-            for db, index_key, _ in _index_entries(previous):
+            for db, index_key, _ in index_entries(previous):
                 self._txn.delete(index_key, db=self._dbs[db])
             self._txn.delete(previous.municipality_code.encode() + key, db=self._dbs["idx_municipality"])
             if previous.deleted_flag:
                 self._txn.delete(dob_key(previous.removed_date) + key, db=self._dbs["idx_removed"])
         if record is not None:
             key = record.resident_code.encode()
-            for db, index_key, value in _index_entries(record):
+            for db, index_key, value in index_entries(record):
                 self._txn.put(index_key, value, db=self._dbs[db])
             self._txn.put(record.municipality_code.encode() + key, b"", db=self._dbs["idx_municipality"])
             if record.deleted_flag:
@@ -381,9 +465,10 @@ class RecordTxn:
         return erased
 
 
-def _index_entries(record: records_pb2.ResidentRecord) -> Iterator[tuple[str, bytes, bytes]]:
+def index_entries(record: records_pb2.ResidentRecord) -> Iterator[tuple[str, bytes, bytes]]:
+    """(index, key, value) of the 4情報 index entries of a record's 4情報 view (`search_kana` set)."""
     info = record.four_info
-    name, birth, address, value = index_keys(
+    name, birth, address, name_address, value = index_keys(
         record.search_kana,
         info.birth_date,
         info.sex,
@@ -394,6 +479,7 @@ def _index_entries(record: records_pb2.ResidentRecord) -> Iterator[tuple[str, by
     yield "idx_name", name, value
     yield "idx_birth", birth, value
     yield "idx_address", address, value
+    yield "idx_name_address", name_address, value
 
 
 TxnT = TypeVar("TxnT", bound=RecordTxn)
@@ -409,10 +495,17 @@ class RecordFile(Generic[TxnT]):
         self.env = env
         self.sealer = sealer
         if not env.readonly:
+            with env.read() as txn:
+                version = txn.get(b"schema_version", db=env.dbs["meta"])
+            if version is not None and bytes(version) in self._migrations():
+                # a migration rewrites whole indexes in one transaction: room for it up front, since a full
+                # map would abort it and run it again after each doubling
+                env.reserve(env.map_use()[0])
             self.env.write_sync(self._init_meta)
 
     def _migrations(self) -> dict[bytes, tuple[Callable[[Any], dict[str, int]], str]]:
-        """Older schema version → (migration in the opening write transaction, its log message)."""
+        """Older schema version → (migration to the next version, in the opening write transaction, its
+        log message). A store several versions behind takes each in turn, all in that one transaction."""
         return {}
 
     def _opened(self, txn: Any) -> None:
@@ -420,15 +513,38 @@ class RecordFile(Generic[TxnT]):
 
     def _init_meta(self, txn: Any) -> None:
         meta = self.env.dbs["meta"]
-        version = txn.get(b"schema_version", db=meta)
+        raw = txn.get(b"schema_version", db=meta)
+        version = None if raw is None else bytes(raw)
         migrations = self._migrations()
-        if version is not None and bytes(version) in migrations:
-            migrate, message = migrations[bytes(version)]
+        while version is not None and version in migrations:
+            migrate, message = migrations[version]
             log.info(message, extra=migrate(txn))
-        elif version is not None and bytes(version) != self.schema_version:
-            raise RuntimeError(f"store schema {bytes(version)!r} is not {self.schema_version!r}")
+            version = str(int(version) + 1).encode()
+        if version is not None and version != self.schema_version:
+            raise RuntimeError(f"store schema {version!r} is not {self.schema_version!r}")
         txn.put(b"schema_version", self.schema_version, db=meta)
         self._opened(txn)
+
+    def build_name_address_index(self, txn: Any, *, progress_every: int = 1_000_000) -> dict[str, int]:
+        """Migration to the kana + sex + address index: idx_name_address built from the records (whatever it
+        held is dropped first), its entries sorted and appended (full pages), in the opening transaction:
+        whole or not at all. Logs its progress on a large file (counts only). Counts, for the log."""
+        dbs = self.env.dbs
+        tx = self._view(txn)
+        total = int(txn.stat(dbs["records"])["entries"])
+        entries: list[tuple[bytes, bytes]] = []
+        with txn.cursor(db=dbs["records"]) as cur:
+            for n, code in enumerate(cur.iternext(keys=True, values=False), start=1):
+                view = tx.get(bytes(code).decode())
+                assert view is not None
+                entries += [(k, v) for db, k, v in index_entries(view) if db == "idx_name_address"]
+                if n % progress_every == 0:
+                    log.info("building idx_name_address", extra={"records": n, "of": total})
+        entries.sort()
+        txn.drop(dbs["idx_name_address"], delete=False)
+        with txn.cursor(db=dbs["idx_name_address"]) as cur:
+            cur.putmulti(entries, append=True)
+        return {"records": total, "name_address_entries": len(entries)}
 
     def _view(self, txn: Any) -> TxnT:
         return self.txn_type(self, txn)

@@ -9,6 +9,9 @@ Named databases of one environment:
   idx_name         清音化かな + NUL + YYYYMMDD + 住民票コード → state, sex, YYYYMMDD
   idx_birth        YYYYMMDD + sex + 住民票コード → the same
   idx_address      address + NUL + 住民票コード → the same
+  idx_name_address 清音化かな + NUL + sex + address + NUL + 住民票コード → the same (kana + sex + address
+                   prefix searches seek it once per distinct name: server.domain.search; the kana cut as in
+                   idx_name, the address to what is left of the key's 511 bytes)
                    (the kana cut to NAME_KEY_BYTES, the address to ADDRESS_KEY_BYTES of UTF-8, at a
                    character: every key fits LMDB's 511 bytes whatever NFKC makes of a name, and a key
                    that fitted before is unchanged; a search filters on the record, so a longer name or
@@ -26,8 +29,10 @@ Named databases of one environment:
                    sealed as it was in the outbox (server.propagation.relay)
   meta             counters and the schema version
 
-Schema 2 (this one) keys the applied digests and keeps no record digest; a schema-1 store is migrated when
-opened for writing (`migrate_schema_1`). docs/data-at-rest.md lists every database of every server.
+Schema 3 (this one) adds idx_name_address; schema 2 keyed the applied digests and dropped the record
+digests. An older store is migrated when opened for writing, in one transaction (schema 1 by
+`migrate_schema_1`, then schema 2 by `RecordFile.build_name_address_index`). docs/data-at-rest.md lists
+every database of every server.
 
 Nothing here knows about gRPC; the domain layer decides what a change may do.
 """
@@ -64,7 +69,7 @@ from server.storage.record_file import (
 log = logging.getLogger(__name__)
 
 DB_NAMES = ("records", "my_numbers", "my_number_index", "history", *SHARED_DB_NAMES)
-SCHEMA_VERSION = b"2"
+SCHEMA_VERSION = b"3"
 _U16 = struct.Struct(">H")
 __all__ = [
     "ADDRESS_KEY_BYTES",
@@ -197,11 +202,12 @@ class ResidentTxn(RecordTxn):
 # What a bulk load writes for one resident, prepared without keys (so another process may do it), in two
 # parts. PreparedRecord: resident code, record (My Number cleared), My Number, idx_removed key (or None),
 # and per earlier version (resident code, My Number, record with My Number cleared): BulkLoad seals the
-# numbers. IndexEntries: the keys of idx_name, idx_birth and idx_address, the value they share, the
-# idx_municipality key (its value is empty): IndexLists sorts them, in whichever process prepared them.
+# numbers. IndexEntries: the keys of idx_name, idx_birth, idx_address and idx_name_address, the value they
+# share, the idx_municipality key (its value is empty): IndexLists sorts them, in whichever process
+# prepared them.
 PreparedRecord = tuple[bytes, bytes, str, bytes | None, tuple[tuple[bytes, str, bytes], ...]]
-IndexEntries = tuple[bytes, bytes, bytes, bytes, bytes]
-INDEX_DATABASES = ("idx_name", "idx_birth", "idx_address", "idx_municipality")
+IndexEntries = tuple[bytes, bytes, bytes, bytes, bytes, bytes]
+INDEX_DATABASES = ("idx_name", "idx_birth", "idx_address", "idx_name_address", "idx_municipality")
 
 # Folding is pure and names repeat (a population has far fewer distinct names than people).
 _search_kana_cached = functools.lru_cache(maxsize=1 << 16)(search_kana)
@@ -219,7 +225,9 @@ def prepare_resident(
     kana = _search_kana_cached(info.name_kana)
     record.search_kana = kana
     removed = record.deleted_flag
-    name, birth, address, value = _index_keys(kana, info.birth_date, info.sex, info.address, removed, code)
+    name, birth, address, name_address, value = _index_keys(
+        kana, info.birth_date, info.sex, info.address, removed, code
+    )
     older = (
         tuple((old.resident_code.encode(), old.my_number, _without_my_number(old)) for old in history)
         if history
@@ -237,6 +245,7 @@ def prepare_resident(
             name,
             birth,
             address,
+            name_address,
             value,
             record.municipality_code.encode() + code,
         ),
@@ -252,19 +261,20 @@ class IndexLists:
     sorted, here or in the process that prepared them."""
 
     def __init__(self) -> None:
-        self._lists: tuple[list[_Entry], ...] = ([], [], [], [])
+        self._lists: tuple[list[_Entry], ...] = tuple([] for _ in INDEX_DATABASES)
 
     def add(self, residents: Iterable[IndexEntries]) -> None:
-        idx_name, idx_birth, idx_address, idx_municipality = self._lists
-        for name, birth, address, value, municipality in residents:
+        idx_name, idx_birth, idx_address, idx_name_address, idx_municipality = self._lists
+        for name, birth, address, name_address, value, municipality in residents:
             idx_name.append((name, value))
             idx_birth.append((birth, value))
             idx_address.append((address, value))
+            idx_name_address.append((name_address, value))
             idx_municipality.append((municipality, b""))
 
     def sorted(self) -> Iterator[list[_Entry]]:
         """Each database's entries sorted by key, in the order of INDEX_DATABASES (and let go of here)."""
-        lists, self._lists = list(self._lists), ([], [], [], [])
+        lists, self._lists = list(self._lists), tuple([] for _ in INDEX_DATABASES)
         for n, entries in enumerate(lists):
             lists[n] = []
             entries.sort(key=_BY_KEY)
@@ -407,7 +417,10 @@ class ResidentFile(RecordFile[ResidentTxn]):
     schema_version = SCHEMA_VERSION
 
     def _migrations(self) -> dict[bytes, tuple[Callable[[Any], dict[str, int]], str]]:
-        return {b"1": (self.migrate_schema_1, "store migrated to schema 2 (keyed digests)")}
+        return {
+            b"1": (self.migrate_schema_1, "store migrated to schema 2 (keyed digests)"),
+            b"2": (self.build_name_address_index, "store migrated to schema 3 (idx_name_address built)"),
+        }
 
     def _opened(self, txn: Any) -> None:
         by_municipality = self.env.dbs["idx_municipality"]
