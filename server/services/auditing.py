@@ -77,6 +77,7 @@ class TrailAuditor:
             requester=facts.requester,
             claimed=facts.claimed.uri if facts.claimed else "",
             serial=f"{facts.serial:x}" if facts.serial is not None else "",
+            part=facts.part,
         )
 
     def _append(self, event: AuditEvent) -> None:
@@ -110,7 +111,7 @@ def monthly_statistics(directory: Path, month: str) -> admin_pb2.StatisticsRespo
         # fourth notice applied three)
         if entry["role"] == "municipal-cs" and "/ApplyUpdate" in entry["method"]:
             updates[entry["caller"].rsplit("/", 1)[-1]] += int(entry["count"])
-        elif entry["kind"] == "provision":
+        elif entry["kind"] == "provision" and "part" not in entry:  # a part's results: in its call's count
             provisions[f"{entry['caller']} {entry['purpose']} {entry['outcome']}"] += max(
                 1, int(entry["count"])
             )

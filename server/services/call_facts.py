@@ -70,10 +70,13 @@ class CallFacts:
     applied: int | None = None  # set by a call that applies notices: what it applied (its entry's count)
     started: float = field(default_factory=time.perf_counter)
     meter: Any = None  # the method's metrics (observability.calls.MethodMetrics)
+    part: int = 0  # n ≥ 1: these facts are the n-th part entry of a streamed provision (take_part)
 
     def __post_init__(self) -> None:
         self._seen: set[str] = set()
         self._cap = None if self.method in PROVISION_METHODS else MAX_SUBJECTS
+        self._parts = 0  # part entries taken so far …
+        self._parted = 0  # … and this call's count when the last was taken
 
     def add_code(self, code: str) -> None:
         if not is_valid_resident_code(code):
@@ -91,6 +94,7 @@ class CallFacts:
         code = getattr(request, "resident_code", "")
         if code:
             self.add_code(code)
+        self._add_chunk(request)
         if self.method in REQUESTER_METHODS and not self.requester:
             self.requester = _valid_spiffe_id(request.requester)
         notice = getattr(request, "notice", None)
@@ -132,6 +136,59 @@ class CallFacts:
         if "my_number" in descriptor.fields_by_name and response.my_number:  # the restricted link's answer
             self.items.add("my_number")
             self.count += 1
+
+    # --- streamed provisions in parts (BatchProvide chunks) -------------------------------------------
+
+    def _add_chunk(self, request: Any) -> None:
+        """The residents a chunk's conditions name by 住民票コード (BatchProvideRequest.conditions)."""
+        for condition in getattr(request, "conditions", ()):
+            self.add_code(getattr(condition, "resident_code", ""))
+
+    def part_due(self, response: Any) -> bool:
+        """Whether a streamed provision's response is written as a part entry before it is sent: a chunk's
+        results (`results`), or — for results sent one a message — once MAX_SUBJECTS subjects are pending."""
+        if self.method not in PROVISION_METHODS:
+            return False
+        return is_chunk(response) or len(self.resident_codes) >= MAX_SUBJECTS
+
+    def take_part(self, response: Any) -> CallFacts:
+        """The part entry of `response` (see part_due): the subjects added since the last part (the
+        conditions' residents) and those of the response's records, their items, the results' count. The
+        subjects leave this call's facts, so its memory stays bounded whatever the stream's length; once the
+        part is written (part_written) the call's count and items cover it too: the call's own entry counts
+        every result, once."""
+        self._parts += 1
+        part = CallFacts(self.method, caller=self.caller, purpose=self.purpose, request_id=self.request_id)
+        part.part, part.started = self._parts, self.started
+        part.resident_codes, part._seen = self.resident_codes, self._seen
+        self.resident_codes, self._seen = [], set()
+        if is_chunk(response):
+            for result in response.results:
+                if result.HasField("record"):
+                    part.add_view(result.record)
+                else:
+                    part.count += 1
+        else:  # results sent one a message, already counted here (and their items: the call's so far)
+            part.count, part.items = self.count - self._parted, set(self.items)
+        return part
+
+    def part_written(self, part: CallFacts, response: Any) -> None:
+        if is_chunk(response):
+            self.count += part.count
+            self.items |= part.items
+        self._parted = self.count
+
+    def part_unwritten(self, part: CallFacts, response: Any) -> None:
+        """A part whose entry could not be written, so nothing of it is sent: its subjects go back to the
+        call's own entry, its response is not counted."""
+        self.resident_codes, self._seen = part.resident_codes, part._seen
+        if not is_chunk(response):
+            self.count -= 1
+
+
+def is_chunk(response: Any) -> bool:
+    """A streamed response answering a chunk of conditions (BatchProvideResult.results)."""
+    return "results" in response.DESCRIPTOR.fields_by_name and len(response.results) > 0
 
 
 def _checked(value: str, form: re.Pattern[str]) -> str:

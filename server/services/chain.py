@@ -37,7 +37,7 @@ from server.identity.peers import PeerIdentities, Refusal
 from server.identity.pki import SpiffeId
 from server.identity.policy import Decision, Policy
 from server.observability.calls import MethodMetrics, finish
-from server.services.call_facts import CallFacts, bounded_method
+from server.services.call_facts import CallFacts, bounded_method, is_chunk
 from server.services.rate_limits import RATE_LIMITED_MESSAGE, RateLimiter, rate_limited_metadata
 from server.services.status import CODES, INTERNAL_MESSAGE, internal_metadata, status_metadata
 from server.storage.errors import is_storage_error
@@ -491,10 +491,15 @@ def _raw(raw: bytes) -> bytes:
 async def _audited_stream(
     gate: AccessInterceptor, context: Context, facts: CallFacts, responses: AsyncIterator[Any]
 ) -> AsyncIterator[Any]:
-    """A response stream: its entry is written when it ends (the audit trail was checked writable first)."""
+    """A response stream: its entry is written when it ends (the audit trail was checked writable first); a
+    streamed provision's part entries before their responses are sent (`_audit_part`)."""
+    unwritten = False
     try:
         async for response in responses:
             _add_streamed(facts, response)
+            if not _audit_part(gate, facts, response):
+                unwritten = True
+                break
             yield response
     except DomainError as err:
         await _refused_by_handler(gate, context, facts, err)
@@ -506,6 +511,8 @@ async def _audited_stream(
     except BaseException as exc:
         _ended(gate, context, facts, exc)
         raise
+    if unwritten:  # a part entry failed: the stream ends UNAVAILABLE, that part's results unsent
+        await _refuse(gate, context, facts, AUDIT_DOWN)
     if context.cancelled():
         facts.outcome = "CANCELLED"
     if not gate.audit(facts) and facts.method not in NO_DATA_METHODS:
@@ -515,8 +522,27 @@ async def _audited_stream(
 def _add_streamed(facts: CallFacts, response: Any) -> None:
     if "record" in response.DESCRIPTOR.fields_by_name and response.HasField("record"):
         facts.add_view(response.record)
-    else:
+    elif not is_chunk(response):  # a chunk's results are counted by its part entry (take_part)
         facts.count += 1
+
+
+def _audit_part(gate: AccessInterceptor, facts: CallFacts, response: Any) -> bool:
+    """A streamed provision (BatchProvide) in parts: a chunk's entry — its subjects, items and count — is
+    written before the chunk is sent, as is one for every MAX_SUBJECTS subjects of results sent one a
+    message, so the call's facts stay bounded; the call's own entry follows when the stream ends. False
+    when the part's entry could not be written (nothing of it may be sent)."""
+    if gate.auditor is None or not facts.part_due(response):
+        return True
+    part = facts.take_part(response)
+    try:
+        gate.auditor.record(part)
+    except Exception as exc:  # AuditFailure, or a fault in writing the entry: the stream fails closed
+        if not isinstance(exc, AuditFailure):
+            log.error("audit part entry not written", extra={"error_type": type(exc).__name__})
+        facts.part_unwritten(part, response)
+        return False
+    facts.part_written(part, response)
+    return True
 
 
 async def _admit_stream(
