@@ -6,7 +6,7 @@ JUKI   := $(VENV)/bin/juki
 STAMP  := $(VENV)/.installed
 PROTOS := $(wildcard proto/juki/v1/*.proto)
 
-.PHONY: run test lint typecheck pytest proto proto-check install clean distclean python-check fonts bench bench-deps bench-lookup settings-doc settings-check soak bench-quick
+.PHONY: run test lint typecheck pytest proto proto-check install clean distclean python-check fonts bench bench-deps bench-lookup settings-doc settings-check soak bench-quick bench-batch
 
 ## Python >= 3.11 first (before any venv is made): the one that makes the venv, and a venv already there.
 python-check:
@@ -87,6 +87,12 @@ bench-quick: $(STAMP)
 	$(JUKI) bench run --residents 200000 --in-flight 1,32 --duration 2 --rounds 2 --workers 1 --no-peers \
 	  --scenario lookup_random --scenario search --scenario search_address --scenario batch_provide \
 	  --name quick-200k
+
+## One chunked BatchProvide of 10k, 100k and 1M 住民票コード on the cached 2M dataset (read only: copied to a
+## temporary home), beside unary Lookup QPS of the same run, with the server's peak RSS per size. Writes
+## bench/results/batch-2M.{json,md}. A few minutes on 2 cores (the dataset must be cached: `make bench`).
+bench-batch: $(STAMP)
+	$(PY) -m bench.batch_sizes
 
 ## Debian's PostgreSQL and Redis for the benchmark's peers (skipped, with a message, when they cannot be had).
 bench-deps:
