@@ -90,7 +90,7 @@ bench-quick: $(STAMP)
 
 ## One chunked BatchProvide of 10k, 100k and 1M 住民票コード on the cached 2M dataset (read only: copied to a
 ## temporary home), beside unary Lookup QPS of the same run, with the server's peak RSS per size. Writes
-## bench/results/batch-2M.{json,md}. A few minutes on 2 cores (the dataset must be cached: `make bench`).
+## bench/results/batch-2M.{json,md}. A few minutes on 2 cores (first run: + building the dataset, as `make bench`).
 bench-batch: $(STAMP)
 	$(PY) -m bench.batch_sizes
 

@@ -4,7 +4,8 @@ RSS (VmHWM, reset before each batch) for each size.
 
     .venv/bin/python -m bench.batch_sizes [--dataset DIR] [--sizes 10000,100000,1000000] [--chunk 1000]
 
-The dataset is only read: its stores are copied into a temporary home first (a run never writes the cache).
+The dataset (`--dataset DIR`, else the harness's cache, built first when absent) is only read: its stores are
+copied into a temporary home first. Its store must be of this code's schema.
 The conditions cycle through the dataset's sample codes (20,000 residents on the register). Writes
 bench/results/batch-2M.{json,md}. Short runs: on a shared 2-core machine the client and the server compete
 for the same cores, so the numbers are orientation, and the ratio (same run) is what to compare.
@@ -27,7 +28,7 @@ from juki.v1 import admin_pb2, admin_pb2_grpc, prefecture_pb2_grpc
 from tqdm import tqdm
 
 from bench import procstat
-from bench.dataset import Dataset
+from bench.dataset import Dataset, ensure_dataset
 from bench.harness import Options, Servers, _prepare, _started, measure
 from bench.scenarios import POLICE, PROVIDE_PURPOSE, batch_requests
 from clients.channel import channel_credentials, secure_channel
@@ -50,14 +51,6 @@ def _dataset(directory: Path) -> Dataset:
         reused=True,
         samples=meta["samples"],
     )
-
-
-def _newest(cache_dir: Path, residents: int) -> Path:
-    found = sorted(cache_dir.glob(f"residents-{residents}-seed1-v*"), key=lambda p: p.name)
-    found = [p for p in found if (p / "dataset.json").exists()]
-    if not found:
-        raise SystemExit(f"no dataset of {residents:,} residents in {cache_dir}: `juki bench run` builds one")
-    return found[-1]
 
 
 def _status_kib(pid: int, key: str) -> int:
@@ -191,14 +184,17 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.batch_sizes", description=__doc__.split("\n")[0])
     parser.add_argument("--residents", type=int, default=2_000_000)
     parser.add_argument("--cache-dir", type=Path, default=Path("var/bench-cache"))
-    parser.add_argument("--dataset", type=Path, default=None, help="a dataset directory [newest in cache]")
+    parser.add_argument("--dataset", type=Path, default=None, help="a dataset directory [the cache's]")
     parser.add_argument("--sizes", default=",".join(map(str, SIZES)))
     parser.add_argument("--chunk", type=int, default=1000, help="conditions a message (at most 1000)")
     parser.add_argument("--lookup-seconds", type=float, default=3.0)
     parser.add_argument("--name", default="batch-2M")
     args = parser.parse_args(argv)
     base = Settings.load()
-    dataset = _dataset(args.dataset or _newest(base.path(args.cache_dir), args.residents))
+    if args.dataset is not None:
+        dataset = _dataset(args.dataset)
+    else:  # the harness's own cache (built first when absent, as `juki bench run` does)
+        dataset = ensure_dataset(base, base.path(args.cache_dir), args.residents)
     sizes = tuple(int(x) for x in args.sizes.split(",") if x)
     result = run(base, dataset, sizes, args.chunk, args.lookup_seconds)
     (OUT / args.name).parent.mkdir(parents=True, exist_ok=True)

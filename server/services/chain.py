@@ -531,16 +531,17 @@ def _audit_part(gate: AccessInterceptor, facts: CallFacts, response: Any) -> boo
     written before the chunk is sent, as is one for every MAX_SUBJECTS subjects of results sent one a
     message, so the call's facts stay bounded; the call's own entry follows when the stream ends. False
     when the part's entry could not be written (nothing of it may be sent)."""
-    if gate.auditor is None or not facts.part_due(response):
+    if not facts.part_due(response):
         return True
     part = facts.take_part(response)
-    try:
-        gate.auditor.record(part)
-    except Exception as exc:  # AuditFailure, or a fault in writing the entry: the stream fails closed
-        if not isinstance(exc, AuditFailure):
-            log.error("audit part entry not written", extra={"error_type": type(exc).__name__})
-        facts.part_unwritten(part, response)
-        return False
+    if gate.auditor is not None:
+        try:
+            gate.auditor.record(part)
+        except Exception as exc:  # AuditFailure, or a fault in writing the entry: the stream fails closed
+            if not isinstance(exc, AuditFailure):
+                log.error("audit part entry not written", extra={"error_type": type(exc).__name__})
+            facts.part_unwritten(part, response)
+            return False
     facts.part_written(part, response)
     return True
 
