@@ -367,3 +367,57 @@ def test_a_chunk_whose_entry_cannot_be_written_is_not_sent(
         assert parts == [1]  # the first chunk's entry was written before it was sent; the second's never
     finally:
         srv.stop_all()
+
+
+# --- readers of a trail with part entries ---------------------------------------------------------------
+
+
+def test_readers_count_a_call_in_parts_once(tmp_path: Path) -> None:
+    """`juki audit verify` takes part entries; the monthly report counts the call (not its parts) and
+    follows its residents; the statistics count the call's own entry only."""
+    from server.audit import AuditEvent, AuditKeys, AuditTrail, monthly_report, verify
+    from server.services.auditing import monthly_statistics
+
+    keys = AuditKeys.generate()
+    directory = tmp_path / "trail"
+    police = "spiffe://juki.mie/agency/police"
+    with AuditTrail.open(directory, keys) as trail:
+        a, b, c = (trail.subject_hash(f"1000000000{i}") for i in range(3))
+        search = AuditEvent(caller=police, role="agency", method="/juki.v1.Prefecture/Search",
+                            purpose=POLICE[1], outcome="OK", subjects=(c,), count=1)  # fmt: skip
+        trail.append(search)
+        for part, subjects in ((1, (a, b)), (2, (c,))):
+            trail.append(
+                AuditEvent(
+                    caller=police,
+                    role="agency",
+                    method=METHOD,
+                    purpose=POLICE[1],
+                    outcome="OK",
+                    subjects=subjects,
+                    items=("name",),
+                    count=len(subjects),
+                    kind="provision",
+                    part=part,
+                )
+            )
+        trail.append(
+            AuditEvent(
+                caller=police,
+                role="agency",
+                method=METHOD,
+                purpose=POLICE[1],
+                outcome="OK",
+                items=("name",),
+                count=3,
+                kind="provision",
+            )
+        )
+        month = next(iter(query(directory)))["time"][:7]
+    assert verify(directory, keys.public_key).ok
+    report = monthly_report(directory, month)
+    mine = report.callers[police]
+    assert (mine["calls"], mine["provisions"], mine["distinct_subjects"]) == (2, 1, 3)
+    assert report.searches[police]["unfollowed"] == 0  # the search's resident was provided (in part 2)
+    stats = {s.key: s.count for s in monthly_statistics(directory, month).provisions}
+    assert stats == {f"{police} {POLICE[1]} OK": 3}

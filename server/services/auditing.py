@@ -1,4 +1,5 @@
-"""Connects the interceptor chain to the audit trail: one entry per call, subjects as keyed hashes.
+"""Connects the interceptor chain to the audit trail: one entry per call (and one per part of a streamed
+provision: a BatchProvide chunk), subjects as keyed hashes.
 
 Also runs the trail's housekeeping off the event loop: fsync every `flush_interval` (the window in which
 entries are with the OS but not yet on disk), signed checkpoints every `checkpoint_interval` (a heartbeat

@@ -8,7 +8,8 @@ handlers have no request deserializer), so nothing a caller sends is decoded bef
 identified and its role is granted the method; then the request is decoded (undecodable bytes:
 INVALID_ARGUMENT with a BadRequest violation, for each message of a client stream too) and its purpose
 checked, then the caller's rate limit (server.services.rate_limits). A refused call is answered before any
-handler runs, with a status and no payload. Every call, allowed or refused, leaves one audit entry; when it
+handler runs, with a status and no payload. Every call, allowed or refused, leaves one audit entry (a
+streamed provision also a part entry per chunk, written before the chunk is sent: `_audit_part`); when it
 cannot be written the call fails with UNAVAILABLE and returns no data (fail closed). An unexpected exception
 is answered INTERNAL with a generic message and an error id that the server's log line of the failure
 carries too: no class name, path or traceback reaches a caller. A decoded request's unknown fields are
