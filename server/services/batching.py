@@ -1,8 +1,8 @@
 """一括提供 (BatchProvide) for any record server: the declared count (of conditions), the admin approval above
 the threshold, the purpose fixed by the first message, one result message per request message in order at
 the caller's pace — a single condition's result, or a chunk's results (up to MAX_BATCH_CHUNK conditions,
-looked up in one read transaction). What a
-found record looks like (a ResidentView, or a FuhyoView) and the result message come in as parameters."""
+looked up in one read transaction). What a found record looks like (a ResidentView, or a FuhyoView) and the
+result message come in as parameters."""
 
 from __future__ import annotations
 
@@ -42,7 +42,8 @@ class BatchProvision:
         view: View,
     ) -> None:
         """`allows_my_number(purpose)`: always False where no My Number is held (the 附票 server): then a
-        個人番号 condition is REFUSED. `result`: the result message type (condition_id, outcome, record)."""
+        個人番号 condition is REFUSED. `result`: the result message type (condition_id, outcome, record; and
+        `results`, the items of a chunk's answer)."""
         self._store = store
         self._registry = registry
         self._threshold = threshold
