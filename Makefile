@@ -6,7 +6,7 @@ JUKI   := $(VENV)/bin/juki
 STAMP  := $(VENV)/.installed
 PROTOS := $(wildcard proto/juki/v1/*.proto)
 
-.PHONY: run test lint typecheck pytest proto proto-check install clean distclean python-check fonts bench bench-deps bench-lookup settings-doc settings-check soak bench-quick bench-profile
+.PHONY: run test lint typecheck pytest proto proto-check install clean distclean python-check fonts bench bench-deps bench-lookup settings-doc settings-check soak bench-quick bench-profile bench-batch
 
 ## Python >= 3.11 first (before any venv is made): the one that makes the venv, and a venv already there.
 python-check:
@@ -92,6 +92,12 @@ bench-quick: $(STAMP)
 ## residents, 32 in flight), µs per call by function → bench/results/profile-200000.{md,json}. About 1 minute.
 bench-profile: $(STAMP)
 	$(PY) -m bench.profile
+
+## One chunked BatchProvide of 10k, 100k and 1M 住民票コード on the cached 2M dataset (read only: copied to a
+## temporary home), beside unary Lookup QPS of the same run, with the server's peak RSS per size. Writes
+## bench/results/batch-2M.{json,md}. A few minutes on 2 cores (first run: + building the dataset, as `make bench`).
+bench-batch: $(STAMP)
+	$(PY) -m bench.batch_sizes
 
 ## Debian's PostgreSQL and Redis for the benchmark's peers (skipped, with a message, when they cannot be had).
 bench-deps:

@@ -22,7 +22,7 @@ from typing import Any
 import grpc
 from hdrh.histogram import HdrHistogram
 
-from bench.scenarios import SCENARIOS, call_maker, stream_maker
+from bench.scenarios import SCENARIOS, call_maker, results_of, stream_maker
 from clients.channel import channel_credentials
 from server.identity.pki import Pki
 
@@ -72,13 +72,13 @@ async def _measure(
             await call(i)
             return
         stream = call(i)
-        async for _ in stream:
+        async for answer in stream:
             now = time.perf_counter_ns()
             if now > end:  # the window is over: a long stream would go on loading the next measurement
                 stream.cancel()
                 raise _WindowOver
             if now >= begin:
-                results += 1
+                results += results_of(answer)
 
     async def worker(call: Any) -> None:
         for i in counter:

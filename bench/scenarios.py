@@ -18,6 +18,7 @@ from juki.v1 import fuhyo_pb2, fuhyo_pb2_grpc, prefecture_pb2, prefecture_pb2_gr
 POLICE, PROVIDE_PURPOSE = "agency/police", "bt6-police-driving-licence"
 OPERATOR, SEARCH_PURPOSE = "operator/op-0001", "identity-check"
 BATCH_CONDITIONS = 1000  # the server's default batch_threshold: no approval needed
+BATCH_CHUNK = 500  # conditions a message (BatchProvideRequest.conditions; the server takes up to 1000)
 
 
 @dataclass(frozen=True)
@@ -45,7 +46,8 @@ SCENARIOS: dict[str, Scenario] = {
             "batch_provide",
             "prefecture",
             POLICE,
-            f"BatchProvide, {BATCH_CONDITIONS:,} 住民票コード a call (records/s: results received)",
+            f"BatchProvide, {BATCH_CONDITIONS:,} 住民票コード a call in chunks of {BATCH_CHUNK}"
+            " (records/s: results received)",
             BATCH_CONDITIONS,
         ),
         Scenario("fuhyo_provide_my_number", "fuhyo", POLICE, "Fuhyo.Provide with My Number"),
@@ -121,22 +123,37 @@ def call_maker(
     raise ValueError(f"unknown scenario {name!r}")
 
 
-def batch_requests(codes: list[str], first: int, count: int) -> Iterator[prefecture_pb2.BatchProvideRequest]:
-    """One BatchProvide stream: `count` sample codes from position `first`, one condition a message."""
-    for k in range(count):
+def batch_requests(
+    codes: list[str], first: int, count: int, chunk: int = BATCH_CHUNK, **extra: Any
+) -> Iterator[prefecture_pb2.BatchProvideRequest]:
+    """One BatchProvide stream: `count` sample codes from position `first`, `chunk` conditions a message;
+    the first message declares them all (and carries `extra`, e.g. an approval_token)."""
+    for start in range(0, count, chunk):
         request = prefecture_pb2.BatchProvideRequest(
-            condition_id=str(k), resident_code=codes[(first + k) % len(codes)]
+            conditions=[
+                prefecture_pb2.BatchCondition(
+                    condition_id=str(k), resident_code=codes[(first + k) % len(codes)]
+                )
+                for k in range(start, min(count, start + chunk))
+            ]
         )
-        if k == 0:
+        if start == 0:
             request.purpose, request.declared_count = PROVIDE_PURPOSE, count
+            for name, value in extra.items():
+                setattr(request, name, value)
         yield request
+
+
+def results_of(answer: Any) -> int:
+    """How many conditions a BatchProvide answer answers: a chunk's results, or the one."""
+    return len(answer.results) or 1
 
 
 def stream_maker(
     name: str, channel: grpc.aio.Channel, samples: dict[str, Any]
 ) -> Callable[[int], AsyncIterator[Any]]:
     """The call of a scenario whose call streams many results (`conditions` > 1): call number i as the
-    stream of its results (the driver times the call and counts each result as it arrives)."""
+    stream of its answers (the driver times the call and counts each answer's results as it arrives)."""
     if name != "batch_provide":
         raise ValueError(f"not a streaming scenario: {name!r}")
     stub: Any = prefecture_pb2_grpc.PrefectureStub(channel)  # type: ignore[no-untyped-call]

@@ -97,6 +97,33 @@ def test_batch_gives_each_condition_its_result_in_order_and_never_a_my_number(
     assert entries and entries[-1]["outcome"] == "OK"
 
 
+def test_a_batch_chunk_gets_its_fuhyo_results_in_one_message_and_its_part_entry_first(
+    srv: Server, people: list[Any]
+) -> None:
+    abroad = next(p for p in people if p.state_kind == R.FUHYO_STATE_ABROAD)
+    chunk = [
+        P.BatchCondition(condition_id="a", resident_code=abroad.resident_code),
+        P.BatchCondition(condition_id="n", my_number="123456789018"),  # never a My Number here
+        P.BatchCondition(condition_id="z", resident_code="00000000000"),
+    ]
+    first = P.BatchProvideRequest(purpose=POLICE[1], declared_count=3, conditions=chunk)
+    [answer] = fuhyo_stub(srv.settings, POLICE[0]).BatchProvide(iter([first]), timeout=30)
+    assert isinstance(answer, F.FuhyoBatchProvideResult)
+    outcomes = [(r.condition_id, r.outcome) for r in answer.results]
+    assert outcomes == [
+        ("a", P.BATCH_OUTCOME_FOUND),
+        ("n", P.BATCH_OUTCOME_REFUSED),
+        ("z", P.BATCH_OUTCOME_NOT_FOUND),
+    ]
+    assert answer.results[0].record.abroad and not answer.results[1].HasField("record")
+    entries = [
+        e
+        for e in query(srv.settings.path(srv.settings.fuhyo_audit_dir), method="/juki.v1.Fuhyo/BatchProvide")
+        if e["outcome"] != "INTENT"
+    ]
+    assert [(e.get("part"), e["count"]) for e in entries[-2:]] == [(1, 3), (None, 3)]
+
+
 def test_batch_over_the_threshold_needs_the_fuhyo_servers_approval_once(
     srv: Server, people: list[Any]
 ) -> None:

@@ -57,11 +57,14 @@ ENTRY_TYPES: dict[str, type] = {
 }
 # Keys an entry carries only when set (older entries, and most entries, have none of them): on whose behalf
 # a server called, and a refused certificate's claimed identity and its serial (hex), recorded with caller
-# "" since the claim was never authenticated.
+# "" since the claim was never authenticated; and which part of a streamed provision an entry is (a
+# BatchProvide chunk's provision: its subjects, items and count; the call's own entry, without `part`,
+# follows with the call's outcome and count of every result, and the subjects no part named).
 OPTIONAL_TYPES: dict[str, type] = {
     "requester": str,  # SPIFFE ID on whose behalf a server called (FetchMyNumber, National.Query)
     "claimed": str,
     "serial": str,
+    "part": int,  # 1, 2, …: one part (a chunk) of a streamed provision, written before the chunk was sent
 }
 
 
@@ -83,6 +86,7 @@ class AuditEvent:
     requester: str = ""  # on whose behalf a server called; written only when set
     claimed: str = ""  # refused for its certificate: the SPIFFE ID it claims (caller stays "")
     serial: str = ""  # … and the certificate's serial, lowercase hex
+    part: int = 0  # n ≥ 1: the n-th part entry of a streamed provision (written only when set)
 
 
 def jst_now() -> dt.datetime:
@@ -121,10 +125,12 @@ def encode_entry(event: AuditEvent, seq: int, time: str, prev: str) -> tuple[str
     """
     claimed = f',"claimed":{_json_str(event.claimed)}' if event.claimed else ""
     serial = f',"serial":{_json_str(event.serial)}' if event.serial else ""
+    part = f',"part":{int(event.part)}' if event.part else ""
     head = f'{{"caller":{_json_str(event.caller)}{claimed},"count":{int(event.count)}'
     tail = (
         f',"items":{_str_list(event.items)},"kind":{_json_str(event.kind)}'
-        f',"method":{_json_str(event.method)},"outcome":{_json_str(event.outcome)},"prev":"{prev}"'
+        f',"method":{_json_str(event.method)},"outcome":{_json_str(event.outcome)}'
+        f'{part},"prev":"{prev}"'
         f',"purpose":{_json_str(event.purpose)},"request_id":{_json_str(event.request_id)}'
         f"{_optional('requester', event.requester)}"
         f',"role":{_json_str(event.role)},"seq":{seq}{serial},"source":{_json_str(event.source)}'

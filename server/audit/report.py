@@ -206,6 +206,12 @@ def monthly_report(
         if "trail" not in entry:  # seqs count per trail: the span shown is the main trail's
             report.first_seq = entry["seq"] if report.first_seq is None else report.first_seq
             report.last_seq = entry["seq"]
+        if "part" in entry:  # a part of a streamed provision: its subjects; the call is its own entry's
+            subjects[caller].update(entry["subjects"])
+            for subject in entry["subjects"]:
+                for index in pending.pop((caller, subject), ()):
+                    search_followed[index] = True
+            continue
         roles.setdefault(caller, entry["role"])
         stats = callers[caller]
         stats["calls"] += 1

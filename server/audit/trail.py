@@ -710,4 +710,5 @@ def _clean(event: AuditEvent) -> AuditEvent:
         count=event.count,
         kind=fix(event.kind),
         requester=fix(event.requester),
+        part=event.part,
     )

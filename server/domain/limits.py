@@ -182,6 +182,9 @@ LIMITS: dict[str, Limit] = {
     ),
     "juki.v1.BatchProvideRequest.resident_code": RESIDENT_CODE,
     "juki.v1.BatchProvideRequest.my_number": MY_NUMBER,
+    "juki.v1.BatchCondition.condition_id": Limit(64, ASCII_ID, "the caller's id of a condition (echoed)"),
+    "juki.v1.BatchCondition.resident_code": RESIDENT_CODE,
+    "juki.v1.BatchCondition.my_number": MY_NUMBER,
     "juki.v1.DiscloseRequest.resident_code": RESIDENT_CODE,
     "juki.v1.DiscloseRequest.purpose": PURPOSE_ID,
     "juki.v1.DiscloseRequest.request_id": REQUEST_ID,
@@ -241,8 +244,12 @@ LIMITS: dict[str, Limit] = {
     ),
 }
 
+# The most conditions one BatchProvideRequest carries in `conditions` (a chunk, answered by one message).
+MAX_BATCH_CHUNK = 1000
+
 # Repeated fields of scalars: the most elements a request may carry (repeated messages are bounded by
-# their method: NotifyUpdatesRequest.changes ≤ 1000, a Reconcile's ranges by its own cap).
+# their method: NotifyUpdatesRequest.changes ≤ 1000, BatchProvideRequest.conditions ≤ MAX_BATCH_CHUNK, a
+# Reconcile's ranges by its own cap).
 COUNTS: dict[str, int] = {
     "juki.v1.RegisterOperatorRequest.methods": 64,
     "juki.v1.RegisterOperatorRequest.purposes": 64,

@@ -16,7 +16,14 @@ from typing import Any
 from google.protobuf.message import Message
 from juki.v1 import prefecture_pb2
 
-from server.services.call_facts import PURPOSE_FORM, REQUEST_ID_FORM, CallFacts, checked, valid_spiffe_id
+from server.services.call_facts import (
+    PURPOSE_FORM,
+    REQUEST_ID_FORM,
+    CallFacts,
+    checked,
+    is_chunk,
+    valid_spiffe_id,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,10 +102,11 @@ def _my_number(facts: CallFacts, message: Any) -> None:
 
 
 def _streamed(facts: CallFacts, message: Any) -> None:
-    """A BatchProvide result: its record when FOUND, else it counts one."""
+    """A BatchProvide answer to one condition: its record when FOUND, else it counts one. An answer to a
+    chunk (`results`) is counted by its part entry (CallFacts.take_part)."""
     if message.HasField("record"):
         facts.add_view(message.record)
-    else:
+    elif not is_chunk(message):
         facts.count += 1
 
 
@@ -155,7 +163,8 @@ _ONE_RECORD = Audited((*STATED, CODE), (views("record"),))
 _SEARCH = Audited(STATED, (views("results"),))
 _PROVIDE = Audited((*STATED, CODE), (views("records"), SOURCE))
 _FUHYO_PROVIDE = Audited((*STATED, CODE), (views("records"), MY_NUMBER))
-_BATCH = Audited((PURPOSE, CODE), (Read(("record",), _streamed),))
+# a chunk's residents asked for by 住民票コード too; its results are counted by its part entry
+_BATCH = Audited((PURPOSE, CODE, inside("conditions", CODE)), (Read(("record", "results"), _streamed),))
 _NOTICE = (inside("notice", CODE), inside("notice", Read((), _counted)))  # each notice counts one
 _FUHYO_NOTICE = (inside("notice", inside("record", CODE)), _NOTICE[1])
 _APPLIED = (inside("result", CODE), field("replayed", _replayed))

@@ -1,4 +1,5 @@
-"""Connects the interceptor chain to the audit trail: one entry per call, subjects as keyed hashes.
+"""Connects the interceptor chain to the audit trail: one entry per call (and one per part of a streamed
+provision: a BatchProvide chunk), subjects as keyed hashes.
 
 Also runs the trail's housekeeping off the event loop: fsync every `flush_interval` (the window in which
 entries are with the OS but not yet on disk), signed checkpoints every `checkpoint_interval` (a heartbeat
@@ -77,6 +78,7 @@ class TrailAuditor:
             requester=facts.requester,
             claimed=facts.claimed.uri if facts.claimed else "",
             serial=f"{facts.serial:x}" if facts.serial is not None else "",
+            part=facts.part,
         )
 
     def _append(self, event: AuditEvent) -> None:
@@ -110,7 +112,7 @@ def monthly_statistics(directory: Path, month: str) -> admin_pb2.StatisticsRespo
         # fourth notice applied three)
         if entry["role"] == "municipal-cs" and "/ApplyUpdate" in entry["method"]:
             updates[entry["caller"].rsplit("/", 1)[-1]] += int(entry["count"])
-        elif entry["kind"] == "provision":
+        elif entry["kind"] == "provision" and "part" not in entry:  # a part's results: in its call's count
             provisions[f"{entry['caller']} {entry['purpose']} {entry['outcome']}"] += max(
                 1, int(entry["count"])
             )

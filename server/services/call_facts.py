@@ -52,6 +52,8 @@ class CallFacts:
 
     __slots__ = (
         "_cap",
+        "_parted",
+        "_parts",
         "_seen",
         "applied",
         "caller",
@@ -61,6 +63,7 @@ class CallFacts:
         "meter",
         "method",
         "outcome",
+        "part",
         "purpose",
         "request_id",
         "requester",
@@ -89,6 +92,9 @@ class CallFacts:
         self._seen: set[str] | None = None
         # a provision's entry names every resident provided; other calls name at most MAX_SUBJECTS
         self._cap = None if method in PROVISION_METHODS else MAX_SUBJECTS
+        self.part = 0  # n ≥ 1: these facts are the n-th part entry of a streamed provision (take_part)
+        self._parts = 0  # part entries taken so far …
+        self._parted = 0  # … and this call's count when the last was taken
 
     def add_code(self, code: str) -> None:
         if not is_valid_resident_code(code):
@@ -116,6 +122,53 @@ class CallFacts:
         for name, item in items:
             if getattr(view, name):
                 self.items.add(item)
+
+    # --- streamed provisions in parts (BatchProvide chunks) -------------------------------------------
+
+    def part_due(self, response: Any) -> bool:
+        """Whether a streamed provision's response is written as a part entry before it is sent: a chunk's
+        results (`results`), or — for results sent one a message — once MAX_SUBJECTS subjects are pending."""
+        return is_chunk(response) or len(self.resident_codes) >= MAX_SUBJECTS
+
+    def take_part(self, response: Any) -> CallFacts:
+        """The part entry of `response` (see part_due): the subjects added since the last part (the
+        conditions' residents) and those of the response's records, their items, the results' count. The
+        subjects leave this call's facts, so its memory stays bounded whatever the stream's length; once the
+        part is written (part_written) the call's count and items cover it too: the call's own entry counts
+        every result, once."""
+        self._parts += 1
+        part = CallFacts(self.method)
+        part.caller, part.purpose, part.request_id = self.caller, self.purpose, self.request_id
+        part.part, part.started = self._parts, self.started
+        part.resident_codes, part._seen = self.resident_codes, self._seen
+        self.resident_codes, self._seen = [], None
+        if is_chunk(response):
+            for result in response.results:
+                if result.HasField("record"):
+                    part.add_view(result.record)
+                else:
+                    part.count += 1
+        else:  # results sent one a message, already counted here (and their items: the call's so far)
+            part.count, part.items = self.count - self._parted, set(self.items)
+        return part
+
+    def part_written(self, part: CallFacts, response: Any) -> None:
+        if is_chunk(response):
+            self.count += part.count
+            self.items |= part.items
+        self._parted = self.count
+
+    def part_unwritten(self, part: CallFacts, response: Any) -> None:
+        """A part whose entry could not be written, so nothing of it is sent: its subjects go back to the
+        call's own entry, its response is not counted."""
+        self.resident_codes, self._seen = part.resident_codes, part._seen
+        if not is_chunk(response):
+            self.count -= 1
+
+
+def is_chunk(response: Any) -> bool:
+    """A BatchProvide answer to a chunk of conditions (its `results`; a single condition's has none)."""
+    return len(response.results) > 0
 
 
 def checked(value: str, form: re.Pattern[str]) -> str:

@@ -12,7 +12,9 @@ limit) → audit → metrics, around the handler.
    schema goes further (SPEC §4.2). Then the caller's rate limit (server.services.rate_limits).
 3. Audit (`Audit`): every call, allowed or refused, leaves one entry, filled by the readers the method
    declares (server.services.audited); when it cannot be written the call fails with UNAVAILABLE and
-   returns no data (fail closed). A writing call's intent entry is made durable before its handler runs.
+   returns no data (fail closed). A writing call's intent entry is made durable before its handler runs; a
+   streamed provision (BatchProvide) also leaves a part entry for each chunk, written before the chunk is
+   sent.
 4. Metrics: counted when the entry is written.
 
 Every step refuses by raising `Stop`; each kind of RPC has one wrapper of the same shape (begin → admit →
@@ -46,7 +48,7 @@ from server.identity.pki import SpiffeId
 from server.identity.policy import Decision, Policy
 from server.observability.calls import MethodMetrics, finish
 from server.services.audited import Audited, audited_for
-from server.services.call_facts import CallFacts, bounded_method
+from server.services.call_facts import PROVISION_METHODS, CallFacts, bounded_method
 from server.services.rate_limits import RATE_LIMITED_MESSAGE, RateLimiter, rate_limited_metadata
 from server.services.status import CODES, INTERNAL_MESSAGE, internal_metadata, status_metadata
 from server.storage.errors import is_storage_error
@@ -159,6 +161,7 @@ class Method:
     with_purpose: bool  # its requests state a purpose, which the policy checks
     writes: bool  # WRITING_METHODS: a durable intent entry first
     no_data: bool  # NO_DATA_METHODS: answers while the trail is down
+    in_parts: bool = False  # a streamed provision: audited in parts (Audit.part) as well as as a whole
 
 
 class Identity:
@@ -249,6 +252,25 @@ class Audit:
             return False
         return True
 
+    def part(self, facts: CallFacts, response: Any) -> bool:
+        """A streamed provision (BatchProvide) in parts: a chunk's entry — its subjects, items and count —
+        is written before the chunk is sent, as is one for every MAX_SUBJECTS subjects of results sent one a
+        message, so the call's facts stay bounded; the call's own entry follows when the stream ends. False
+        when the part's entry could not be written (nothing of it may be sent)."""
+        if not facts.part_due(response):
+            return True
+        part = facts.take_part(response)
+        if self.auditor is not None:
+            try:
+                self.auditor.record(part)
+            except Exception as exc:  # AuditFailure, or a fault in writing the entry: the stream fails closed
+                if not isinstance(exc, AuditFailure):
+                    log.error("audit part entry not written", extra={"error_type": type(exc).__name__})
+                facts.part_unwritten(part, response)
+                return False
+        facts.part_written(part, response)
+        return True
+
     async def intent(self, facts: CallFacts) -> bool:
         """The durable intent entry of a writing call (off the event loop); False when not written."""
         if self.auditor is None:
@@ -307,6 +329,7 @@ class AccessInterceptor(grpc.aio.ServerInterceptor):
             with_purpose=name in self.authorization.with_purpose,
             writes=name in WRITING_METHODS,
             no_data=name in NO_DATA_METHODS,
+            in_parts=name in PROVISION_METHODS and grpc_type in ("server_stream", "bidi_stream"),
         )
 
     def begin(self, method: Method) -> CallFacts:
@@ -582,6 +605,8 @@ def _unary_stream(gate: AccessInterceptor, method: Method, inner: Any) -> Any:
         try:
             async for response in inner(await _admit_unary(gate, method, raw, context, facts), context):
                 method.audited.on_response(facts, response)
+                if method.in_parts and not gate.audit.part(facts, response):
+                    raise Stop(*AUDIT_DOWN)  # that part's results unsent
                 yield response
         except BaseException as exc:
             await _stopped(gate, context, facts, exc)
@@ -610,6 +635,8 @@ def _stream_stream(gate: AccessInterceptor, method: Method, inner: Any) -> Any:
         try:
             async for response in inner(await _admit_stream(gate, method, requests, context, facts), context):
                 method.audited.on_response(facts, response)
+                if method.in_parts and not gate.audit.part(facts, response):
+                    raise Stop(*AUDIT_DOWN)  # that part's results unsent
                 yield response
         except BaseException as exc:
             await _stopped(gate, context, facts, exc)

@@ -131,6 +131,18 @@ class AckDeliveryResponse(_message.Message):
     def __init__(self) -> None: ...
 
 class FuhyoBatchProvideResult(_message.Message):
+    __slots__ = ("condition_id", "outcome", "record", "results")
+    CONDITION_ID_FIELD_NUMBER: _ClassVar[int]
+    OUTCOME_FIELD_NUMBER: _ClassVar[int]
+    RECORD_FIELD_NUMBER: _ClassVar[int]
+    RESULTS_FIELD_NUMBER: _ClassVar[int]
+    condition_id: str
+    outcome: _prefecture_pb2.BatchOutcome
+    record: FuhyoView
+    results: _containers.RepeatedCompositeFieldContainer[FuhyoBatchResultItem]
+    def __init__(self, condition_id: _Optional[str] = ..., outcome: _Optional[_Union[_prefecture_pb2.BatchOutcome, str]] = ..., record: _Optional[_Union[FuhyoView, _Mapping]] = ..., results: _Optional[_Iterable[_Union[FuhyoBatchResultItem, _Mapping]]] = ...) -> None: ...
+
+class FuhyoBatchResultItem(_message.Message):
     __slots__ = ("condition_id", "outcome", "record")
     CONDITION_ID_FIELD_NUMBER: _ClassVar[int]
     OUTCOME_FIELD_NUMBER: _ClassVar[int]

@@ -163,8 +163,8 @@ class FuhyoServicer:
 
     def BatchProvide(self, request_iterator, context):
         """一括提供 (bidirectional stream), as Prefecture.BatchProvide: the same declared count, approval above the
-        threshold (the 附票 server's own registry), outcomes and flow control, on 附票 records. Caller: agency,
-        department. Never a My Number: a 個人番号 condition is REFUSED. Persons not held here are not forwarded.
+        threshold (the 附票 server's own registry), outcomes, chunks and flow control, on 附票 records. Caller:
+        agency, department. Never a My Number: a 個人番号 condition is REFUSED. Persons not held here are not forwarded.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -210,7 +210,7 @@ class ProvideResponse(_message.Message):
     def __init__(self, records: _Optional[_Iterable[_Union[_records_pb2.ResidentView, _Mapping]]] = ..., source: _Optional[_Union[RecordSource, str]] = ...) -> None: ...
 
 class BatchProvideRequest(_message.Message):
-    __slots__ = ("purpose", "approval_token", "declared_count", "condition_id", "resident_code", "my_number", "four_info")
+    __slots__ = ("purpose", "approval_token", "declared_count", "condition_id", "resident_code", "my_number", "four_info", "conditions")
     PURPOSE_FIELD_NUMBER: _ClassVar[int]
     APPROVAL_TOKEN_FIELD_NUMBER: _ClassVar[int]
     DECLARED_COUNT_FIELD_NUMBER: _ClassVar[int]
@@ -218,6 +218,7 @@ class BatchProvideRequest(_message.Message):
     RESIDENT_CODE_FIELD_NUMBER: _ClassVar[int]
     MY_NUMBER_FIELD_NUMBER: _ClassVar[int]
     FOUR_INFO_FIELD_NUMBER: _ClassVar[int]
+    CONDITIONS_FIELD_NUMBER: _ClassVar[int]
     purpose: str
     approval_token: str
     declared_count: int
@@ -225,9 +226,34 @@ class BatchProvideRequest(_message.Message):
     resident_code: str
     my_number: str
     four_info: FourInfoQuery
-    def __init__(self, purpose: _Optional[str] = ..., approval_token: _Optional[str] = ..., declared_count: _Optional[int] = ..., condition_id: _Optional[str] = ..., resident_code: _Optional[str] = ..., my_number: _Optional[str] = ..., four_info: _Optional[_Union[FourInfoQuery, _Mapping]] = ...) -> None: ...
+    conditions: _containers.RepeatedCompositeFieldContainer[BatchCondition]
+    def __init__(self, purpose: _Optional[str] = ..., approval_token: _Optional[str] = ..., declared_count: _Optional[int] = ..., condition_id: _Optional[str] = ..., resident_code: _Optional[str] = ..., my_number: _Optional[str] = ..., four_info: _Optional[_Union[FourInfoQuery, _Mapping]] = ..., conditions: _Optional[_Iterable[_Union[BatchCondition, _Mapping]]] = ...) -> None: ...
+
+class BatchCondition(_message.Message):
+    __slots__ = ("condition_id", "resident_code", "my_number", "four_info")
+    CONDITION_ID_FIELD_NUMBER: _ClassVar[int]
+    RESIDENT_CODE_FIELD_NUMBER: _ClassVar[int]
+    MY_NUMBER_FIELD_NUMBER: _ClassVar[int]
+    FOUR_INFO_FIELD_NUMBER: _ClassVar[int]
+    condition_id: str
+    resident_code: str
+    my_number: str
+    four_info: FourInfoQuery
+    def __init__(self, condition_id: _Optional[str] = ..., resident_code: _Optional[str] = ..., my_number: _Optional[str] = ..., four_info: _Optional[_Union[FourInfoQuery, _Mapping]] = ...) -> None: ...
 
 class BatchProvideResult(_message.Message):
+    __slots__ = ("condition_id", "outcome", "record", "results")
+    CONDITION_ID_FIELD_NUMBER: _ClassVar[int]
+    OUTCOME_FIELD_NUMBER: _ClassVar[int]
+    RECORD_FIELD_NUMBER: _ClassVar[int]
+    RESULTS_FIELD_NUMBER: _ClassVar[int]
+    condition_id: str
+    outcome: BatchOutcome
+    record: _records_pb2.ResidentView
+    results: _containers.RepeatedCompositeFieldContainer[BatchResultItem]
+    def __init__(self, condition_id: _Optional[str] = ..., outcome: _Optional[_Union[BatchOutcome, str]] = ..., record: _Optional[_Union[_records_pb2.ResidentView, _Mapping]] = ..., results: _Optional[_Iterable[_Union[BatchResultItem, _Mapping]]] = ...) -> None: ...
+
+class BatchResultItem(_message.Message):
     __slots__ = ("condition_id", "outcome", "record")
     CONDITION_ID_FIELD_NUMBER: _ClassVar[int]
     OUTCOME_FIELD_NUMBER: _ClassVar[int]
