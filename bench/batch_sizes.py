@@ -28,7 +28,7 @@ from juki.v1 import admin_pb2, admin_pb2_grpc, prefecture_pb2_grpc
 from tqdm import tqdm
 
 from bench import procstat
-from bench.dataset import Dataset, ensure_dataset
+from bench.dataset import Dataset, ensure_dataset, load_dataset
 from bench.harness import Options, Servers, _prepare, _started, measure
 from bench.scenarios import POLICE, PROVIDE_PURPOSE, batch_requests
 from clients.channel import channel_credentials, secure_channel
@@ -38,19 +38,6 @@ from server.settings import Settings
 
 SIZES = (10_000, 100_000, 1_000_000)
 OUT = Path("bench/results")
-
-
-def _dataset(directory: Path) -> Dataset:
-    meta = json.loads((directory / "dataset.json").read_text())
-    return Dataset(
-        directory=directory,
-        residents=meta["residents"],
-        fuhyo_residents=meta["fuhyo_residents"],
-        seed_records_per_s=meta["seed_records_per_s"],
-        built_at=meta["built_at"],
-        reused=True,
-        samples=meta["samples"],
-    )
 
 
 def _status_kib(pid: int, key: str) -> int:
@@ -192,7 +179,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     base = Settings.load()
     if args.dataset is not None:
-        dataset = _dataset(args.dataset)
+        dataset = load_dataset(args.dataset)
     else:  # the harness's own cache (built first when absent, as `juki bench run` does)
         dataset = ensure_dataset(base, base.path(args.cache_dir), args.residents)
     sizes = tuple(int(x) for x in args.sizes.split(",") if x)

@@ -227,6 +227,15 @@ def ensure_dataset(base: Settings, cache_dir: Path, residents: int, *, rebuild: 
     marker = directory / "dataset.json"
     reused = marker.exists() and not rebuild
     meta = json.loads(marker.read_text()) if reused else _build(base, directory, residents, fuhyo_residents)
+    return _described(directory, meta, reused=reused)
+
+
+def load_dataset(directory: Path) -> Dataset:
+    """A dataset already built in `directory` (its dataset.json)."""
+    return _described(directory, json.loads((directory / "dataset.json").read_text()), reused=True)
+
+
+def _described(directory: Path, meta: dict[str, Any], *, reused: bool) -> Dataset:
     return Dataset(
         directory=directory,
         residents=meta["residents"],

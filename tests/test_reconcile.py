@@ -15,6 +15,8 @@ from google.protobuf import json_format
 from juki.v1 import prefecture_pb2, records_pb2
 
 from clients.reconcile_cmd import reconcile
+from server.audit import AuditKeys
+from server.audit.query import query
 from server.seed.population import generate
 from tests.conftest import Server, make_server
 
@@ -114,3 +116,18 @@ def test_the_cli_prints_differences_and_a_summary(server: Server, tmp_path: Path
     assert done.returncode == 0, done.stderr
     assert f"{view[5].resident_code} ITEMS_DIFFER address" in done.stdout
     assert "items differ 1" in done.stdout
+
+
+def test_a_reconcile_entry_names_the_residents_whose_records_differ(server: Server, tmp_path: Path) -> None:
+    view = tsu_view()
+    dropped = view.pop(50)
+    view[60].four_info.address += "の3"
+    reconcile(server.stub(f"municipal-cs/{TSU}"), write(view, tmp_path / "v.jsonl"), TSU, 3)
+    keys = AuditKeys.load(server.settings.path(server.settings.audit_keys_file))
+    entry = [
+        e
+        for e in query(server.settings.path(server.settings.audit_dir))
+        if e["method"] == "/juki.v1.Prefecture/Reconcile"
+    ][-1]
+    assert keys.subject_hash(dropped.resident_code) in entry["subjects"]
+    assert keys.subject_hash(view[60].resident_code) in entry["subjects"]

@@ -17,11 +17,12 @@ limit) → audit → metrics, around the handler.
    sent.
 4. Metrics: counted when the entry is written.
 
-Every step refuses by raising `Stop`; each kind of RPC has one wrapper of the same shape (begin → admit →
-handler → answered; any exception → stopped), so a refusal cannot fall through to the handler. A refused
-call is answered with a status and no payload. An unexpected exception is answered INTERNAL with a generic
-message and an error id that the server's log line of the failure carries too: no class name, path or
-traceback reaches a caller.
+Every step refuses by raising `Stop`. Every kind of RPC is wrapped by one of two shapes — answered by one
+message, or by a stream — with its admission (one request, or a client stream); both shapes are begin →
+admit → handler → answered, any exception → stopped, so a refusal cannot fall through to the handler. A
+refused call is answered with a status and no payload. An unexpected exception is answered INTERNAL with a
+generic message and an error id that the server's log line of the failure carries too: no class name, path
+or traceback reaches a caller.
 """
 
 from __future__ import annotations
@@ -542,42 +543,43 @@ async def _admit_stream(
     return replay()
 
 
-# one wrapper shape per kind of RPC ----------------------------------------------------------------------
+# the wrappers: two shapes, two admissions ----------------------------------------------------------------
 
 
 def _wrap(gate: AccessInterceptor, name: str, handler: Handler) -> Handler:
-    """The handler behind the chain. Each takes the request as bytes (no deserializer: see the module), and
-    has the same shape: begin → admit → handler → answered, any exception → stopped."""
+    """The handler behind the chain: a shape (one answer, or a stream of them) with an admission (one
+    request as bytes, or a stream of them: no deserializer, see the module)."""
     serialize = handler.response_serializer
     if handler.unary_unary:
-        return grpc.unary_unary_rpc_method_handler(
-            _unary_unary(gate, gate.method(name, handler, "unary"), handler.unary_unary), None, serialize
-        )
+        method = gate.method(name, handler, "unary")
+        shape = _answering(gate, method, handler.unary_unary, _admit_unary)
+        return grpc.unary_unary_rpc_method_handler(shape, None, serialize)
     if handler.unary_stream:
         method = gate.method(name, handler, "server_stream")
         if inspect.isasyncgenfunction(handler.unary_stream):
-            shape = _unary_stream(gate, method, handler.unary_stream)
+            shape = _streaming(gate, method, handler.unary_stream, _admit_unary)
         else:  # a response stream written with context.write (e.g. grpc.health.v1 Watch), not yielded
-            shape = _unary_writer(gate, method, handler.unary_stream)
+            shape = _answering(gate, method, handler.unary_stream, _admit_unary)
         return grpc.unary_stream_rpc_method_handler(shape, None, serialize)
     if handler.stream_unary:
-        return grpc.stream_unary_rpc_method_handler(
-            _stream_unary(gate, gate.method(name, handler, "client_stream"), handler.stream_unary),
-            None,
-            serialize,
-        )
-    return grpc.stream_stream_rpc_method_handler(
-        _stream_stream(gate, gate.method(name, handler, "bidi_stream"), handler.stream_stream),
-        None,
-        serialize,
-    )
+        method = gate.method(name, handler, "client_stream")
+        shape = _answering(gate, method, handler.stream_unary, _admit_stream)
+        return grpc.stream_unary_rpc_method_handler(shape, None, serialize)
+    method = gate.method(name, handler, "bidi_stream")
+    shape = _streaming(gate, method, handler.stream_stream, _admit_stream)
+    return grpc.stream_stream_rpc_method_handler(shape, None, serialize)
 
 
-def _unary_unary(gate: AccessInterceptor, method: Method, inner: Any) -> Any:
-    async def call(raw: bytes, context: Context) -> Any:
+Admit = Callable[[AccessInterceptor, Method, Any, Context, CallFacts], Awaitable[Any]]
+
+
+def _answering(gate: AccessInterceptor, method: Method, inner: Any, admit: Admit) -> Any:
+    """A call answered by one message (or, for a writer, by what it wrote with context.write)."""
+
+    async def call(request: Any, context: Context) -> Any:
         facts = gate.begin(method)
         try:
-            response = await inner(await _admit_unary(gate, method, raw, context, facts), context)
+            response = await inner(await admit(gate, method, request, context, facts), context)
             method.audited.on_response(facts, response)
         except BaseException as exc:
             await _stopped(gate, context, facts, exc)
@@ -587,53 +589,13 @@ def _unary_unary(gate: AccessInterceptor, method: Method, inner: Any) -> Any:
     return call
 
 
-def _unary_writer(gate: AccessInterceptor, method: Method, inner: Any) -> Any:
-    async def call(raw: bytes, context: Context) -> None:
+def _streaming(gate: AccessInterceptor, method: Method, inner: Any, admit: Admit) -> Any:
+    """A call answered by a stream of messages; a streamed provision's parts are audited before they go."""
+
+    async def call(request: Any, context: Context) -> AsyncIterator[Any]:
         facts = gate.begin(method)
         try:
-            await inner(await _admit_unary(gate, method, raw, context, facts), context)
-        except BaseException as exc:
-            await _stopped(gate, context, facts, exc)
-        await _answered(gate, method, context, facts)
-
-    return call
-
-
-def _unary_stream(gate: AccessInterceptor, method: Method, inner: Any) -> Any:
-    async def call(raw: bytes, context: Context) -> AsyncIterator[Any]:
-        facts = gate.begin(method)
-        try:
-            async for response in inner(await _admit_unary(gate, method, raw, context, facts), context):
-                method.audited.on_response(facts, response)
-                if method.in_parts and not gate.audit.part(facts, response):
-                    raise Stop(*AUDIT_DOWN)  # that part's results unsent
-                yield response
-        except BaseException as exc:
-            await _stopped(gate, context, facts, exc)
-        await _answered(gate, method, context, facts)
-
-    return call
-
-
-def _stream_unary(gate: AccessInterceptor, method: Method, inner: Any) -> Any:
-    async def call(requests: AsyncIterator[bytes], context: Context) -> Any:
-        facts = gate.begin(method)
-        try:
-            response = await inner(await _admit_stream(gate, method, requests, context, facts), context)
-            method.audited.on_response(facts, response)
-        except BaseException as exc:
-            await _stopped(gate, context, facts, exc)
-        await _answered(gate, method, context, facts)
-        return response
-
-    return call
-
-
-def _stream_stream(gate: AccessInterceptor, method: Method, inner: Any) -> Any:
-    async def call(requests: AsyncIterator[bytes], context: Context) -> AsyncIterator[Any]:
-        facts = gate.begin(method)
-        try:
-            async for response in inner(await _admit_stream(gate, method, requests, context, facts), context):
+            async for response in inner(await admit(gate, method, request, context, facts), context):
                 method.audited.on_response(facts, response)
                 if method.in_parts and not gate.audit.part(facts, response):
                     raise Stop(*AUDIT_DOWN)  # that part's results unsent
