@@ -22,7 +22,16 @@ from juki.v1 import prefecture_pb2, records_pb2
 
 from server.app import open_fuhyo_store, open_store, open_store_readonly
 from server.domain.kana import search_kana
-from server.domain.search import Cursor, SearchPage, SearchQuery, parse_query, run_search
+from server.domain.search import (
+    ON_LOOP_EXAMINED,
+    Cursor,
+    PageTokens,
+    Searcher,
+    SearchPage,
+    SearchQuery,
+    parse_query,
+    run_search,
+)
 from server.domain.updates import apply_notice, validate_notice
 from server.settings import Settings
 from server.storage.fuhyo_file import FuhyoFile
@@ -502,3 +511,41 @@ def test_updates_over_grpc_keep_the_index_in_agreement(server: Server) -> None:
         ]
     finally:
         store.env.close()
+
+
+def _searcher() -> Searcher:
+    return Searcher(PageTokens(b"k" * 32))
+
+
+@pytest.mark.parametrize("name", list(QUERIES))
+def test_a_bounded_search_is_answered_within_the_event_loops_budget(store: ResidentStore, name: str) -> None:
+    """The common queries fit ON_LOOP_EXAMINED however large the store, and the page is the one a search
+    without a budget gives (so `Searcher.answer` serves them on the loop, the same)."""
+    _add(store, _targets())
+    _add(store, _fillers(3000))
+    request = prefecture_pb2.SearchRequest(purpose="identity-check", **QUERIES[name])
+    searcher = _searcher()
+    within = searcher.search_within(
+        store, request, caller="spiffe://juki.mie/x/y", today=TODAY, budget=ON_LOOP_EXAMINED
+    )
+    whole = searcher.search(store, request, caller="spiffe://juki.mie/x/y", today=TODAY)
+    assert within is not None
+    assert [r.resident_code for r in within[0]] == [r.resident_code for r in whole[0]]
+    assert (bool(within[1]), within[2]) == (bool(whole[1]), whole[2])  # a token is sealed afresh each time
+
+
+def test_a_search_over_the_budget_is_given_back_whole_to_a_thread(store: ResidentStore) -> None:
+    _add(store, _targets())
+    _add(store, _fillers(3000))
+    range_query = prefecture_pb2.SearchRequest(
+        purpose="identity-check", name_kana="サトウ", birth_date_from="1900-01-01", birth_date_to="2020-12-31"
+    )
+    searcher = _searcher()
+    assert (
+        searcher.search_within(store, range_query, caller="spiffe://juki.mie/x/y", today=TODAY, budget=8)
+        is None
+    )
+    answered = asyncio.run(searcher.answer(store, range_query, caller="spiffe://juki.mie/x/y", today=TODAY))
+    whole = searcher.search(store, range_query, caller="spiffe://juki.mie/x/y", today=TODAY)
+    assert len(answered[0]) == len(whole[0]) > 8
+    assert [r.resident_code for r in answered[0]] == [r.resident_code for r in whole[0]]

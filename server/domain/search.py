@@ -18,6 +18,7 @@ in `SearchPage.examined`, which may then exceed the limit: at most about three t
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import datetime as dt
 import hashlib
@@ -78,8 +79,12 @@ class SearchPage:
     next_cursor: Cursor | None
     capped: bool
     examined: int = 0  # index entries looked at for this page
+    at_limit: bool = False  # stopped because `scan_limit` entries were examined (not for the page's end)
 
 
+ON_LOOP_EXAMINED = (
+    64  # index entries a search may read on the event loop (some 50 µs) before a thread takes it
+)
 _NAME_DONE = b"\xff"  # after name + NUL in a cursor: every entry of that name is behind it
 
 
@@ -203,7 +208,9 @@ def run_search(
             return SearchPage(records, None, capped=True, examined=examined + work.extra)
         if examined >= scan_limit:
             next_cursor = Cursor(index, returned + len(records), last_key)
-            return SearchPage(records, next_cursor, capped=True, examined=examined + work.extra)
+            return SearchPage(
+                records, next_cursor, capped=True, examined=examined + work.extra, at_limit=True
+            )
         examined += 1
         last_key = key
         if hit is None:
@@ -242,10 +249,46 @@ class Searcher:
     ) -> tuple[list[records_pb2.ResidentRecord], str, bool]:
         """(records, next page token, capped); DomainError (INVALID_ARGUMENT) for a bad request or token.
         A scan (up to `scan_limit` index entries, see the module): call it in a worker thread, not on the
-        event loop.
+        event loop (`answer` decides).
 
         `caller` (SPIFFE ID) and the request's purpose are bound into the page token: another caller, or the
         same one under another purpose, cannot go on with it."""
+        found = self._page(store, request, caller, today, self.scan_limit)
+        assert found is not None  # the whole scan_limit: a page, always
+        return found
+
+    def search_within(
+        self,
+        store: RecordFile[Any],
+        request: prefecture_pb2.SearchRequest,
+        *,
+        caller: str,
+        today: dt.date,
+        budget: int,
+    ) -> tuple[list[records_pb2.ResidentRecord], str, bool] | None:
+        """`search` examining at most `budget` index entries (fit for the event loop); None when the page
+        needs more (then `search` in a thread, from the start)."""
+        return self._page(store, request, caller, today, min(budget, self.scan_limit))
+
+    async def answer(
+        self, store: RecordFile[Any], request: prefecture_pb2.SearchRequest, *, caller: str, today: dt.date
+    ) -> tuple[list[records_pb2.ResidentRecord], str, bool]:
+        """`search` for a handler: on the event loop while it examines at most ON_LOOP_EXAMINED entries (the
+        bounded plans: kana + birth date, kana + sex + 市町村 — a few dozen entries at any store size), else
+        again from the start in a worker thread, so no scan stalls the loop."""
+        found = self.search_within(store, request, caller=caller, today=today, budget=ON_LOOP_EXAMINED)
+        if found is None:
+            found = await asyncio.to_thread(self.search, store, request, caller=caller, today=today)
+        return found
+
+    def _page(
+        self,
+        store: RecordFile[Any],
+        request: prefecture_pb2.SearchRequest,
+        caller: str,
+        today: dt.date,
+        limit: int,
+    ) -> tuple[list[records_pb2.ResidentRecord], str, bool] | None:
         query = parse_query(request, today=today)
         v = Violations()
         val.check_request_id(v, "request_id", request.request_id)
@@ -258,9 +301,11 @@ class Searcher:
                 query,
                 cursor,
                 page_size=request.page_size or self.page_size,
-                scan_limit=self.scan_limit,
+                scan_limit=limit,
                 max_results=self.max_results,
             )
+        if page.at_limit and limit < self.scan_limit:
+            return None  # over the budget: the whole search belongs in a thread
         token = self.tokens.seal(query, page.next_cursor, *bound) if page.next_cursor else ""
         return page.records, token, page.capped
 

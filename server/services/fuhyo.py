@@ -126,8 +126,8 @@ class FuhyoService(fuhyo_pb2_grpc.FuhyoServicer):
     async def Search(
         self, request: prefecture_pb2.SearchRequest, context: Context
     ) -> fuhyo_pb2.FuhyoSearchResponse:
-        records, token, capped = await asyncio.to_thread(
-            self._searcher.search, self._store, request, caller=current_caller().uri, today=self._now().date()
+        records, token, capped = await self._searcher.answer(
+            self._store, request, caller=current_caller().uri, today=self._now().date()
         )
         return fuhyo_pb2.FuhyoSearchResponse(
             results=[fuhyo_view(r) for r in records], next_page_token=token, capped=capped

@@ -233,8 +233,8 @@ class PrefectureService(prefecture_pb2_grpc.PrefectureServicer):
     async def Search(
         self, request: prefecture_pb2.SearchRequest, context: Context
     ) -> prefecture_pb2.SearchResponse:
-        records, token, capped = await asyncio.to_thread(
-            self._searcher.search, self._store, request, caller=current_caller().uri, today=self._now().date()
+        records, token, capped = await self._searcher.answer(
+            self._store, request, caller=current_caller().uri, today=self._now().date()
         )
         return prefecture_pb2.SearchResponse(
             results=[resident_view(r) for r in records], next_page_token=token, capped=capped
