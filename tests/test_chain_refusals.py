@@ -44,9 +44,11 @@ class ReturningContext:
 class Trail:
     def __init__(self) -> None:
         self.outcomes: list[str] = []
+        self.written: list[CallFacts] = []
 
     def record(self, facts: CallFacts) -> None:
         self.outcomes.append(facts.outcome)
+        self.written.append(facts)
 
     def record_intent(self, facts: CallFacts) -> None:
         self.outcomes.append("INTENT")
@@ -147,3 +149,39 @@ def test_a_caller_not_granted_the_method_never_reaches_the_handler_even_if_abort
         asyncio.run(_drive(wrapped, context))
     assert ran == []
     assert context.aborted == [grpc.StatusCode.PERMISSION_DENIED]
+
+
+def test_a_call_to_an_unknown_method_records_what_the_refused_certificate_claimed(pki_dir: Path) -> None:
+    """An identity this deployment does not know, calling a method nobody serves: UNAUTHENTICATED, and the
+    entry names the identity and serial the certificate claimed (never authenticated)."""
+    pki = Pki(pki_dir)
+    trail = Trail()
+    gate = AccessInterceptor(
+        PeerIdentities(
+            "juki.mie", RevocationList(pki.crl_path, pki.ca_cert_path), known=lambda spiffe: False
+        ),
+        Policy.load(),
+        frozenset(),
+        auditor=trail,
+    )
+
+    async def continuation(details: Any) -> None:
+        return None
+
+    details: Any = type(
+        "Details", (), {"method": "/juki.v1.Prefecture/NoSuchMethod", "invocation_metadata": ()}
+    )()
+    wrapped = asyncio.run(gate.intercept_service(continuation, details))
+    cert, _ = pki.cert_paths("agency", "police")
+    context = ReturningContext({"x509_pem_cert": [cert.read_bytes()]})
+    with pytest.raises(AssertionError):
+        asyncio.run(wrapped.unary_unary(b"", context))
+    assert context.aborted == [grpc.StatusCode.UNAUTHENTICATED]
+    assert [(f.method, f.outcome, f.caller) for f in trail.written] == [
+        ("/juki.v1.Prefecture/NoSuchMethod", "UNAUTHENTICATED", None)
+    ]
+    assert (
+        trail.written[0].claimed is not None
+        and trail.written[0].claimed.uri == "spiffe://juki.mie/agency/police"
+    )
+    assert trail.written[0].serial is not None
