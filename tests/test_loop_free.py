@@ -1,8 +1,9 @@
 """Issue 12 item 8: no call holds the event loop for more than a few milliseconds.
 
 Scans (Statistics over the audit trail, Reconcile's digests, 4情報 finds, and searches past the event
-loop's budget of index entries) run in worker threads, so LMDB readers in threads must never make a reader on the event loop wait; a Reconcile's ranges
-are capped. (Ping p99 while each runs, before and after: `python -m bench.loop_stall`.)
+loop's budget of index entries) run in worker threads, so LMDB readers in threads must never make a reader
+on the event loop wait; a Reconcile's ranges are capped. (Ping p99 while each runs, before and after:
+`python -m bench.loop_stall`.)
 """
 
 from __future__ import annotations
