@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -24,6 +23,7 @@ from server.domain.limits import MAX_BATCH_CHUNK
 from server.identity.pki import Pki
 from server.seed.population import generate
 from tests.conftest import Server, make_server
+from tests.test_audit_calls import small_disk
 from tests.test_batch_provide import approve
 
 THRESHOLD = 5
@@ -31,6 +31,7 @@ POLICE = ("agency/police", "bt6-police-driving-licence")
 TAX = ("department/tax", "bt5-tax-vehicle")
 P = prefecture_pb2
 METHOD = "/juki.v1.Prefecture/BatchProvide"
+__all__ = ["small_disk"]  # a fixture used here
 
 
 @pytest.fixture(scope="module")
@@ -311,20 +312,6 @@ def _provisions(server: Server, month: str) -> dict[str, int]:
 
 
 # --- fail closed ----------------------------------------------------------------------------------------
-
-
-@pytest.fixture()
-def small_disk(tmp_path: Path) -> Iterator[Path]:
-    """A real, small filesystem (tmpfs) for the audit trail, so that it can really fill up."""
-    mount = tmp_path / "audit-fs"
-    mount.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)], capture_output=True)
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
-    try:
-        yield mount
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], check=False)
 
 
 def test_a_chunk_whose_entry_cannot_be_written_is_not_sent(
