@@ -16,13 +16,14 @@ from typing import Any
 
 import grpc
 import pytest
-from juki.v1 import admin_pb2, admin_pb2_grpc, prefecture_pb2, records_pb2
+from juki.v1 import prefecture_pb2, records_pb2
 
 from clients.channel import error_details, secure_channel
 from server.audit.query import query
 from server.identity.pki import Pki
 from tests.conftest import Server, make_server
 from tests.notices import Municipality, fresh_resident
+from tests.test_statistics_applied import updates_counted
 
 P = prefecture_pb2
 R = records_pb2
@@ -57,19 +58,6 @@ def _births(town: Municipality, n: int) -> tuple[list[str], list[P.ChangeNotice]
         codes.append(code)
         notices.append(town.notice(code, R.CHANGE_REASON_SHUSSEI, my_number=number, birth_date="2024-05-01"))
     return codes, notices
-
-
-def _statistics(server: Server, town: str) -> int:
-    month = _entries(server)[-1]["time"][:7]
-    channel = secure_channel(
-        Pki(server.settings.pki_path), "auditor/auditor-01", server.settings.prefecture_target
-    )
-    try:
-        stub = admin_pb2_grpc.AdminStub(channel)  # type: ignore[no-untyped-call]
-        stats = stub.Statistics(admin_pb2.StatisticsRequest(month=month), timeout=10)
-    finally:
-        channel.close()
-    return int({c.key: c.count for c in stats.updates_by_municipality}.get(town, 0))
 
 
 def _last_entry(server: Server, caller: str, method: str) -> dict[str, Any]:
@@ -108,7 +96,7 @@ def test_notices_before_an_undecodable_message_are_applied_and_reported(server: 
     assert _held(server, codes) == codes
     entry = _last_entry(server, "242021", "ApplyUpdates")
     assert (entry["outcome"], entry["count"]) == ("INVALID_ARGUMENT", 3)
-    assert _statistics(server, "242021") == 3
+    assert updates_counted(server, "242021") == 3
 
 
 def test_the_error_names_the_first_failing_notice(server: Server, seeded_records: list[Any]) -> None:
@@ -157,11 +145,11 @@ def test_a_cancelled_stream_applies_nothing_uncommitted_and_its_entry_tells_the_
     applied = _held(server, codes)
     assert entry["outcome"] == "CANCELLED"
     assert entry["count"] == len(applied) == 0  # the stream's partial batch was not committed
-    assert _statistics(server, "242047") == 0
+    assert updates_counted(server, "242047") == 0
     # sent again, the CS's notices apply as new
     response = stub.ApplyUpdates(iter([P.ApplyUpdateRequest(notice=n) for n in notices]), timeout=10)
     assert response.last_applied_sequence == 3 and response.replayed_count == 0
-    assert _statistics(server, "242047") == 3
+    assert updates_counted(server, "242047") == 3
 
 
 def test_an_idle_stream_cancelled_by_its_client_is_audited_as_cancelled(server: Server) -> None:
