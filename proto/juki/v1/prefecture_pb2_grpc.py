@@ -152,11 +152,12 @@ class PrefectureServicer:
     def BatchProvide(self, request_iterator, context):
         """一括提供: many conditions in, one result per condition out, in order, with flow control. Caller: agency,
         department. A message carries one condition or a chunk of up to 1000 (answered by one message holding
-        the chunk's results in order; see BatchProvideRequest). The first message declares the count; above the server's threshold it must carry an
-        approval token issued by an admin (bound to caller, purpose and a maximum count; single use), else the
-        call is refused before any result. Each condition's result is FOUND (with the record, 個人番号 only
-        when the purpose allows), NOT_FOUND, AMBIGUOUS (4情報 matching several) or REFUSED (e.g. a 個人番号
-        condition for a purpose without My Number). Persons not held here are not forwarded to J-LIS.
+        the chunk's results in order; see BatchProvideRequest). The first message declares the count of
+        conditions; above the server's threshold it must carry an approval token issued by an admin (bound to
+        caller, purpose and a maximum count; single use), else the call is refused before any result. Each
+        condition's result is FOUND (with the record, 個人番号 only when the purpose allows), NOT_FOUND,
+        AMBIGUOUS (4情報 matching several) or REFUSED (e.g. a 個人番号 condition for a purpose without My
+        Number). Persons not held here are not forwarded to J-LIS.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
